@@ -1,0 +1,197 @@
+"""Versioned model artifacts: ``models/<version>/`` with a JSON manifest, and ``models/current``.
+
+A version folder is written under a temporary name and renamed when complete; ``current``
+is a symlink replaced atomically, so a reader never sees half a model. ``joblib.load`` runs
+code from the file, so only folders inside the system's own models directory whose files
+match the manifest's checksums are loaded, memory-mapped so server workers share one copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import scipy.sparse as sp
+
+from .catalog import Catalog, parse_catalog
+from .cf import CFModel
+from .config import TrainConfig
+from .exceptions import ArtifactError
+from .ids import IdMap
+from .popularity import AcquisitionRates
+from .segments import LifeStageRules, parse_life_stages
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CURRENT = "current"
+MANIFEST = "manifest.json"
+_FILES = ("cf.joblib", "ids.joblib", "rates.joblib", "catalog.toml", "life_stages.toml")
+_LIBRARIES = ("implicit", "numpy", "scipy", "pandas", "joblib", "flask")
+
+
+@dataclass
+class TrainedModel:
+    """Everything the offer engine needs, as trained together."""
+
+    cf: CFModel
+    rates: AcquisitionRates
+    catalog: Catalog
+    stages: LifeStageRules
+    config: TrainConfig
+    catalog_text: str
+    stages_text: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.get("version", "unsaved")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def save(model: TrainedModel, models_dir: str | Path, manifest: dict[str, Any],
+         make_current: bool = True) -> Path:
+    """Write a new version folder, then (optionally) point ``current`` at it."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC)
+    version = manifest.get("version") or (
+        created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + manifest["data"]["fingerprint"][:8]
+    )
+    final = models_dir / version
+    if final.exists():
+        raise ArtifactError(f"model version {version} already exists in {models_dir}")
+    partial = models_dir / f".{version}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        state = model.cf.to_state()
+        joblib.dump(state, partial / "cf.joblib")
+        joblib.dump({"customers": model.cf.customers.external_ids,
+                     "products": model.cf.products.external_ids}, partial / "ids.joblib")
+        joblib.dump({"overall": model.rates.overall, "by_stage": model.rates.by_stage},
+                    partial / "rates.joblib")
+        (partial / "catalog.toml").write_text(model.catalog_text, encoding="utf-8")
+        (partial / "life_stages.toml").write_text(model.stages_text, encoding="utf-8")
+        full = {
+            **manifest, "format_version": FORMAT_VERSION, "version": version,
+            "created_at": created.isoformat(), "parameters": model.config.to_dict(),
+            "catalog_version": model.catalog.version, "life_stages_version": model.stages.version,
+            "libraries": library_versions(),
+            "files": {name: _sha256(partial / name) for name in _FILES},
+        }
+        (partial / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False),
+                                        encoding="utf-8")
+        partial.rename(final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    model.manifest = full
+    if make_current:
+        set_current(models_dir, version)
+    log.info("saved model version %s to %s", version, final)
+    return final
+
+
+def set_current(models_dir: str | Path, version: str) -> None:
+    """Point ``models/current`` at a version, atomically (symlink + rename)."""
+    models_dir = Path(models_dir)
+    if not (models_dir / version / MANIFEST).is_file():
+        raise ArtifactError(f"no model version {version!r} in {models_dir}")
+    temporary = models_dir / f".{CURRENT}.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(version)
+    os.replace(temporary, models_dir / CURRENT)
+
+
+def resolve(models_dir: str | Path, version: str = CURRENT) -> Path:
+    """The folder of a version (``current`` by default), refusing paths outside ``models_dir``."""
+    root = Path(models_dir).resolve()
+    candidate = (root / version).resolve()
+    if candidate.parent != root:
+        raise ArtifactError(f"model version {version!r} is not a folder inside {root}")
+    if not (candidate / MANIFEST).is_file():
+        hint = " (run `nbo train` first)" if version == CURRENT else ""
+        raise ArtifactError(f"no model at {root / version}: {MANIFEST} not found{hint}")
+    return candidate
+
+
+def _load_typed(path: Path, expected: type) -> Any:
+    try:
+        value = joblib.load(path, mmap_mode="r")
+    except Exception as exc:  # joblib raises many kinds on a corrupt file
+        raise ArtifactError(f"cannot load {path}: {exc}") from exc
+    if not isinstance(value, expected):
+        raise ArtifactError(f"{path} holds {type(value).__name__}, expected {expected.__name__}")
+    return value
+
+
+def load(models_dir: str | Path, version: str = CURRENT) -> TrainedModel:
+    """Load and verify a version: manifest, checksums, shapes and types."""
+    folder = resolve(models_dir, version)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{folder / MANIFEST} is not readable JSON: {exc}") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{folder}: artifact format {manifest.get('format_version')!r} is not"
+                            f" supported (expected {FORMAT_VERSION}); retrain with `nbo train`")
+    for name in _FILES:
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{folder}: {name} is missing")
+        if _sha256(path) != manifest.get("files", {}).get(name):
+            raise ArtifactError(f"{folder}: {name} does not match its checksum in {MANIFEST}")
+    ids = _load_typed(folder / "ids.joblib", dict)
+    customers = IdMap(np.asarray(ids["customers"]), "customer")
+    products = IdMap(np.asarray(ids["products"]), "product")
+    catalog_text = (folder / "catalog.toml").read_text(encoding="utf-8")
+    stages_text = (folder / "life_stages.toml").read_text(encoding="utf-8")
+    catalog = parse_catalog(catalog_text, str(folder / "catalog.toml"))
+    stages = parse_life_stages(stages_text, str(folder / "life_stages.toml"))
+    if catalog.ids != products:
+        raise ArtifactError(f"{folder}: the stored catalog does not match the model's products")
+    state = _load_typed(folder / "cf.joblib", dict)
+    if not sp.issparse(state.get("user_items")):
+        raise ArtifactError(f"{folder}: cf.joblib has no customer x product matrix")
+    try:
+        cf = CFModel.from_state(state, customers, products)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{folder}: cf.joblib is inconsistent: {exc}") from exc
+    rates = _load_typed(folder / "rates.joblib", dict)
+    acquisition = AcquisitionRates(overall=np.asarray(rates["overall"]),
+                                   by_stage=np.asarray(rates["by_stage"]))
+    if acquisition.by_stage.shape != (len(stages.stages), len(products)):
+        raise ArtifactError(f"{folder}: life-stage rates do not match stages x products")
+    config = TrainConfig.from_dict(manifest["parameters"], f"{folder / MANIFEST} parameters")
+    log.info("loaded model version %s from %s", manifest["version"], folder)
+    return TrainedModel(cf=cf, rates=acquisition, catalog=catalog, stages=stages, config=config,
+                        catalog_text=catalog_text, stages_text=stages_text, manifest=manifest)

@@ -1,0 +1,172 @@
+"""The product catalog: what the bank sells, to whom it may be offered, and how to talk about it."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .columns import PRODUCT_RISK_GRADES, RESIDENCIES
+from .exceptions import CatalogError
+from .ids import IdMap
+
+DEFAULT_CATALOG = "catalog.toml"
+
+_REQUIRED = ("id", "name_en", "name_zh", "category", "risk_grade", "value_weight")
+_OPTIONAL = {
+    "min_age": 0, "max_age": 200, "min_income": 0.0, "residency": tuple(RESIDENCIES),
+    "prerequisites": (), "life_stages": (), "talking_points_en": (), "talking_points_zh": (),
+}
+
+
+@dataclass(frozen=True)
+class Product:
+    """One product line of the catalog."""
+
+    id: str
+    name_en: str
+    name_zh: str
+    category: str
+    risk_grade: str
+    value_weight: float
+    min_age: int = 0
+    max_age: int = 200
+    min_income: float = 0.0
+    residency: tuple[str, ...] = tuple(RESIDENCIES)
+    prerequisites: tuple[str, ...] = ()
+    life_stages: tuple[str, ...] = ()
+    talking_points_en: tuple[str, ...] = ()
+    talking_points_zh: tuple[str, ...] = ()
+
+    def name(self, lang: str) -> str:
+        return self.name_zh if lang == "zh" else self.name_en
+
+    def talking_points(self, lang: str) -> tuple[str, ...]:
+        return self.talking_points_zh if lang == "zh" else self.talking_points_en
+
+    @property
+    def risk_level(self) -> int:
+        """Risk grade as a number, R1 -> 1 ... R5 -> 5."""
+        return int(self.risk_grade[1])
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """All products, in catalog order, with the arrays the vectorised rules need."""
+
+    products: tuple[Product, ...]
+    version: str = "unversioned"
+    source: str = "<memory>"
+    ids: IdMap = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", IdMap([p.id for p in self.products], "product"))
+        for product in self.products:
+            unknown = [p for p in product.prerequisites if p not in self.ids]
+            if unknown:
+                raise CatalogError(
+                    f"{self.source}: product {product.id!r} has unknown prerequisites {unknown}"
+                )
+            if product.id in product.prerequisites:
+                raise CatalogError(f"{self.source}: product {product.id!r} requires itself")
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+    def __getitem__(self, product_id: str) -> Product:
+        return self.products[self.ids.position(product_id)]
+
+    def column(self, name: str) -> np.ndarray:
+        """One attribute of every product as an array in catalog order."""
+        return np.array([getattr(p, name) for p in self.products])
+
+    def prerequisite_matrix(self) -> np.ndarray:
+        """Boolean (n_products x n_products): ``[i, j]`` is True when ``j`` requires ``i``."""
+        matrix = np.zeros((len(self), len(self)), dtype=bool)
+        for j, product in enumerate(self.products):
+            matrix[self.ids.to_internal(list(product.prerequisites)), j] = True
+        return matrix
+
+    def bundle(self, stage_id: str) -> list[str]:
+        """Product ids in the life-stage bundle, in catalog order."""
+        return [p.id for p in self.products if stage_id in p.life_stages]
+
+    def check_life_stages(self, stage_ids: list[str]) -> None:
+        """Every bundle must name a defined life stage."""
+        for product in self.products:
+            unknown = sorted(set(product.life_stages) - set(stage_ids))
+            if unknown:
+                raise CatalogError(
+                    f"{self.source}: product {product.id!r} names unknown life stages {unknown};"
+                    f" defined stages are {sorted(stage_ids)}"
+                )
+
+
+def _product_from_table(table: dict, position: int, source: str) -> Product:
+    where = f"{source}: product #{position + 1} ({table.get('id', 'no id')!r})"
+    missing = [key for key in _REQUIRED if key not in table]
+    if missing:
+        raise CatalogError(f"{where} is missing required keys {missing}")
+    unknown = sorted(set(table) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise CatalogError(f"{where} has unknown keys {unknown}")
+    if table["risk_grade"] not in PRODUCT_RISK_GRADES:
+        raise CatalogError(
+            f"{where}: risk_grade {table['risk_grade']!r} is not one of {PRODUCT_RISK_GRADES}"
+        )
+    values = {**_OPTIONAL, **table}
+    for key in ("value_weight", "min_age", "max_age", "min_income"):
+        if isinstance(values[key], bool) or not isinstance(values[key], int | float):
+            raise CatalogError(f"{where}: {key} must be a number, got {values[key]!r}")
+        if values[key] < 0:
+            raise CatalogError(f"{where}: {key} must not be negative, got {values[key]!r}")
+    if values["min_age"] > values["max_age"]:
+        raise CatalogError(f"{where}: min_age {values['min_age']} exceeds max_age {values['max_age']}")
+    bad_residency = sorted(set(values["residency"]) - set(RESIDENCIES))
+    if bad_residency:
+        raise CatalogError(f"{where}: residency {bad_residency} not in {RESIDENCIES}")
+    for key in ("residency", "prerequisites", "life_stages", "talking_points_en",
+                "talking_points_zh"):
+        if not isinstance(values[key], list | tuple):
+            raise CatalogError(f"{where}: {key} must be a list, got {values[key]!r}")
+        values[key] = tuple(str(v) for v in values[key])
+    return Product(**{k: values[k] for k in Product.__dataclass_fields__})
+
+
+def parse_catalog(text: str, source: str = "<string>") -> Catalog:
+    """Catalog from TOML text; errors name the source, the product and the key."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{source}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(document) - {"version", "currency", "product"})
+    if unknown:
+        raise CatalogError(f"{source}: unknown top-level keys {unknown}")
+    tables = document.get("product", [])
+    if not tables:
+        raise CatalogError(f"{source}: no [[product]] entries")
+    products = tuple(_product_from_table(t, i, source) for i, t in enumerate(tables))
+    ids = [p.id for p in products]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise CatalogError(f"{source}: duplicate product ids {dupes}")
+    return Catalog(products, version=str(document.get("version", "unversioned")), source=source)
+
+
+def catalog_text(path: str | Path | None = None) -> tuple[str, str]:
+    """(TOML text, source name) of a catalog file, or of the packaged default."""
+    if path is None:
+        resource = resources.files("recommender") / "data" / DEFAULT_CATALOG
+        return resource.read_text(encoding="utf-8"), f"<packaged {DEFAULT_CATALOG}>"
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"catalog file not found: {path}")
+    return path.read_text(encoding="utf-8"), str(path)
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Load a catalog file (TOML), or the packaged demo-bank catalog when ``path`` is None."""
+    return parse_catalog(*catalog_text(path))

@@ -1,0 +1,229 @@
+"""Loading and validating the bank's extracts (customers, holdings) from CSV or Parquet.
+
+Every check is vectorised and every failure raises ``DataValidationError`` naming the file,
+the column and the first offending rows, so that a bad extract is fixed at its source rather
+than half-loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import columns as C
+from .catalog import Catalog
+from .exceptions import DataValidationError
+
+log = logging.getLogger(__name__)
+
+CUSTOMERS_FILE = "customers"
+HOLDINGS_FILE = "holdings"
+_SHOW_ROWS = 5
+_REQUIRED_CUSTOMER_COLUMNS = (
+    C.CUSTOMER_ID, C.INCOME, C.MARITAL_STATUS, C.DEPENDANTS, C.TENURE_MONTHS, C.SEGMENT,
+    C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING,
+)
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class BankData:
+    """Validated extracts: one row per customer, one row per (customer, product, snapshot)."""
+
+    customers: pd.DataFrame
+    holdings: pd.DataFrame
+
+    @property
+    def snapshots(self) -> list[pd.Timestamp]:
+        return [pd.Timestamp(d) for d in sorted(pd.unique(self.holdings[C.SNAPSHOT_DATE]))]
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame; ids and text stay strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError("file not found", source=str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataValidationError(f"cannot read the file: {exc}", source=str(path)) from exc
+    raise DataValidationError(
+        f"unsupported file type {suffix!r}; use .csv or .parquet", source=str(path)
+    )
+
+
+def find_extract(data_dir: str | Path, name: str) -> Path:
+    """``<data_dir>/<name>.parquet`` or ``.csv``, whichever exists."""
+    for suffix in (".parquet", ".csv"):
+        candidate = Path(data_dir) / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise DataValidationError(
+        f"no {name}.parquet or {name}.csv in the data folder", source=str(data_dir)
+    )
+
+
+def _fail(message: str, source: str, column: str, bad: np.ndarray) -> None:
+    rows = tuple(int(r) for r in np.flatnonzero(bad)[:_SHOW_ROWS])
+    raise DataValidationError(message, source=source, column=column, rows=rows)
+
+
+def _numeric(frame: pd.DataFrame, column: str, source: str, *, low: float, high: float,
+             integer: bool = False, allow_missing: bool = False) -> pd.Series:
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    missing_raw = raw.isna().to_numpy()
+    _fail_if(values.isna().to_numpy() & ~missing_raw, "is not a number", source, column)
+    if not allow_missing:
+        _fail_if(missing_raw, "is missing", source, column)
+    finite = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    out_of_range = ~np.isnan(finite) & ((finite < low) | (finite > high))
+    _fail_if(out_of_range, f"is outside the possible range [{low}, {high}]", source, column)
+    if integer:
+        _fail_if(~np.isnan(finite) & (finite != np.round(finite)), "is not a whole number",
+                 source, column)
+        return values.astype(np.int32)
+    return values.astype(np.float64)
+
+
+def _fail_if(bad: np.ndarray, what: str, source: str, column: str) -> None:
+    if bad.any():
+        _fail(f"{int(bad.sum())} value(s) in column {column!r} {what}", source, column, bad)
+
+
+def _categorical(frame: pd.DataFrame, column: str, source: str,
+                 allowed: tuple[str, ...]) -> pd.Series:
+    values = frame[column].astype("string").str.strip()
+    if column != C.RISK_GRADE:
+        values = values.str.lower()
+    _fail_if(~values.isin(allowed).to_numpy(dtype=bool),
+             f"is not one of {list(allowed)}", source, column)
+    return values.astype(str)
+
+
+def _boolean(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype(bool)
+    text = raw.astype("string").str.strip().str.lower()
+    _fail_if(~text.isin(_TRUE | _FALSE).to_numpy(dtype=bool),
+             "is not a yes/no value (true/false, 1/0, yes/no)", source, column)
+    return text.isin(_TRUE).astype(bool)
+
+
+def _dates(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    raw = frame[column]
+    parsed = pd.to_datetime(raw, errors="coerce")
+    _fail_if(parsed.isna().to_numpy() & raw.notna().to_numpy(), "is not a date", source, column)
+    _fail_if(raw.isna().to_numpy(), "is missing", source, column)
+    return parsed.astype("datetime64[ns]")
+
+
+def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
+                       as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The customers extract with canonical columns and dtypes, or a DataValidationError."""
+    missing = [c for c in _REQUIRED_CUSTOMER_COLUMNS if c not in frame.columns]
+    if C.AGE not in frame.columns and C.BIRTH_DATE not in frame.columns:
+        missing.append(f"{C.AGE} (or {C.BIRTH_DATE})")
+    if missing:
+        raise DataValidationError(f"missing required columns {missing}", source=source)
+    frame = frame.reset_index(drop=True)
+    ids = frame[C.CUSTOMER_ID].astype("string").str.strip()
+    _fail_if((ids.isna() | (ids == "")).to_numpy(dtype=bool), "is empty", source, C.CUSTOMER_ID)
+    _fail_if(ids.duplicated(keep="first").to_numpy(), "is a duplicate customer id", source,
+             C.CUSTOMER_ID)
+    out = pd.DataFrame({C.CUSTOMER_ID: ids.astype(str)})
+    if C.AGE in frame.columns:
+        out[C.AGE] = _numeric(frame, C.AGE, source, low=0, high=130, integer=True)
+    else:
+        born = _dates(frame, C.BIRTH_DATE, source)
+        reference = as_of if as_of is not None else pd.Timestamp.today().normalize()
+        out[C.AGE] = ((reference - born).dt.days // 365.25).astype(np.int32)
+        _fail_if(((out[C.AGE] < 0) | (out[C.AGE] > 130)).to_numpy(),
+                 "gives an impossible age", source, C.BIRTH_DATE)
+    out[C.INCOME] = _numeric(frame, C.INCOME, source, low=0, high=1e12, allow_missing=True)
+    out[C.MARITAL_STATUS] = _categorical(frame, C.MARITAL_STATUS, source, C.MARITAL_STATUSES)
+    out[C.DEPENDANTS] = _numeric(frame, C.DEPENDANTS, source, low=0, high=30, integer=True)
+    out[C.TENURE_MONTHS] = _numeric(frame, C.TENURE_MONTHS, source, low=0, high=1500,
+                                    integer=True)
+    segment = frame[C.SEGMENT].astype("string").str.strip()
+    _fail_if((segment.isna() | (segment == "")).to_numpy(dtype=bool), "is empty", source,
+             C.SEGMENT)
+    out[C.SEGMENT] = segment.astype(str)
+    out[C.RISK_GRADE] = _categorical(frame, C.RISK_GRADE, source, C.RISK_GRADES)
+    if C.RISK_ASSESSED_ON in frame.columns:
+        out[C.RISK_ASSESSED_ON] = _dates(frame, C.RISK_ASSESSED_ON, source)
+    out[C.RESIDENCY] = _categorical(frame, C.RESIDENCY, source, C.RESIDENCIES)
+    out[C.CONSENT_PROFILING] = _boolean(frame, C.CONSENT_PROFILING, source)
+    if C.GENDER in frame.columns:  # audit only: carried, never used by rules or models
+        out[C.GENDER] = frame[C.GENDER].astype("string").fillna("").astype(str)
+    return out
+
+
+def validate_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.Index,
+                      source: str = "<holdings>") -> pd.DataFrame:
+    """Holdings with categorical ids aligned to the customers and the catalog.
+
+    Repeated (customer, product, snapshot) rows, e.g. two time deposits, are one holding.
+    """
+    missing = [c for c in (C.CUSTOMER_ID, C.PRODUCT_ID, C.SNAPSHOT_DATE) if c not in frame]
+    if missing:
+        raise DataValidationError(f"missing required columns {missing}", source=source)
+    frame = frame.reset_index(drop=True)
+    customers = _aligned_categorical(frame[C.CUSTOMER_ID], customer_ids)
+    _fail_if(customers.codes < 0, "names a customer that is not in the customers extract",
+             source, C.CUSTOMER_ID)
+    products = _aligned_categorical(frame[C.PRODUCT_ID], pd.Index(catalog.ids.external_ids))
+    _fail_if(products.codes < 0, f"is not a product of the catalog {catalog.source}", source,
+             C.PRODUCT_ID)
+    out = pd.DataFrame({
+        C.CUSTOMER_ID: customers, C.PRODUCT_ID: products,
+        C.SNAPSHOT_DATE: _dates(frame, C.SNAPSHOT_DATE, source),
+    })
+    return out.drop_duplicates(ignore_index=True)
+
+
+def _aligned_categorical(values: pd.Series, categories: pd.Index) -> pd.Categorical:
+    """Categorical over ``categories``; unknown values get code -1. Fast on dictionary input."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        mapping = categories.get_indexer(values.cat.categories.astype(str))
+        codes = np.where(values.cat.codes.to_numpy() < 0, -1,
+                         mapping[values.cat.codes.to_numpy()])
+    else:
+        codes = categories.get_indexer(values.astype("string").str.strip().astype(str))
+    return pd.Categorical.from_codes(codes.astype(np.int32), categories=categories)
+
+
+def load_bank(data_dir: str | Path, catalog: Catalog) -> BankData:
+    """Read and validate ``customers`` and ``holdings`` (Parquet or CSV) from a folder."""
+    customers_path = find_extract(data_dir, CUSTOMERS_FILE)
+    holdings_path = find_extract(data_dir, HOLDINGS_FILE)
+    holdings_raw = read_table(holdings_path)
+    latest = pd.to_datetime(holdings_raw.get(C.SNAPSHOT_DATE), errors="coerce")
+    as_of = latest.max() if latest is not None and latest.notna().any() else None
+    customers = validate_customers(read_table(customers_path), str(customers_path), as_of)
+    holdings = validate_holdings(holdings_raw, catalog, pd.Index(customers[C.CUSTOMER_ID]),
+                                 str(holdings_path))
+    log.info("loaded %d customers and %d holding rows over %d snapshots from %s",
+             len(customers), len(holdings), holdings[C.SNAPSHOT_DATE].nunique(), data_dir)
+    return BankData(customers=customers, holdings=holdings)
+
+
+def write_bank(bank: BankData, out_dir: str | Path) -> None:
+    """Write both extracts as Parquet; each file appears whole or not at all."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, frame in ((CUSTOMERS_FILE, bank.customers), (HOLDINGS_FILE, bank.holdings)):
+        final = out_dir / f"{name}.parquet"
+        partial = out_dir / f".{name}.parquet.partial"
+        frame.to_parquet(partial, index=False)
+        partial.replace(final)

@@ -1,0 +1,48 @@
+"""Eligibility: which products a customer may be offered at all, as boolean masks.
+
+One vectorised step, used by the single-customer path and the batch path alike, so an
+offer the API would refuse can never appear in a campaign list (and vice versa).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import columns as C
+from .catalog import Catalog
+
+
+def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+    """Boolean (n_customers x n_products): age, income and residency rules of the catalog."""
+    age = customers[C.AGE].to_numpy(dtype=np.float64)[:, None]
+    income = customers[C.INCOME].to_numpy(dtype=np.float64)[:, None]
+    mask = (age >= catalog.column("min_age")[None, :]) & (age <= catalog.column("max_age")[None, :])
+    # An unknown income (NaN) satisfies no minimum above zero.
+    mask &= (income >= catalog.column("min_income")[None, :]) | (
+        catalog.column("min_income")[None, :] <= 0
+    )
+    residency = customers[C.RESIDENCY].to_numpy().astype(str)
+    for j, product in enumerate(catalog.products):
+        mask[:, j] &= np.isin(residency, product.residency)
+    return mask
+
+
+def prerequisites_met(held: sp.csr_matrix | np.ndarray, catalog: Catalog) -> np.ndarray:
+    """Boolean (n_customers x n_products): every prerequisite of the product is held."""
+    required = catalog.prerequisite_matrix()
+    held_f = held.astype(np.float32)
+    count = held_f @ required.astype(np.float32)
+    count = np.asarray(count.todense()) if sp.issparse(count) else np.asarray(count)
+    return count >= required.sum(axis=0)[None, :]
+
+
+def offerable_mask(customers: pd.DataFrame, held: sp.csr_matrix | np.ndarray,
+                   catalog: Catalog) -> np.ndarray:
+    """Products that may be offered: eligible, prerequisites held, and not held already."""
+    held_dense = held.toarray() if sp.issparse(held) else np.asarray(held)
+    return eligibility_mask(customers, catalog) & prerequisites_met(held, catalog) & ~(
+        held_dense > 0
+    )
+

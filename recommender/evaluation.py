@@ -1,0 +1,42 @@
+"""Ranking metrics for next-period acquisitions (Kaggle's AP@k, recall, precision, NDCG).
+
+Inputs are the ranked product positions per customer (``-1`` pads short lists) and a
+boolean matrix of what each customer actually added.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def _hits(top: np.ndarray, added: np.ndarray) -> np.ndarray:
+    safe = np.where(top >= 0, top, 0)
+    return np.take_along_axis(added, safe, axis=1) & (top >= 0)
+
+
+def ranking_metrics(top: np.ndarray, added: sp.csr_matrix | np.ndarray, k: int) -> dict:
+    """Mean metrics over customers with at least one acquisition (others are skipped)."""
+    added = added.toarray() if sp.issparse(added) else np.asarray(added)
+    added = added > 0
+    n_relevant = added.sum(axis=1)
+    keep = n_relevant > 0
+    top, added, n_relevant = top[keep, :k], added[keep], n_relevant[keep]
+    if len(top) == 0:
+        return {"customers": 0, f"map@{k}": 0.0, f"precision@{k}": 0.0, f"recall@{k}": 0.0,
+                f"ndcg@{k}": 0.0, "coverage": 0.0}
+    hits = _hits(top, added)
+    cum_precision = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+    ap = (cum_precision * hits).sum(axis=1) / np.minimum(n_relevant, k)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (hits * discounts).sum(axis=1)
+    ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
+    offered = np.unique(top[top >= 0])
+    return {
+        "customers": int(len(top)),
+        f"map@{k}": float(ap.mean()),
+        f"precision@{k}": float((hits.sum(axis=1) / k).mean()),
+        f"recall@{k}": float((hits.sum(axis=1) / n_relevant).mean()),
+        f"ndcg@{k}": float((dcg / ideal).mean()),
+        "coverage": float(len(offered) / added.shape[1]),
+    }

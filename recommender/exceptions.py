@@ -1,0 +1,55 @@
+"""Named errors. Each message says what is wrong, where, and what to do."""
+
+
+class RecommenderError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class DataValidationError(RecommenderError, ValueError):
+    """An extract (customers, holdings) is missing, malformed or inconsistent.
+
+    ``source`` names the file, ``column`` the column, ``rows`` the first offending row
+    numbers (0-based positions in the file, header excluded).
+    """
+
+    def __init__(
+        self, message: str, *, source: str = "", column: str = "", rows: tuple = ()
+    ) -> None:
+        self.source, self.column, self.rows = source, column, tuple(rows)
+        where = ", ".join(
+            part
+            for part in (
+                f"file {source}" if source else "",
+                f"column {column!r}" if column else "",
+                f"first offending rows {list(self.rows)}" if self.rows else "",
+            )
+            if part
+        )
+        super().__init__(f"{message} ({where})" if where else message)
+
+
+class CatalogError(RecommenderError, ValueError):
+    """The product catalog TOML is malformed or inconsistent."""
+
+
+class ConfigError(RecommenderError, ValueError):
+    """A configuration (training parameters, life-stage rules) is invalid."""
+
+
+class NotFittedError(RecommenderError, RuntimeError):
+    """A model was used before ``fit`` was called."""
+
+
+class UnknownIdError(RecommenderError, KeyError):
+    """An external id (customer or product) is not in the id map."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownCustomerError(UnknownIdError):
+    """The customer is not in the bank's data the service was started with."""
+
+
+class ArtifactError(RecommenderError, RuntimeError):
+    """A model artifact folder is missing, corrupt or incompatible."""

@@ -1,0 +1,99 @@
+"""Reasons for an offer, in plain English and Chinese, with the evidence behind them.
+
+A teller reads the text to the customer; an auditor reads the code and the evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalog import Product
+from .segments import LifeStage
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    text_en: str
+    text_zh: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, lang: str) -> str:
+        return self.text_zh if lang == "zh" else self.text_en
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {"code": self.code, "text": self.text(lang), "text_en": self.text_en,
+                "text_zh": self.text_zh, "evidence": self.evidence}
+
+
+def _percent(rate: float) -> str:
+    return f"{100 * rate:.1f}%"
+
+
+def bundle_reason(product: Product, stage: LifeStage) -> Reason | None:
+    """The product belongs to the customer's life-stage bundle."""
+    if stage.id not in product.life_stages:
+        return None
+    return Reason(
+        code="life_stage_bundle",
+        text_en=f"{product.name_en} is part of the '{stage.name_en}' bundle: "
+                f"{stage.description_en}",
+        text_zh=f"{product.name_zh}属于“{stage.name_zh}”阶段的产品组合：{stage.description_zh}",
+        evidence={"life_stage": stage.id},
+    )
+
+
+def held_products_reason(product: Product, contributors: list[tuple[Product, float]]) -> Reason | None:
+    """Held products that make this one likely (CF explanation)."""
+    if not contributors:
+        return None
+    names_en = ", ".join(p.name_en for p, _ in contributors)
+    names_zh = "、".join(p.name_zh for p, _ in contributors)
+    return Reason(
+        code="held_products",
+        text_en=f"Customers who hold {names_en}, as you do, often also take {product.name_en}",
+        text_zh=f"与您一样持有{names_zh}的客户，常常也会选择{product.name_zh}",
+        evidence={"products": [p.id for p, _ in contributors],
+                  "contributions": [round(float(w), 4) for _, w in contributors]},
+    )
+
+
+def stage_popularity_reason(product: Product, stage: LifeStage, stage_rate: float,
+                            overall_rate: float) -> Reason | None:
+    """The product is taken up more often in this life stage than overall."""
+    if stage_rate <= overall_rate:
+        return None
+    lift = stage_rate / overall_rate if overall_rate > 0 else float("inf")
+    return Reason(
+        code="popular_in_life_stage",
+        text_en=f"Customers in the '{stage.name_en}' stage take up {product.name_en} "
+                f"{lift:.1f} times as often as customers overall",
+        text_zh=f"处于“{stage.name_zh}”阶段的客户办理{product.name_zh}的比例是全体客户的"
+                f"{lift:.1f}倍",
+        evidence={"life_stage": stage.id, "monthly_take_up_stage": round(stage_rate, 6),
+                  "monthly_take_up_overall": round(overall_rate, 6)},
+    )
+
+
+def popular_overall_reason(product: Product, overall_rate: float) -> Reason:
+    """Non-personalised: the customer did not consent to profiling."""
+    return Reason(
+        code="popular_overall",
+        text_en=f"One of the bank's most taken-up products ({_percent(overall_rate)} of "
+                "customers a month); not personalised, as you did not consent to profiling",
+        text_zh=f"本行最受欢迎的产品之一（每月{_percent(overall_rate)}的客户办理）；"
+                "因您未同意个性化分析，此推荐未使用您的个人信息",
+        evidence={"monthly_take_up_overall": round(overall_rate, 6), "personalised": False},
+    )
+
+
+def take_up_reason(product: Product, stage: LifeStage, stage_rate: float) -> Reason:
+    """Fallback that always holds: how often customers of this stage take the product up."""
+    return Reason(
+        code="take_up_rate",
+        text_en=f"{_percent(stage_rate)} of customers in the '{stage.name_en}' stage take up "
+                f"{product.name_en} each month",
+        text_zh=f"每月有{_percent(stage_rate)}的“{stage.name_zh}”阶段客户办理{product.name_zh}",
+        evidence={"life_stage": stage.id, "monthly_take_up_stage": round(stage_rate, 6)},
+    )
