@@ -135,7 +135,10 @@ class CFModel:
             als = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization,
                                           alpha=cfg.alpha, iterations=cfg.iterations,
                                           random_state=cfg.random_state, num_threads=1)
-            als.user_factors, als.item_factors = state["user_factors"], state["item_factors"]
+            # Customer factors stay memory-mapped (shared by server workers); the small item
+            # factors are copied because implicit's fold-in needs a writable buffer.
+            als.user_factors = state["user_factors"]
+            als.item_factors = np.array(state["item_factors"], dtype=np.float32)
             if als.user_factors.shape[0] != expected[0] or als.item_factors.shape[0] != expected[1]:
                 raise ValueError("stored factors do not match the id maps")
             model._als = als

@@ -48,7 +48,8 @@ def held_products_reason(product: Product, contributors: list[tuple[Product, flo
     """Held products that make this one likely (CF explanation)."""
     if not contributors:
         return None
-    names_en = ", ".join(p.name_en for p, _ in contributors)
+    names = [p.name_en for p, _ in contributors]
+    names_en = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     names_zh = "、".join(p.name_zh for p, _ in contributors)
     return Reason(
         code="held_products",

@@ -1,0 +1,50 @@
+"""One JSON error shape for every failure: ``{"code", "message", "details"}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from recommender.exceptions import DataValidationError, UnknownCustomerError
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(Exception):
+    """Invalid parameters or body, raised by views at the edge."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message, self.details = message, details
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None):
+    return jsonify({"code": code, "message": message, "details": details or {}}), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest):
+        return error_response(400, "bad_request", exc.message, exc.details)
+
+    @app.errorhandler(DataValidationError)
+    def invalid_data(exc: DataValidationError):
+        return error_response(400, "invalid_input", str(exc),
+                              {"column": exc.column, "rows": list(exc.rows)})
+
+    @app.errorhandler(UnknownCustomerError)
+    def unknown_customer(exc: UnknownCustomerError):
+        return error_response(404, "unknown_customer", str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; see the server log")

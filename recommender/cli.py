@@ -1,0 +1,224 @@
+"""``nbo``: the command line. Each subcommand parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/implicit load BLAS
+
+log = logging.getLogger("nbo")
+
+
+def _catalog_and_stages(args):
+    from .catalog import catalog_text, parse_catalog
+    from .segments import life_stages_text, parse_life_stages
+
+    cat_text, cat_source = catalog_text(args.catalog)
+    st_text, st_source = life_stages_text(args.life_stages)
+    catalog, stages = parse_catalog(cat_text, cat_source), parse_life_stages(st_text, st_source)
+    catalog.check_life_stages([s.id for s in stages.stages])
+    return catalog, stages, cat_text, st_text
+
+
+def _config(args):
+    from .config import TrainConfig
+    from .training import with_overrides
+
+    config = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
+    return with_overrides(config, kind=args.cf, factors=args.factors)
+
+
+def cmd_demo_data(args) -> int:
+    from .data import BankData, write_bank
+    from .demo import generate
+
+    catalog, stages, _, _ = _catalog_and_stages(args)
+    started = time.perf_counter()
+    bank = generate(args.customers, args.months, args.seed, catalog, stages)
+    write_bank(BankData(bank.customers, bank.holdings), args.out)
+    log.info("wrote the demo bank (%d customers, %d months) to %s in %.1f s", args.customers,
+             args.months, args.out, time.perf_counter() - started)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data import load_bank
+    from .training import train
+
+    catalog, stages, cat_text, st_text = _catalog_and_stages(args)
+    started = time.perf_counter()
+    bank = load_bank(args.data, catalog)
+    model = train(bank, catalog, stages, _config(args), args.models, cat_text, st_text,
+                  run_evaluation=not args.no_evaluate)
+    metrics = model.manifest.get("metrics", {})
+    log.info("trained model %s in %.1f s", model.version, time.perf_counter() - started)
+    if metrics:
+        _print_metrics(metrics)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_bank
+    from .training import evaluate
+
+    catalog, stages, _, _ = _catalog_and_stages(args)
+    result = evaluate(load_bank(args.data, catalog), catalog, stages, _config(args))
+    _print_metrics(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+def _print_metrics(result: dict) -> None:
+    k = result["k"]
+    sys.stdout.write(f"{result['protocol']}\ntest customers: {result['test_customers']}\n")
+    sys.stdout.write(f"{'method':<18}{'MAP@' + str(k):>10}{'recall@' + str(k):>11}"
+                     f"{'NDCG@' + str(k):>10}{'coverage':>10}\n")
+    for name, m in result["methods"].items():
+        served = "  <- served" if name == result["served"] else ""
+        sys.stdout.write(f"{name:<18}{m[f'map@{k}']:>10.4f}{m[f'recall@{k}']:>11.4f}"
+                         f"{m[f'ndcg@{k}']:>10.4f}{m['coverage']:>10.2f}{served}\n")
+
+
+def cmd_recommend(args) -> int:
+    from .service import load_service
+
+    service = load_service(args.data, args.models)
+    results = [service.offers(cid, args.limit, args.lang) for cid in args.customer]
+    if args.json:
+        sys.stdout.write(json.dumps(results, ensure_ascii=False, indent=2) + "\n")
+        return 0
+    for result in results:
+        sys.stdout.write(f"{result['customer_id']} ({result['life_stage']['name']}):\n")
+        for offer in result["offers"]:
+            reason = offer["reasons"][0]["text"] if offer["reasons"] else ""
+            sys.stdout.write(f"  {offer['rank']}. {offer['name']} [{offer['source']}] "
+                             f"{offer['score']:.3f}  {reason}\n")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from . import artifacts
+    from .catalog import load_catalog
+    from .data import load_bank
+
+    artifacts.resolve(args.models)  # fail early, with a clear message, if nothing is trained
+    if args.examples:
+        bank = load_bank(args.data, load_catalog(Path(args.models) / "current" / "catalog.toml"))
+        _print_examples(bank, args.host, args.port)
+    gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
+    os.environ.update({"NBO_DATA_DIR": str(args.data), "NBO_MODELS_DIR": str(args.models),
+                       "OPENBLAS_NUM_THREADS": "1"})
+    command = [gunicorn, "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
+               "--timeout", "60", "--access-logfile", "-", "api.wsgi:app"]
+    log.info("starting: %s", " ".join(command))
+    sys.stdout.flush()
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def _print_examples(bank, host: str, port: int) -> None:
+    from . import columns as C
+
+    counts = bank.holdings[bank.holdings[C.SNAPSHOT_DATE] == max(bank.snapshots)].groupby(
+        C.CUSTOMER_ID, observed=True).size()
+    examples = counts[counts >= 2].index[:3].astype(str).tolist()
+    base = f"http://{host}:{port}"
+    lines = ["", "Example customers: " + ", ".join(examples), "Example requests:"]
+    first = examples[0] if examples else "C00000001"
+    lines += [f"  curl '{base}/v1/customers/{cid}/offers'" for cid in examples]
+    lines += [
+        f"  curl '{base}/v1/customers/{first}/offers?lang=zh&limit=3'",
+        f"  curl '{base}/v1/customers/{first}'",
+        f"  curl '{base}/v1/products'",
+        f"  curl '{base}/v1/life-stages'",
+        f"  curl -X POST '{base}/v1/offers/score' -H 'Content-Type: application/json' -d "
+        "'{\"customer\": {\"age\": 31, \"income\": 180000, \"marital_status\": \"married\", "
+        "\"dependants\": 1, \"tenure_months\": 24, \"segment\": \"mass\", \"risk_grade\": "
+        "\"C3\", \"residency\": \"resident\", \"consent_profiling\": true}, "
+        "\"holdings\": [\"current_account\", \"mortgage\"]}'",
+        "",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _add_model_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalog", help="product catalog TOML (default: the packaged one)")
+    parser.add_argument("--life-stages", help="life-stage rules TOML (default: packaged)")
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="data/demo", help="folder with customers and holdings")
+    parser.add_argument("--config", help="training config TOML ([cf] table, cf_weight, ...)")
+    parser.add_argument("--cf", choices=("als", "item_knn"), help="override the CF kind")
+    parser.add_argument("--factors", type=int, help="override the number of ALS factors")
+    _add_model_inputs(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nbo", description="Next-best-offer recommender")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="generate the embedded demo bank")
+    p.add_argument("--customers", type=int, default=100_000)
+    p.add_argument("--months", type=int, default=12)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="data/demo")
+    _add_model_inputs(p)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("train", help="evaluate, fit and save a new model version")
+    _add_training(p)
+    p.add_argument("--models", default="models")
+    p.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="held-out next-month evaluation against baselines")
+    _add_training(p)
+    p.add_argument("--json", help="also write the result as JSON to this file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="offers for customers of the book")
+    p.add_argument("--data", default="data/demo")
+    p.add_argument("--models", default="models")
+    p.add_argument("--customer", action="append", required=True, help="repeat for several")
+    p.add_argument("--limit", type=int, default=5)
+    p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("serve", help="run the HTTP service under gunicorn")
+    p.add_argument("--data", default="data/demo")
+    p.add_argument("--models", default="models")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-examples", dest="examples", action="store_false",
+                   help="do not print example customers and requests")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .exceptions import RecommenderError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except RecommenderError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
