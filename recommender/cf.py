@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
-from implicit.nearest_neighbours import CosineRecommender
+from implicit.nearest_neighbours import ItemItemRecommender, normalize
 
 from . import columns as C
 from .config import CFConfig
@@ -60,8 +60,10 @@ class CFModel:
             model.fit(user_items, show_progress=False)
             self._als = model
         else:
-            model = CosineRecommender(K=cfg.neighbours, num_threads=1)
-            model.fit(user_items, show_progress=False)
+            # Cosine item-kNN. implicit's CosineRecommender hands a COO matrix to its own
+            # fit (and warns); normalising here and passing CSR is the same computation.
+            model = ItemItemRecommender(K=cfg.neighbours, num_threads=1)
+            model.fit(normalize(user_items.T).T.tocsr(), show_progress=False)
             self._similarity = sp.csr_matrix(model.similarity, dtype=np.float32)
         self.customers, self.products, self.user_items = customers, products, user_items
         log.info("fitted %s on %d customers x %d products (%d holdings)", cfg.kind,

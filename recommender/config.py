@@ -31,7 +31,7 @@ class CFConfig:
     """Collaborative filtering on holdings (implicit)."""
 
     kind: str = "als"
-    factors: int = 4
+    factors: int = 8
     regularization: float = 0.1
     alpha: float = 1.0
     iterations: int = 15
