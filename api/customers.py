@@ -2,6 +2,8 @@
 
 from flask import Blueprint, current_app
 
+from recommender.data import CUSTOMER_COLUMNS
+
 from .errors import BadRequest
 from .params import json_body, lang_param, limit_param
 
@@ -31,6 +33,14 @@ def score():
                          field="customer")
     if not isinstance(holdings, list) or not all(isinstance(h, str) for h in holdings):
         raise BadRequest("'holdings' must be a list of product ids", field="holdings")
+    unknown = sorted(set(customer) - set(CUSTOMER_COLUMNS))
+    if unknown:
+        raise BadRequest(f"unknown customer fields {unknown}; allowed: {list(CUSTOMER_COLUMNS)}",
+                         field="customer", fields=unknown)
+    nested = sorted(k for k, v in customer.items() if isinstance(v, dict | list))
+    if nested:
+        raise BadRequest(f"customer fields {nested} must be single values", field="customer",
+                         fields=nested)
     customer = {"customer_id": "request", **customer}
     limit, lang = limit_param(body.get("limit", "")), lang_param(body.get("lang", "en"))
     return current_app.extensions["nbo"].offers_for_profile(customer, holdings, limit, lang)

@@ -42,7 +42,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        for header, value in exc.get_headers():  # e.g. Allow on 405, kept as HTTP requires
+            if header.lower() != "content-type":
+                response.headers[header] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):

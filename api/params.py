@@ -14,19 +14,18 @@ DEFAULT_LIMIT = 5
 
 
 def limit_param(value: Any = None) -> int:
+    """``limit`` from the query string, or ``value`` from a JSON body: a whole number 1..20."""
     raw = request.args.get("limit") if value is None else value
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if isinstance(raw, bool):
-        raise BadRequest("limit must be a whole number", parameter="limit")
-    try:
-        limit = int(raw)
-    except (TypeError, ValueError):
-        raise BadRequest(f"limit must be a whole number, got {raw!r}", parameter="limit") from None
-    if not 1 <= limit <= MAX_OFFERS:
-        raise BadRequest(f"limit must be between 1 and {MAX_OFFERS}, got {limit}",
+    if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise BadRequest(f"limit must be a whole number, got {raw!r}", parameter="limit")
+    if not 1 <= raw <= MAX_OFFERS:
+        raise BadRequest(f"limit must be between 1 and {MAX_OFFERS}, got {raw}",
                          parameter="limit")
-    return limit
+    return raw
 
 
 def lang_param(value: Any = None) -> str:
@@ -37,7 +36,10 @@ def lang_param(value: Any = None) -> str:
 
 
 def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object "
                          "(Content-Type: application/json)")

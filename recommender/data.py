@@ -27,6 +27,9 @@ _REQUIRED_CUSTOMER_COLUMNS = (
     C.CUSTOMER_ID, C.INCOME, C.MARITAL_STATUS, C.DEPENDANTS, C.TENURE_MONTHS, C.SEGMENT,
     C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING,
 )
+CUSTOMER_COLUMNS = (*_REQUIRED_CUSTOMER_COLUMNS, C.AGE, C.BIRTH_DATE, C.RISK_ASSESSED_ON,
+                    C.GENDER)
+_FIRST_DATE, _LAST_DATE = pd.Timestamp("1850-01-01"), pd.Timestamp("2200-12-31")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -80,6 +83,10 @@ def _fail(message: str, source: str, column: str, bad: np.ndarray) -> None:
 def _numeric(frame: pd.DataFrame, column: str, source: str, *, low: float, high: float,
              integer: bool = False, allow_missing: bool = False) -> pd.Series:
     raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw) or raw.dtype == object:
+        # true/false is not a number, even though Python would count it as 1/0
+        _fail_if(raw.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool),
+                 "is a true/false value, not a number", source, column)
     values = pd.to_numeric(raw, errors="coerce")
     missing_raw = raw.isna().to_numpy()
     _fail_if(values.isna().to_numpy() & ~missing_raw, "is not a number", source, column)
@@ -125,6 +132,10 @@ def _dates(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     parsed = pd.to_datetime(raw, errors="coerce")
     _fail_if(parsed.isna().to_numpy() & raw.notna().to_numpy(), "is not a date", source, column)
     _fail_if(raw.isna().to_numpy(), "is missing", source, column)
+    # Placeholders such as 9999-12-31 are not real dates (and overflow nanosecond time).
+    implausible = ((parsed < _FIRST_DATE) | (parsed > _LAST_DATE)).to_numpy(dtype=bool)
+    _fail_if(implausible, f"is outside {_FIRST_DATE.date()} .. {_LAST_DATE.date()}", source,
+             column)
     return parsed.astype("datetime64[ns]")
 
 

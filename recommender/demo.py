@@ -18,6 +18,7 @@ import pandas as pd
 from . import columns as C
 from .catalog import Catalog
 from .eligibility import eligibility_mask
+from .exceptions import ConfigError
 from .segments import LifeStageRules
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ def generate(n_customers: int, n_months: int, seed: int, catalog: Catalog,
              stages: LifeStageRules) -> DemoBank:
     """Customers and ``n_months`` monthly holdings snapshots ending at ``LAST_SNAPSHOT``."""
     if n_customers < 1 or n_months < 2:
-        raise ValueError("the demo bank needs at least 1 customer and 2 months")
+        raise ConfigError(f"the demo bank needs at least 1 customer and 2 months, got "
+                          f"{n_customers} customers and {n_months} months")
     rng = np.random.default_rng(seed)
     customers = _customers(n_customers, rng)
     base, lift = _propensity_logits(customers, catalog, stages)

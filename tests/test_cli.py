@@ -1,0 +1,333 @@
+"""``nbo`` command-line tests, run in-process through ``recommender.cli.main``.
+
+One small demo bank is generated and trained once for the module with the CLI itself;
+the tests then check the files and outputs the commands produce. ``serve`` is not run
+(it execs gunicorn).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recommender import columns as C
+from recommender.catalog import catalog_text
+from recommender.cli import main
+
+CUSTOMERS, MONTHS, SEED = 1500, 4, 7
+METHODS = {"popularity", "life_stage_prior", "cf", "hybrid"}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def cli_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def cli_demo(cli_root) -> tuple[int, Path]:
+    """(exit code, folder) of ``nbo demo-data``."""
+    out = cli_root / "data"
+    rc = main(["demo-data", "--customers", str(CUSTOMERS), "--months", str(MONTHS),
+               "--seed", str(SEED), "--out", str(out)])
+    return rc, out
+
+
+@pytest.fixture(scope="module")
+def cli_trained(cli_demo, cli_root) -> tuple[int, Path]:
+    """(exit code, models folder) of ``nbo train`` on the demo bank."""
+    rc_demo, data = cli_demo
+    assert rc_demo == 0
+    models = cli_root / "models"
+    rc = main(["train", "--data", str(data), "--models", str(models)])
+    return rc, models
+
+
+@pytest.fixture(scope="module")
+def cli_customer(cli_demo) -> str:
+    """A consenting customer who holds at least two products at the last snapshot."""
+    _, data = cli_demo
+    customers = pd.read_parquet(data / "customers.parquet")
+    holdings = pd.read_parquet(data / "holdings.parquet")
+    last = holdings[holdings[C.SNAPSHOT_DATE] == holdings[C.SNAPSHOT_DATE].max()]
+    counts = last.groupby(last[C.CUSTOMER_ID].astype(str)).size()
+    consenting = set(customers.loc[customers[C.CONSENT_PROFILING], C.CUSTOMER_ID])
+    return next(cid for cid in counts[counts >= 2].index if cid in consenting)
+
+
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --------------------------------------------------------------------------- help
+
+
+def test_nbo_help_exits_zero():
+    nbo = Path(sys.executable).with_name("nbo")
+    assert nbo.is_file(), f"the console script is not installed next to {sys.executable}"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([str(nbo), "--help"], capture_output=True, text=True, timeout=60,
+                          env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    for command in ("demo-data", "train", "evaluate", "recommend", "serve"):
+        assert command in done.stdout
+
+
+def test_no_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- demo-data
+
+
+def test_demo_data_writes_both_extracts(cli_demo):
+    rc, data = cli_demo
+    assert rc == 0
+    assert sorted(p.name for p in data.iterdir()) == ["customers.parquet", "holdings.parquet"]
+    customers = pd.read_parquet(data / "customers.parquet")
+    holdings = pd.read_parquet(data / "holdings.parquet")
+    assert len(customers) == CUSTOMERS
+    assert customers[C.CUSTOMER_ID].is_unique
+    assert holdings[C.SNAPSHOT_DATE].nunique() == MONTHS
+    assert set(holdings[C.CUSTOMER_ID].astype(str)) <= set(customers[C.CUSTOMER_ID])
+    assert {C.CUSTOMER_ID, C.PRODUCT_ID, C.SNAPSHOT_DATE} <= set(holdings.columns)
+
+
+def test_demo_data_is_reproducible(cli_demo, tmp_path):
+    _, data = cli_demo
+    again = tmp_path / "again"
+    assert main(["demo-data", "--customers", str(CUSTOMERS), "--months", str(MONTHS),
+                 "--seed", str(SEED), "--out", str(again)]) == 0
+    for name in ("customers.parquet", "holdings.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(data / name),
+                                      pd.read_parquet(again / name))
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_creates_a_version_and_current(cli_trained, cli_demo):
+    rc, models = cli_trained
+    assert rc == 0
+    versions = [p for p in models.iterdir() if p.is_dir() and not p.is_symlink()
+                and not p.name.startswith(".")]
+    assert len(versions) == 1
+    version = versions[0]
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == version.name
+    assert manifest["data"]["customers"] == CUSTOMERS
+    assert manifest["data"]["snapshots"] == MONTHS
+    assert set(manifest["metrics"]["methods"]) == METHODS
+    current = models / "current"
+    assert current.is_symlink()
+    assert current.resolve() == version.resolve()
+    assert (current / "manifest.json").is_file()
+
+
+def test_train_prints_the_metrics_table(cli_demo, tmp_path, capsys):
+    _, data = cli_demo
+    assert main(["train", "--data", str(data), "--models", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    for method in METHODS:
+        assert method in out
+    assert "<- served" in out
+
+
+def test_train_again_moves_current_to_the_new_version(cli_demo, tmp_path):
+    _, data = cli_demo
+    models = tmp_path / "models"
+    assert main(["train", "--data", str(data), "--models", str(models), "--no-evaluate"]) == 0
+    first = (models / "current").resolve()
+    assert main(["train", "--data", str(data), "--models", str(models), "--no-evaluate",
+                 "--cf", "item_knn"]) == 0
+    second = (models / "current").resolve()
+    assert first != second and first.is_dir() and second.is_dir()
+    manifest = json.loads((second / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["parameters"]["cf"]["kind"] == "item_knn"
+    assert manifest["metrics"] == {}
+
+
+def test_train_with_a_missing_data_folder(tmp_path, caplog):
+    missing = tmp_path / "no_such_folder"
+    models = tmp_path / "models"
+    rc = main(["train", "--data", str(missing), "--models", str(models)])
+    assert rc == 2
+    errors = _errors(caplog)
+    assert errors, "the failure is logged"
+    assert any(str(missing) in message for message in errors), errors
+    assert not (models / "current").exists()
+
+
+def test_train_with_a_bad_catalog_risk_grade(cli_demo, tmp_path, caplog):
+    _, data = cli_demo
+    text, _ = catalog_text()
+    assert 'risk_grade = "R1"' in text
+    bad = tmp_path / "catalog.toml"
+    bad.write_text(text.replace('risk_grade = "R1"', 'risk_grade = "R9"', 1), encoding="utf-8")
+    models = tmp_path / "models"
+    rc = main(["train", "--data", str(data), "--models", str(models), "--catalog", str(bad)])
+    assert rc == 2
+    errors = _errors(caplog)
+    assert any("risk_grade" in m and "R9" in m and str(bad) in m for m in errors), errors
+    assert not models.exists() or not any(models.iterdir())
+
+
+def test_demo_data_with_a_bad_catalog_risk_grade(tmp_path, caplog):
+    text, _ = catalog_text()
+    bad = tmp_path / "catalog.toml"
+    bad.write_text(text.replace('risk_grade = "R1"', 'risk_grade = "high"', 1), encoding="utf-8")
+    rc = main(["demo-data", "--customers", "50", "--months", "2", "--catalog", str(bad),
+               "--out", str(tmp_path / "data")])
+    assert rc == 2
+    assert any("risk_grade" in m for m in _errors(caplog))
+    assert not (tmp_path / "data").exists()
+
+
+def test_train_with_an_invalid_factor_count(cli_demo, tmp_path, caplog):
+    _, data = cli_demo
+    rc = main(["train", "--data", str(data), "--models", str(tmp_path / "m"), "--factors", "0"])
+    assert rc == 2
+    assert any("factors" in m for m in _errors(caplog))
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_writes_json(cli_demo, tmp_path, capsys):
+    _, data = cli_demo
+    out = tmp_path / "out.json"
+    assert main(["evaluate", "--data", str(data), "--json", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert set(result["methods"]) == METHODS
+    assert result["served"] == "hybrid"
+    k = result["k"]
+    assert result["test_customers"] > 0
+    for name, metrics in result["methods"].items():
+        for key in (f"map@{k}", f"recall@{k}", f"ndcg@{k}"):
+            assert 0.0 <= metrics[key] <= 1.0, (name, key, metrics[key])
+    assert "<- served" in capsys.readouterr().out
+
+
+def test_evaluate_needs_three_snapshots(tmp_path, caplog):
+    data = tmp_path / "short"
+    assert main(["demo-data", "--customers", "200", "--months", "2", "--out", str(data)]) == 0
+    rc = main(["evaluate", "--data", str(data), "--json", str(tmp_path / "out.json")])
+    assert rc == 2
+    assert any("3 monthly snapshots" in m for m in _errors(caplog))
+    assert not (tmp_path / "out.json").exists()
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def test_recommend_json(cli_trained, cli_demo, cli_customer, capsys):
+    rc_train, models = cli_trained
+    assert rc_train == 0
+    _, data = cli_demo
+    capsys.readouterr()
+    rc = main(["recommend", "--data", str(data), "--models", str(models),
+               "--customer", cli_customer, "--json", "--limit", "3"])
+    assert rc == 0
+    results = json.loads(capsys.readouterr().out)
+    assert isinstance(results, list) and len(results) == 1
+    result = results[0]
+    assert result["customer_id"] == cli_customer
+    assert result["model_version"] == (models / "current").resolve().name
+    assert result["source"] == "cf"
+    offers = result["offers"]
+    assert [o["rank"] for o in offers] == [1, 2, 3]
+    assert all(o["reasons"] for o in offers)
+
+
+def test_recommend_several_customers_in_chinese(cli_trained, cli_demo, capsys):
+    _, models = cli_trained
+    _, data = cli_demo
+    capsys.readouterr()
+    rc = main(["recommend", "--data", str(data), "--models", str(models), "--customer",
+               "C00000001", "--customer", "C00000002", "--json", "--lang", "zh"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    results = json.loads(out)
+    assert [r["customer_id"] for r in results] == ["C00000001", "C00000002"]
+    assert all(o["name"] == o["name_zh"] for r in results for o in r["offers"])
+    assert "\\u" not in out, "Chinese is written as characters"
+
+
+def test_recommend_text_output(cli_trained, cli_demo, cli_customer, capsys):
+    _, models = cli_trained
+    _, data = cli_demo
+    capsys.readouterr()
+    assert main(["recommend", "--data", str(data), "--models", str(models),
+                 "--customer", cli_customer]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(cli_customer)
+    assert [line.strip().split(".")[0] for line in lines[1:]] == ["1", "2", "3", "4", "5"]
+    assert all("[cf]" in line for line in lines[1:])
+
+
+def test_recommend_unknown_customer(cli_trained, cli_demo, caplog):
+    _, models = cli_trained
+    _, data = cli_demo
+    rc = main(["recommend", "--data", str(data), "--models", str(models),
+               "--customer", "NOBODY"])
+    assert rc == 2
+    assert any("NOBODY" in m for m in _errors(caplog))
+
+
+def test_recommend_without_a_model(cli_demo, tmp_path, caplog):
+    _, data = cli_demo
+    rc = main(["recommend", "--data", str(data), "--models", str(tmp_path / "empty"),
+               "--customer", "C00000001"])
+    assert rc == 2
+    assert any("nbo train" in m for m in _errors(caplog))
+
+
+def test_recommend_rejects_an_unknown_language(cli_trained, cli_demo, capsys):
+    _, models = cli_trained
+    _, data = cli_demo
+    with pytest.raises(SystemExit) as exc:
+        main(["recommend", "--data", str(data), "--models", str(models),
+              "--customer", "C00000001", "--lang", "fr"])
+    assert exc.value.code == 2
+    assert "--lang" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bugs
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # an argparse usage error is a clean failure too
+        return exc.code
+
+
+def test_demo_data_with_too_few_months_is_a_clean_error(tmp_path):
+    assert _exit_code(["demo-data", "--customers", "10", "--months", "1",
+                       "--out", str(tmp_path / "d")]) == 2
+
+
+def test_train_with_an_out_of_range_date_is_a_clean_error(cli_demo, tmp_path, caplog):
+    _, data = cli_demo
+    folder = tmp_path / "data"
+    folder.mkdir()
+    customers = pd.read_parquet(data / "customers.parquet")
+    customers[C.RISK_ASSESSED_ON] = customers[C.RISK_ASSESSED_ON].dt.strftime("%Y-%m-%d")
+    customers.loc[3, C.RISK_ASSESSED_ON] = "9999-12-31"
+    customers.to_csv(folder / "customers.csv", index=False)
+    (folder / "holdings.parquet").write_bytes((data / "holdings.parquet").read_bytes())
+    rc = main(["train", "--data", str(folder), "--models", str(tmp_path / "m")])
+    assert rc == 2
+    assert any(C.RISK_ASSESSED_ON in m for m in _errors(caplog))
