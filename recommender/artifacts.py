@@ -132,6 +132,27 @@ def set_current(models_dir: str | Path, version: str) -> None:
     os.replace(temporary, models_dir / CURRENT)
 
 
+def record_metrics(models_dir: str | Path, metrics: dict[str, Any], data_fingerprint: str,
+                   version: str = CURRENT) -> Path:
+    """Store evaluation metrics in a version's manifest, if it was trained on the same data.
+
+    The manifest is rewritten atomically; model files and their checksums are untouched.
+    """
+    folder = resolve(models_dir, version)
+    path = folder / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    trained_on = manifest.get("data", {}).get("fingerprint")
+    if trained_on != data_fingerprint:
+        raise ArtifactError(f"model {manifest.get('version')} was trained on other data "
+                            f"(fingerprint {str(trained_on)[:8]}, these extracts "
+                            f"{data_fingerprint[:8]}); its metrics were left unchanged")
+    manifest["metrics"] = metrics
+    partial = folder / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
 def resolve(models_dir: str | Path, version: str = CURRENT) -> Path:
     """The folder of a version (``current`` by default), refusing paths outside ``models_dir``."""
     root = Path(models_dir).resolve()

@@ -124,7 +124,9 @@ def _product_from_table(table: dict, position: int, source: str) -> Product:
         if values[key] < 0:
             raise CatalogError(f"{where}: {key} must not be negative, got {values[key]!r}")
     if values["min_age"] > values["max_age"]:
-        raise CatalogError(f"{where}: min_age {values['min_age']} exceeds max_age {values['max_age']}")
+        raise CatalogError(
+            f"{where}: min_age {values['min_age']} exceeds max_age {values['max_age']}"
+        )
     bad_residency = sorted(set(values["residency"]) - set(RESIDENCIES))
     if bad_residency:
         raise CatalogError(f"{where}: residency {bad_residency} not in {RESIDENCIES}")

@@ -65,14 +65,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from . import artifacts
     from .data import load_bank
-    from .training import evaluate
+    from .training import evaluate, fingerprint
 
     catalog, stages, _, _ = _catalog_and_stages(args)
-    result = evaluate(load_bank(args.data, catalog), catalog, stages, _config(args))
+    bank = load_bank(args.data, catalog)
+    result = evaluate(bank, catalog, stages, _config(args))
     _print_metrics(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.record:
+        path = artifacts.record_metrics(args.models, result, fingerprint(bank))
+        log.info("recorded the metrics in %s", path)
     return 0
 
 
@@ -108,11 +113,14 @@ def cmd_serve(args) -> int:
     from . import artifacts
     from .catalog import load_catalog
     from .data import load_bank
+    from .segments import load_life_stages
 
     artifacts.resolve(args.models)  # fail early, with a clear message, if nothing is trained
     if args.examples:
-        bank = load_bank(args.data, load_catalog(Path(args.models) / "current" / "catalog.toml"))
-        _print_examples(bank, args.host, args.port)
+        current = artifacts.resolve(args.models)
+        bank = load_bank(args.data, load_catalog(current / "catalog.toml"))
+        _print_examples(bank, load_life_stages(current / "life_stages.toml"), args.host,
+                        args.port)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
     os.environ.update({"NBO_DATA_DIR": str(args.data), "NBO_MODELS_DIR": str(args.models),
                        "OPENBLAS_NUM_THREADS": "1"})
@@ -124,12 +132,16 @@ def cmd_serve(args) -> int:
     return 0  # not reached
 
 
-def _print_examples(bank, host: str, port: int) -> None:
+def _print_examples(bank, stages, host: str, port: int) -> None:
+    """Three customers who consented to profiling, hold 2+ products, in different stages."""
     from . import columns as C
 
-    counts = bank.holdings[bank.holdings[C.SNAPSHOT_DATE] == max(bank.snapshots)].groupby(
-        C.CUSTOMER_ID, observed=True).size()
-    examples = counts[counts >= 2].index[:3].astype(str).tolist()
+    latest = bank.holdings[bank.holdings[C.SNAPSHOT_DATE] == max(bank.snapshots)]
+    counts = latest.groupby(C.CUSTOMER_ID, observed=True).size()
+    customers = bank.customers.assign(**{C.LIFE_STAGE: stages.assign_ids(bank.customers)})
+    customers = customers[customers[C.CONSENT_PROFILING]
+                          & customers[C.CUSTOMER_ID].isin(counts[counts >= 2].index)]
+    examples = customers.drop_duplicates(C.LIFE_STAGE)[C.CUSTOMER_ID].head(3).tolist()
     base = f"http://{host}:{port}"
     lines = ["", "Example customers: " + ", ".join(examples), "Example requests:"]
     first = examples[0] if examples else "C00000001"
@@ -184,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="held-out next-month evaluation against baselines")
     _add_training(p)
     p.add_argument("--json", help="also write the result as JSON to this file")
+    p.add_argument("--models", default="models")
+    p.add_argument("--record", action="store_true",
+                   help="store the metrics in the current model's manifest (same data only)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="offers for customers of the book")

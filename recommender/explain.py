@@ -44,7 +44,8 @@ def bundle_reason(product: Product, stage: LifeStage) -> Reason | None:
     )
 
 
-def held_products_reason(product: Product, contributors: list[tuple[Product, float]]) -> Reason | None:
+def held_products_reason(product: Product,
+                         contributors: list[tuple[Product, float]]) -> Reason | None:
     """Held products that make this one likely (CF explanation)."""
     if not contributors:
         return None

@@ -53,4 +53,5 @@ def acquisition_rates(snapshots: list[sp.csr_matrix], stage_codes: np.ndarray, n
         exposure += by_stage_sum @ present.astype(np.float64)
     overall = counts.sum(axis=0) / max(exposure.sum(), 1.0)
     by_stage = (counts + smoothing * overall) / (exposure[:, None] + smoothing)
-    return AcquisitionRates(overall=overall.astype(np.float32), by_stage=by_stage.astype(np.float32))
+    return AcquisitionRates(overall=overall.astype(np.float32),
+                            by_stage=by_stage.astype(np.float32))

@@ -8,7 +8,7 @@ gender are refused as conditions.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -69,8 +69,10 @@ class LifeStageRules:
     stages: tuple[LifeStage, ...]
     version: str = "unversioned"
     source: str = "<memory>"
+    ids: IdMap = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", IdMap([s.id for s in self.stages], "life_stage"))
         if not self.stages:
             raise ConfigError(f"{self.source}: no [[stage]] entries")
         if self.stages[-1].when:
@@ -78,10 +80,6 @@ class LifeStageRules:
                 f"{self.source}: the last stage {self.stages[-1].id!r} must have no conditions"
                 " so that every customer gets a stage"
             )
-
-    @property
-    def ids(self) -> IdMap:
-        return IdMap([s.id for s in self.stages], "life_stage")
 
     def __getitem__(self, stage_id: str) -> LifeStage:
         return self.stages[self.ids.position(stage_id)]
@@ -142,7 +140,8 @@ def parse_life_stages(text: str, source: str = "<string>") -> LifeStageRules:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ConfigError(f"{source}: duplicate stage ids {dupes}")
-    return LifeStageRules(stages, version=str(document.get("version", "unversioned")), source=source)
+    version = str(document.get("version", "unversioned"))
+    return LifeStageRules(stages, version=version, source=source)
 
 
 def life_stages_text(path: str | Path | None = None) -> tuple[str, str]:

@@ -220,6 +220,31 @@ def test_evaluate_writes_json(cli_demo, tmp_path, capsys):
     assert "<- served" in capsys.readouterr().out
 
 
+def test_evaluate_records_metrics_in_the_current_manifest(cli_trained, cli_demo, tmp_path):
+    """--record stores the metrics in the manifest of the model trained on these extracts."""
+    _, models = cli_trained
+    _, data = cli_demo
+    manifest_path = models / "current" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["metrics"] = {}
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    assert main(["evaluate", "--data", str(data), "--models", str(models), "--record"]) == 0
+    recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["metrics"]
+    assert recorded["served"] == "hybrid" and set(recorded["methods"]) == METHODS
+
+
+def test_evaluate_refuses_to_record_for_a_model_of_other_data(cli_trained, tmp_path, caplog):
+    """Metrics of other extracts never overwrite a model's own."""
+    _, models = cli_trained
+    other = tmp_path / "other"
+    assert main(["demo-data", "--customers", "300", "--months", "3", "--seed", "99",
+                 "--out", str(other)]) == 0
+    before = (models / "current" / "manifest.json").read_text(encoding="utf-8")
+    assert main(["evaluate", "--data", str(other), "--models", str(models), "--record"]) == 2
+    assert any("trained on other data" in m for m in _errors(caplog))
+    assert (models / "current" / "manifest.json").read_text(encoding="utf-8") == before
+
+
 def test_evaluate_needs_three_snapshots(tmp_path, caplog):
     data = tmp_path / "short"
     assert main(["demo-data", "--customers", "200", "--months", "2", "--out", str(data)]) == 0
