@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from .segments import LifeStageRules, parse_life_stages
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 CURRENT = "current"
 MANIFEST = "manifest.json"
 _FILES = ("cf.joblib", "ids.joblib", "rates.joblib", "catalog.toml", "life_stages.toml")
@@ -86,6 +88,9 @@ def save(model: TrainedModel, models_dir: str | Path, manifest: dict[str, Any],
     version = manifest.get("version") or (
         created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + manifest["data"]["fingerprint"][:8]
     )
+    if not _VERSION_NAME.fullmatch(version) or version == CURRENT:
+        raise ArtifactError(f"invalid model version name {version!r}: use letters, digits, "
+                            "'.', '_' and '-', not starting with '.' and not 'current'")
     final = models_dir / version
     if final.exists():
         raise ArtifactError(f"model version {version} already exists in {models_dir}")

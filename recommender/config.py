@@ -18,6 +18,10 @@ def _check(condition: bool, name: str, message: str) -> None:
         raise ConfigError(f"{name}: {message}")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _from_mapping(cls, values: dict[str, Any], where: str):
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:
@@ -47,6 +51,9 @@ class CFConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), f"cf.{name}",
                    f"must be an integer, got {value!r}")
+        for name in ("regularization", "alpha"):
+            _check(_is_number(getattr(self, name)), f"cf.{name}",
+                   f"must be a number, got {getattr(self, name)!r}")
         _check(self.factors >= 1, "cf.factors", "must be at least 1")
         _check(self.iterations >= 1, "cf.iterations", "must be at least 1")
         _check(self.neighbours >= 1, "cf.neighbours", "must be at least 1")
@@ -68,9 +75,14 @@ class TrainConfig:
     eval_k: int = 5
 
     def __post_init__(self) -> None:
+        for name in ("cf_weight", "prior_smoothing"):
+            _check(_is_number(getattr(self, name)), name,
+                   f"must be a number, got {getattr(self, name)!r}")
+        _check(isinstance(self.cf, CFConfig), "cf", "must be a [cf] table")
         _check(self.cf_weight >= 0, "cf_weight", "must not be negative")
         _check(self.prior_smoothing >= 0, "prior_smoothing", "must not be negative")
-        _check(isinstance(self.eval_k, int) and self.eval_k >= 1, "eval_k",
+        _check(isinstance(self.eval_k, int) and not isinstance(self.eval_k, bool)
+               and self.eval_k >= 1, "eval_k",
                "must be a positive integer")
 
     @classmethod

@@ -158,7 +158,9 @@ def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
     else:
         born = _dates(frame, C.BIRTH_DATE, source)
         reference = as_of if as_of is not None else pd.Timestamp.today().normalize()
-        out[C.AGE] = ((reference - born).dt.days // 365.25).astype(np.int32)
+        before_birthday = (born.dt.month > reference.month) | (
+            (born.dt.month == reference.month) & (born.dt.day > reference.day))
+        out[C.AGE] = (reference.year - born.dt.year - before_birthday).astype(np.int32)
         _fail_if(((out[C.AGE] < 0) | (out[C.AGE] > 130)).to_numpy(),
                  "gives an impossible age", source, C.BIRTH_DATE)
     out[C.INCOME] = _numeric(frame, C.INCOME, source, low=0, high=1e12, allow_missing=True)
@@ -219,8 +221,10 @@ def load_bank(data_dir: str | Path, catalog: Catalog) -> BankData:
     customers_path = find_extract(data_dir, CUSTOMERS_FILE)
     holdings_path = find_extract(data_dir, HOLDINGS_FILE)
     holdings_raw = read_table(holdings_path)
-    latest = pd.to_datetime(holdings_raw.get(C.SNAPSHOT_DATE), errors="coerce")
-    as_of = latest.max() if latest is not None and latest.notna().any() else None
+    as_of = None  # ages from birth dates are taken at the latest snapshot
+    if C.SNAPSHOT_DATE in holdings_raw.columns:
+        latest = pd.to_datetime(holdings_raw[C.SNAPSHOT_DATE], errors="coerce").max()
+        as_of = latest if pd.notna(latest) else None
     customers = validate_customers(read_table(customers_path), str(customers_path), as_of)
     holdings = validate_holdings(holdings_raw, catalog, pd.Index(customers[C.CUSTOMER_ID]),
                                  str(holdings_path))
@@ -236,5 +240,8 @@ def write_bank(bank: BankData, out_dir: str | Path) -> None:
     for name, frame in ((CUSTOMERS_FILE, bank.customers), (HOLDINGS_FILE, bank.holdings)):
         final = out_dir / f"{name}.parquet"
         partial = out_dir / f".{name}.parquet.partial"
-        frame.to_parquet(partial, index=False)
-        partial.replace(final)
+        try:
+            frame.to_parquet(partial, index=False)
+            partial.replace(final)
+        finally:
+            partial.unlink(missing_ok=True)

@@ -19,6 +19,8 @@ def ranking_metrics(top: np.ndarray, added: sp.csr_matrix | np.ndarray, k: int) 
     """Mean metrics over customers with at least one acquisition (others are skipped)."""
     added = added.toarray() if sp.issparse(added) else np.asarray(added)
     added = added > 0
+    if top.shape[1] < k:  # fewer products than k: the missing places are empty
+        top = np.hstack([top, np.full((top.shape[0], k - top.shape[1]), -1, dtype=top.dtype)])
     n_relevant = added.sum(axis=1)
     keep = n_relevant > 0
     top, added, n_relevant = top[keep, :k], added[keep], n_relevant[keep]

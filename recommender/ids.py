@@ -10,6 +10,13 @@ import pandas as pd
 from .exceptions import UnknownIdError
 
 
+def _sequence(values: Iterable) -> np.ndarray | pd.Index | pd.Series | list | tuple:
+    """Array-likes as they are; any other iterable (generator, set) as a list."""
+    if isinstance(values, np.ndarray | pd.Index | pd.Series | list | tuple):
+        return values
+    return list(values)
+
+
 class IdMap:
     """External ids of one entity; the internal id is the position in ``external_ids``.
 
@@ -20,9 +27,7 @@ class IdMap:
     __slots__ = ("_external", "_index", "entity")
 
     def __init__(self, external_ids: Iterable, entity: str = "id") -> None:
-        if not isinstance(external_ids, (np.ndarray, pd.Index, pd.Series, list, tuple)):
-            external_ids = list(external_ids)
-        external = np.array(external_ids, dtype=str)  # a private copy, frozen below
+        external = np.array(_sequence(external_ids), dtype=str)  # a private copy, frozen below
         index = pd.Index(external)
         if not index.is_unique:
             dupes = index[index.duplicated()].unique()[:5].tolist()
@@ -59,16 +64,18 @@ class IdMap:
 
     def to_internal(self, external_ids: Iterable) -> np.ndarray:
         """Positions of the ids; raises ``UnknownIdError`` naming the first unknown ones."""
+        external_ids = np.asarray(_sequence(external_ids)).astype(str)
         positions = self.to_internal_lenient(external_ids)
         missing = positions < 0
         if missing.any():
-            unknown = np.asarray(external_ids, dtype=str)[missing][:5].tolist()
+            unknown = external_ids[missing][:5].tolist()
             raise UnknownIdError(f"unknown {self.entity} ids: {unknown}")
         return positions
 
     def to_internal_lenient(self, external_ids: Iterable) -> np.ndarray:
         """Positions of the ids, ``-1`` where an id is unknown."""
-        return self._index.get_indexer(np.asarray(external_ids).astype(str)).astype(np.int64)
+        ids = np.asarray(_sequence(external_ids)).astype(str)
+        return self._index.get_indexer(ids).astype(np.int64)
 
     def position(self, external_id: object) -> int:
         """Position of one id; raises ``UnknownIdError``."""
@@ -79,6 +86,6 @@ class IdMap:
 
     def add_ids(self, external_ids: Iterable) -> IdMap:
         """A new map with the unseen ids appended; existing positions are kept."""
-        candidates = pd.unique(np.asarray(external_ids).astype(str))
+        candidates = pd.unique(np.asarray(_sequence(external_ids)).astype(str))
         new = candidates[self._index.get_indexer(candidates) < 0]
         return IdMap(np.concatenate([self._external, new]), self.entity)

@@ -52,6 +52,8 @@ def acquisition_rates(snapshots: list[sp.csr_matrix], stage_codes: np.ndarray, n
         counts += (by_stage_sum @ events).toarray()
         exposure += by_stage_sum @ present.astype(np.float64)
     overall = counts.sum(axis=0) / max(exposure.sum(), 1.0)
-    by_stage = (counts + smoothing * overall) / (exposure[:, None] + smoothing)
+    weight = exposure[:, None] + smoothing
+    with np.errstate(invalid="ignore", divide="ignore"):
+        by_stage = np.where(weight > 0, (counts + smoothing * overall) / weight, overall)
     return AcquisitionRates(overall=overall.astype(np.float32),
                             by_stage=by_stage.astype(np.float32))

@@ -17,16 +17,11 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k == 0:
         empty = np.empty((scores.shape[0], 0))
         return empty.astype(np.int64), empty.astype(scores.dtype)
-    # Sort by (-score, position) so equal scores always come out in the same order.
-    order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores),
-                       axis=1)[:, :k] if scores.shape[1] <= 64 else _partial(scores, k)
+    # Sort by (-score, position) so equal scores always come out in the same order. Bank
+    # catalogs hold tens of products, so a full sort per row costs little.
+    positions = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = np.lexsort((positions, -scores), axis=1)[:, :k]
     chosen = np.take_along_axis(scores, order, axis=1)
     order = np.where(chosen > NOT_OFFERABLE, order, -1)
     return order.astype(np.int64), chosen
 
-
-def _partial(scores: np.ndarray, k: int) -> np.ndarray:
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)
-    return np.take_along_axis(top, order, axis=1)
