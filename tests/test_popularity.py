@@ -15,7 +15,6 @@ Counts: stage 0 [0, 2] over 3 customer-months, stage 1 [0, 1] over 2: overall [0
 import warnings
 
 import numpy as np
-import pytest
 import scipy.sparse as sp
 
 from recommender.popularity import acquisition_rates

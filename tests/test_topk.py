@@ -1,7 +1,6 @@
 """top_k: best first, ties by position, not-offerable entries come back as -1."""
 
 import numpy as np
-import pytest
 
 from recommender.topk import NOT_OFFERABLE, top_k
 
