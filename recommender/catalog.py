@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import numpy as np
 from .columns import PRODUCT_RISK_GRADES, RESIDENCIES
 from .exceptions import CatalogError
 from .ids import IdMap
+from .tomlfiles import duplicated, toml_document, toml_text
 
 DEFAULT_CATALOG = "catalog.toml"
 
@@ -140,19 +139,12 @@ def _product_from_table(table: dict, position: int, source: str) -> Product:
 
 def parse_catalog(text: str, source: str = "<string>") -> Catalog:
     """Catalog from TOML text; errors name the source, the product and the key."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{source}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(document) - {"version", "currency", "product"})
-    if unknown:
-        raise CatalogError(f"{source}: unknown top-level keys {unknown}")
+    document = toml_document(text, source, CatalogError, {"version", "currency", "product"})
     tables = document.get("product", [])
     if not tables:
         raise CatalogError(f"{source}: no [[product]] entries")
     products = tuple(_product_from_table(t, i, source) for i, t in enumerate(tables))
-    ids = [p.id for p in products]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = duplicated([p.id for p in products])
     if dupes:
         raise CatalogError(f"{source}: duplicate product ids {dupes}")
     return Catalog(products, version=str(document.get("version", "unversioned")), source=source)
@@ -160,13 +152,7 @@ def parse_catalog(text: str, source: str = "<string>") -> Catalog:
 
 def catalog_text(path: str | Path | None = None) -> tuple[str, str]:
     """(TOML text, source name) of a catalog file, or of the packaged default."""
-    if path is None:
-        resource = resources.files("recommender") / "data" / DEFAULT_CATALOG
-        return resource.read_text(encoding="utf-8"), f"<packaged {DEFAULT_CATALOG}>"
-    path = Path(path)
-    if not path.is_file():
-        raise CatalogError(f"catalog file not found: {path}")
-    return path.read_text(encoding="utf-8"), str(path)
+    return toml_text(path, DEFAULT_CATALOG, CatalogError, "catalog")
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

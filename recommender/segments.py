@@ -7,9 +7,7 @@ gender are refused as conditions.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pandas as pd
 from . import columns as C
 from .exceptions import ConfigError
 from .ids import IdMap
+from .tomlfiles import duplicated, toml_document, toml_text
 
 DEFAULT_RULES = "life_stages.toml"
 
@@ -128,16 +127,9 @@ def _stage_from_table(table: dict, position: int, source: str) -> LifeStage:
 
 def parse_life_stages(text: str, source: str = "<string>") -> LifeStageRules:
     """Rules from TOML text; errors name the source, the stage and the key."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(document) - {"version", "stage"})
-    if unknown:
-        raise ConfigError(f"{source}: unknown top-level keys {unknown}")
+    document = toml_document(text, source, ConfigError, {"version", "stage"})
     stages = tuple(_stage_from_table(t, i, source) for i, t in enumerate(document.get("stage", [])))
-    ids = [s.id for s in stages]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = duplicated([s.id for s in stages])
     if dupes:
         raise ConfigError(f"{source}: duplicate stage ids {dupes}")
     version = str(document.get("version", "unversioned"))
@@ -146,13 +138,7 @@ def parse_life_stages(text: str, source: str = "<string>") -> LifeStageRules:
 
 def life_stages_text(path: str | Path | None = None) -> tuple[str, str]:
     """(TOML text, source name) of a rules file, or of the packaged default."""
-    if path is None:
-        resource = resources.files("recommender") / "data" / DEFAULT_RULES
-        return resource.read_text(encoding="utf-8"), f"<packaged {DEFAULT_RULES}>"
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"life-stage rules file not found: {path}")
-    return path.read_text(encoding="utf-8"), str(path)
+    return toml_text(path, DEFAULT_RULES, ConfigError, "life-stage rules")
 
 
 def load_life_stages(path: str | Path | None = None) -> LifeStageRules:
