@@ -25,6 +25,7 @@ import joblib
 import numpy as np
 import scipy.sparse as sp
 
+from .acquisition import AcquisitionRanker
 from .catalog import Catalog, parse_catalog
 from .cf import CFModel
 from .config import TrainConfig
@@ -40,6 +41,8 @@ _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 CURRENT = "current"
 MANIFEST = "manifest.json"
 _FILES = ("cf.joblib", "ids.joblib", "rates.joblib", "catalog.toml", "life_stages.toml")
+_ACQUISITION = "acquisition.joblib"
+SERVABLE = ("hybrid", "acquisition")
 _LIBRARIES = ("implicit", "numpy", "scipy", "pandas", "joblib", "flask")
 
 
@@ -54,6 +57,8 @@ class TrainedModel:
     config: TrainConfig
     catalog_text: str
     stages_text: str
+    acquisition: AcquisitionRanker | None = None
+    served: str = "hybrid"
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -106,12 +111,19 @@ def save(model: TrainedModel, models_dir: str | Path, manifest: dict[str, Any],
                     partial / "rates.joblib")
         (partial / "catalog.toml").write_text(model.catalog_text, encoding="utf-8")
         (partial / "life_stages.toml").write_text(model.stages_text, encoding="utf-8")
+        files = list(_FILES)
+        if model.acquisition is not None:
+            joblib.dump(model.acquisition.to_state(), partial / _ACQUISITION)
+            files.append(_ACQUISITION)
+        if model.served not in SERVABLE or (model.served == "acquisition"
+                                             and model.acquisition is None):
+            raise ArtifactError(f"cannot serve {model.served!r}: not a trained ranker")
         full = {
             **manifest, "format_version": FORMAT_VERSION, "version": version,
             "created_at": created.isoformat(), "parameters": model.config.to_dict(),
             "catalog_version": model.catalog.version, "life_stages_version": model.stages.version,
-            "libraries": library_versions(),
-            "files": {name: _sha256(partial / name) for name in _FILES},
+            "libraries": library_versions(), "served": model.served,
+            "files": {name: _sha256(partial / name) for name in files},
         }
         (partial / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False),
                                         encoding="utf-8")
@@ -190,11 +202,12 @@ def load(models_dir: str | Path, version: str = CURRENT) -> TrainedModel:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{folder}: artifact format {manifest.get('format_version')!r} is not"
                             f" supported (expected {FORMAT_VERSION}); retrain with `nbo train`")
-    for name in _FILES:
+    listed = manifest.get("files", {})
+    for name in sorted(set(_FILES) | set(listed)):
         path = folder / name
         if not path.is_file():
             raise ArtifactError(f"{folder}: {name} is missing")
-        if _sha256(path) != manifest.get("files", {}).get(name):
+        if _sha256(path) != listed.get(name):
             raise ArtifactError(f"{folder}: {name} does not match its checksum in {MANIFEST}")
     ids = _load_typed(folder / "ids.joblib", dict)
     customers = IdMap(np.asarray(ids["customers"]), "customer")
@@ -218,6 +231,19 @@ def load(models_dir: str | Path, version: str = CURRENT) -> TrainedModel:
     if acquisition.by_stage.shape != (len(stages.stages), len(products)):
         raise ArtifactError(f"{folder}: life-stage rates do not match stages x products")
     config = TrainConfig.from_dict(manifest["parameters"], f"{folder / MANIFEST} parameters")
-    log.info("loaded model version %s from %s", manifest["version"], folder)
+    ranker = None
+    if _ACQUISITION in listed:
+        state = _load_typed(folder / _ACQUISITION, dict)
+        try:
+            ranker = AcquisitionRanker.from_state(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{folder}: {_ACQUISITION} is inconsistent: {exc}") from exc
+        if list(ranker.space.products) != list(products.external_ids):
+            raise ArtifactError(f"{folder}: the acquisition ranker's products do not match")
+    served = manifest.get("served", "hybrid")
+    if served not in SERVABLE or (served == "acquisition" and ranker is None):
+        raise ArtifactError(f"{folder}: manifest serves {served!r}, which this folder lacks")
+    log.info("loaded model version %s from %s (serving %s)", manifest["version"], folder, served)
     return TrainedModel(cf=cf, rates=acquisition, catalog=catalog, stages=stages, config=config,
-                        catalog_text=catalog_text, stages_text=stages_text, manifest=manifest)
+                        catalog_text=catalog_text, stages_text=stages_text, acquisition=ranker,
+                        served=served, manifest=manifest)

@@ -1,4 +1,4 @@
-"""The customer book: the bank's current customers, their life stage and latest holdings.
+"""The customer book: the bank's current customers, their life stage and recent holdings.
 
 Built once from the validated extracts, it answers "who is this customer and what do they
 hold now" in O(1) for the API, and hands out batches of customers for vectorised scoring.
@@ -17,39 +17,55 @@ from .catalog import Catalog
 from .data import BankData, validate_customers
 from .exceptions import DataValidationError, UnknownCustomerError
 from .ids import IdMap
-from .interactions import confidence_matrix, snapshot_matrix
+from .interactions import confidence_matrix, months_between, present_at, snapshot_matrix
 from .segments import LifeStageRules
+
+DEFAULT_LAGS = 4
 
 
 @dataclass(frozen=True)
 class CustomerBatch:
-    """Customers to score together: profiles, holdings and stages, row-aligned."""
+    """Customers to score together: profiles, holdings and stages, row-aligned.
+
+    ``lags`` are the latest snapshots, most recent first (``lags[0]`` is ``held``);
+    ``present[:, j]`` says who was a customer at ``lags[j]``.
+    """
 
     customer_ids: np.ndarray
     profiles: pd.DataFrame
     held: sp.csr_matrix  # binary, customers x products
     confidence: sp.csr_matrix  # CF input weighting of ``held``
     stages: np.ndarray
+    lags: tuple[sp.csr_matrix, ...] = ()
+    present: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.customer_ids)
 
 
 class CustomerBook:
-    """Customers of the bank as of the latest holdings snapshot."""
+    """Customers of the bank as of the latest holdings snapshot, with a few months of history."""
 
     def __init__(self, bank: BankData, catalog: Catalog, stages: LifeStageRules,
-                 weighting: str = "binary") -> None:
+                 weighting: str = "binary", n_lags: int = DEFAULT_LAGS) -> None:
         self.catalog, self.stages, self.weighting = catalog, stages, weighting
         self.profiles = bank.customers.reset_index(drop=True)
         self.ids = IdMap(self.profiles[C.CUSTOMER_ID].to_numpy(), "customer")
         shape = (len(self.ids), len(catalog))
-        self.snapshot = max(bank.snapshots) if len(bank.holdings) else None
+        snapshots = bank.snapshots
+        self.snapshot = snapshots[-1] if snapshots else None
+        recent = snapshots[::-1][:n_lags]
+        self.lags = tuple(snapshot_matrix(bank.holdings, shape, s) for s in recent)
+        tenure = self.profiles[C.TENURE_MONTHS].to_numpy()
+        reference = bank.reference_date
+        self.present = np.column_stack(
+            [present_at(lag, tenure, months_between(s, reference))
+             for lag, s in zip(self.lags, recent, strict=True)]
+        ) if recent else np.zeros((shape[0], 0), dtype=bool)
         if self.snapshot is None:
-            self.held = sp.csr_matrix(shape, dtype=np.float32)
-            self.confidence = self.held
+            self.held = self.confidence = sp.csr_matrix(shape, dtype=np.float32)
         else:
-            self.held = snapshot_matrix(bank.holdings, shape, self.snapshot)
+            self.held = self.lags[0]
             self.confidence = confidence_matrix(bank.holdings, shape, self.snapshot, weighting)
         self.stage_codes = stages.assign(self.profiles)
 
@@ -68,6 +84,7 @@ class CustomerBook:
             profiles=self.profiles.iloc[positions].reset_index(drop=True),
             held=self.held[positions], confidence=self.confidence[positions],
             stages=self.stage_codes[positions],
+            lags=tuple(lag[positions] for lag in self.lags), present=self.present[positions],
         )
 
     def held_product_ids(self, position: int) -> list[str]:
@@ -79,7 +96,8 @@ def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
                   stages: LifeStageRules, source: str = "request") -> CustomerBatch:
     """A one-customer batch for a customer described in a request, not in the book.
 
-    The profile is validated by the same rules as the customers extract.
+    The profile is validated by the same rules as the customers extract. Only current
+    holdings are known: earlier months count as missing history.
     """
     profiles = validate_customers(pd.DataFrame([profile]), source=source)
     unknown = [p for p in held_product_ids if p not in catalog.ids]
@@ -91,5 +109,6 @@ def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
                          shape=(1, len(catalog)))
     return CustomerBatch(
         customer_ids=profiles[C.CUSTOMER_ID].to_numpy(), profiles=profiles, held=held,
-        confidence=held, stages=stages.assign(profiles),
+        confidence=held, stages=stages.assign(profiles), lags=(held,),
+        present=np.ones((1, 1), dtype=bool),
     )

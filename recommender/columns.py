@@ -22,7 +22,7 @@ SCORE = "score"
 RANK = "rank"
 SOURCE = "source"
 
-MARITAL_STATUSES = ("single", "married", "divorced", "widowed")
+MARITAL_STATUSES = ("single", "married", "divorced", "widowed", "unknown")
 RESIDENCIES = ("resident", "non_resident")
 RISK_GRADES = ("C1", "C2", "C3", "C4", "C5")
 PRODUCT_RISK_GRADES = ("R1", "R2", "R3", "R4", "R5")

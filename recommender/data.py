@@ -36,14 +36,26 @@ _FALSE = {"false", "0", "no", "n", "f"}
 
 @dataclass(frozen=True)
 class BankData:
-    """Validated extracts: one row per customer, one row per (customer, product, snapshot)."""
+    """Validated extracts: one row per customer, one row per (customer, product, snapshot).
+
+    ``as_of`` is the date the customers extract describes (tenure is counted to it): the
+    latest snapshot unless the holdings were cut short for an evaluation.
+    """
 
     customers: pd.DataFrame
     holdings: pd.DataFrame
+    as_of: pd.Timestamp | None = None
 
     @property
     def snapshots(self) -> list[pd.Timestamp]:
         return [pd.Timestamp(d) for d in sorted(pd.unique(self.holdings[C.SNAPSHOT_DATE]))]
+
+    @property
+    def reference_date(self) -> pd.Timestamp | None:
+        if self.as_of is not None:
+            return self.as_of
+        snapshots = self.snapshots
+        return snapshots[-1] if snapshots else None
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

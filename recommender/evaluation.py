@@ -42,3 +42,30 @@ def ranking_metrics(top: np.ndarray, added: sp.csr_matrix | np.ndarray, k: int) 
         f"ndcg@{k}": float((dcg / ideal).mean()),
         "coverage": float(len(offered) / added.shape[1]),
     }
+
+
+def breakdown(top: np.ndarray, added: sp.csr_matrix | np.ndarray, k: int,
+              groups: np.ndarray, products: np.ndarray) -> tuple[dict, dict]:
+    """(metrics per group of customers, hit figures per product).
+
+    Per product: how many test customers added it (``added``), how often it was in their
+    top k (``recall@k``), and how often it was offered at all (``offered``).
+    """
+    added = added.toarray() if sp.issparse(added) else np.asarray(added)
+    added = added > 0
+    per_group = {str(g): ranking_metrics(top[groups == g], added[groups == g], k)
+                 for g in np.unique(groups)}
+    hits = np.zeros(added.shape[1], dtype=np.int64)
+    offered = np.zeros(added.shape[1], dtype=np.int64)
+    for j in range(min(k, top.shape[1])):
+        column = top[:, j]
+        valid = column >= 0
+        np.add.at(offered, column[valid], 1)
+        np.add.at(hits, column[valid], added[np.flatnonzero(valid), column[valid]])
+    n_added = added.sum(axis=0)
+    per_product = {
+        str(p): {"added": int(n_added[i]), "offered": int(offered[i]),
+                 f"recall@{k}": float(hits[i] / n_added[i]) if n_added[i] else None}
+        for i, p in enumerate(products)
+    }
+    return per_group, per_product

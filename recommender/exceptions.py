@@ -28,6 +28,10 @@ class DataValidationError(RecommenderError, ValueError):
         super().__init__(f"{message} ({where})" if where else message)
 
 
+class InsufficientDataError(DataValidationError):
+    """Valid data, but too little of it for what was asked (too few months or events)."""
+
+
 class CatalogError(RecommenderError, ValueError):
     """The product catalog TOML is malformed or inconsistent."""
 

@@ -99,3 +99,25 @@ def take_up_reason(product: Product, stage: LifeStage, stage_rate: float) -> Rea
         text_zh=f"每月有{_percent(stage_rate)}的“{stage.name_zh}”阶段客户办理{product.name_zh}",
         evidence={"life_stage": stage.id, "monthly_take_up_stage": round(stage_rate, 6)},
     )
+
+
+def next_product_reason(product: Product, probability: float) -> Reason:
+    """The acquisition ranker's estimate, in words."""
+    return Reason(
+        code="likely_next_product",
+        text_en=f"Among customers whose products and profile resemble yours, "
+                f"{_percent(probability)} of what they take up next is {product.name_en}",
+        text_zh=f"与您的产品组合和客户特征相似的客户，下一步办理的产品中"
+                f"{_percent(probability)}是{product.name_zh}",
+        evidence={"probability": round(probability, 6)},
+    )
+
+
+def recently_held_reason(product: Product) -> Reason:
+    """The customer closed this product last month: a win-back."""
+    return Reason(
+        code="recently_held",
+        text_en=f"You held {product.name_en} until last month",
+        text_zh=f"您上个月之前一直持有{product.name_zh}",
+        evidence={"held_until_last_month": True},
+    )

@@ -55,13 +55,29 @@ def confidence_matrix(holdings: pd.DataFrame, shape: tuple[int, int], snapshot: 
     return weighted.astype(np.float32)
 
 
-def acquisitions(before: sp.csr_matrix, after: sp.csr_matrix) -> sp.csr_matrix:
+def months_between(earlier: pd.Timestamp, later: pd.Timestamp) -> int:
+    return (later.year - earlier.year) * 12 + later.month - earlier.month
+
+
+def present_at(held: sp.csr_matrix, tenure_months: np.ndarray, months_before: int) -> np.ndarray:
+    """Customers who were already customers at a snapshot ``months_before`` the as-of date.
+
+    Holding something proves it; otherwise the tenure (counted to the as-of date) decides,
+    so a customer who held nothing that month still counts.
+    """
+    return (np.diff(held.indptr) > 0) | (np.asarray(tenure_months) >= months_before)
+
+
+def acquisitions(before: sp.csr_matrix, after: sp.csr_matrix,
+                 present: np.ndarray | None = None) -> sp.csr_matrix:
     """Products held in ``after`` but not in ``before``, for customers present in ``before``.
 
-    A customer with no holdings at ``before`` had not joined yet: their first products are
-    account opening, not a cross-sell, and are left out.
+    A customer who had not joined yet at ``before`` is opening accounts, not taking up a
+    cross-sell, and is left out. ``present`` says who had joined; by default, whoever held
+    something at ``before``.
     """
-    present = np.diff(before.indptr) > 0
+    if present is None:
+        present = np.diff(before.indptr) > 0
     added = (after - after.multiply(before)).tocsr()
     added.eliminate_zeros()
     added = sp.diags(present.astype(np.float32)) @ added

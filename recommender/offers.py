@@ -19,11 +19,13 @@ from .explain import (
     Reason,
     bundle_reason,
     held_products_reason,
+    next_product_reason,
     popular_overall_reason,
+    recently_held_reason,
     stage_popularity_reason,
     take_up_reason,
 )
-from .ranker import HybridRanker
+from .ranker import AcquisitionScorer, HybridRanker
 from .segments import LifeStage
 from .topk import NOT_OFFERABLE, top_k
 
@@ -72,7 +74,9 @@ class OfferEngine:
     def __init__(self, model: TrainedModel) -> None:
         self.model = model
         self.catalog, self.stages = model.catalog, model.stages
-        self.ranker = HybridRanker(model.cf, model.rates, model.config.cf_weight)
+        self.ranker = (AcquisitionScorer(model.acquisition, model.rates)
+                       if model.served == "acquisition"
+                       else HybridRanker(model.cf, model.rates, model.config.cf_weight))
 
     def rank(self, batch: CustomerBatch, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(product positions, scores, sources): top-k offerable products per customer.
@@ -95,19 +99,28 @@ class OfferEngine:
             offers = tuple(
                 Offer(product=self.catalog.products[pos], score=float(scores[i, r]), rank=r + 1,
                       source=str(sources[i]),
-                      reasons=self._reasons(batch, i, int(pos), stage, str(sources[i])))
+                      reasons=self._reasons(batch, i, int(pos), stage, str(sources[i]),
+                                            float(scores[i, r])))
                 for r, pos in enumerate(positions[i]) if pos >= 0 and scores[i, r] > NOT_OFFERABLE
             )
             lists.append(OfferList(str(batch.customer_ids[i]), stage, str(sources[i]), offers))
         return lists
 
     def _reasons(self, batch: CustomerBatch, i: int, pos: int, stage: LifeStage,
-                 source: str) -> tuple[Reason, ...]:
+                 source: str, score: float) -> tuple[Reason, ...]:
         product = self.catalog.products[pos]
         overall = float(self.model.rates.overall[pos])
         if source == "popularity":
             return (popular_overall_reason(product, overall),)
         stage_rate = float(self.model.rates.by_stage[int(batch.stages[i]), pos])
+        if source == "acquisition":
+            held_before = len(batch.lags) > 1 and batch.lags[1][i, pos] > 0
+            candidates = (
+                recently_held_reason(product) if held_before else None,
+                next_product_reason(product, float(np.exp(score))),
+                bundle_reason(product, stage),
+            )
+            return tuple(r for r in candidates if r is not None)
         contributors = []
         if source in ("cf", "cf_fold_in"):
             contributors = [(self.catalog.products[held], weight) for held, weight

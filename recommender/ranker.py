@@ -1,17 +1,22 @@
-"""The served ranking: collaborative filtering on holdings blended with a life-stage prior.
+"""The rankers that can be served, with one interface: ``score(batch) -> RankerScores``.
+
+``HybridRanker`` blends collaborative filtering on holdings with a life-stage prior:
 
 score = log(monthly take-up rate of the product in the customer's life stage)
         + cf_weight * CF score
 
-Measured on the demo bank, the life-stage prior alone beats overall popularity by far and
-CF on holdings adds to it (see ``nbo evaluate``). Each customer's scores come from one
-source, reported with every offer:
+``AcquisitionScorer`` serves the gradient-boosted acquisition ranker (``acquisition``):
+score = log P(product | the customer takes up a product next month).
+
+Which one is served is decided by the held-out evaluation (``training``). Each customer's
+scores come from one source, reported with every offer:
 
 - ``cf``: the customer is known to the model and holds what they held at training;
 - ``cf_fold_in``: their holdings changed, or they are new but hold products: the CF
   factors are recomputed from current holdings (implicit's ``recalculate_user``);
 - ``life_stage_prior``: no holdings at all, so CF has nothing to go on (its scores would be
   all zero in arbitrary order): the life-stage prior alone ranks;
+- ``acquisition``: the acquisition ranker, from recent holdings history and profile;
 - ``popularity``: the customer did not consent to profiling: the bank-wide take-up rates,
   the same for everyone.
 """
@@ -24,11 +29,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import columns as C
+from .acquisition import AcquisitionRanker
 from .book import CustomerBatch
 from .cf import CFModel
 from .popularity import AcquisitionRates
 
-SOURCES = ("cf", "cf_fold_in", "life_stage_prior", "popularity")
+SOURCES = ("cf", "cf_fold_in", "life_stage_prior", "acquisition", "popularity")
 _RATE_FLOOR = 1e-5
 
 
@@ -36,7 +42,7 @@ _RATE_FLOOR = 1e-5
 class RankerScores:
     scores: np.ndarray  # (n_customers x n_products)
     sources: np.ndarray  # (n_customers,) one of SOURCES
-    cf_scores: np.ndarray  # (n_customers x n_products), NaN rows where CF was not used
+    cf_scores: np.ndarray | None = None  # hybrid only: NaN rows where CF was not used
 
 
 def log_rates(rates: np.ndarray) -> np.ndarray:
@@ -82,9 +88,33 @@ class HybridRanker:
         with_cf = unchanged | fold
         scores[with_cf] += self.cf_weight * cf_scores[with_cf]
 
-        no_consent = ~batch.profiles[C.CONSENT_PROFILING].to_numpy(dtype=bool)
-        scores[no_consent] = log_rates(self.rates.overall)[None, :]
+        no_consent = _without_consent(batch, scores, sources, self.rates)
         cf_scores[no_consent] = np.nan
-        sources[no_consent] = "popularity"
         return RankerScores(scores=scores.astype(np.float32), sources=sources.astype(str),
                             cf_scores=cf_scores)
+
+
+def _without_consent(batch: CustomerBatch, scores: np.ndarray, sources: np.ndarray,
+                     rates: AcquisitionRates) -> np.ndarray:
+    """Replace the scores of customers who opted out of profiling by bank-wide take-up."""
+    no_consent = ~batch.profiles[C.CONSENT_PROFILING].to_numpy(dtype=bool)
+    scores[no_consent] = log_rates(rates.overall)[None, :]
+    sources[no_consent] = "popularity"
+    return no_consent
+
+
+class AcquisitionScorer:
+    """Serves the acquisition ranker on customer batches."""
+
+    name = "acquisition"
+
+    def __init__(self, model: AcquisitionRanker, rates: AcquisitionRates) -> None:
+        self.model, self.rates = model, rates
+
+    def score(self, batch: CustomerBatch) -> RankerScores:
+        probabilities = self.model.predict(list(batch.lags), batch.present, batch.profiles,
+                                           batch.stages)
+        scores = log_rates(probabilities)
+        sources = np.full(len(batch), "acquisition", dtype=object)
+        _without_consent(batch, scores, sources, self.rates)
+        return RankerScores(scores=scores.astype(np.float32), sources=sources.astype(str))

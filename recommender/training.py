@@ -1,8 +1,9 @@
 """Training and evaluation: from validated extracts to a ``TrainedModel`` and its metrics.
 
-``evaluate`` holds out the last snapshot: the model is fitted on data up to the month
+``evaluate`` holds out the last snapshot: every method is fitted on data up to the month
 before, and ranks what customers then added in the last month. ``train`` records those
-metrics and refits on everything, so the served model has seen the latest month.
+metrics, serves the better of the hybrid and the acquisition ranker on them (unless the
+config names one), and refits on everything, so the served model has seen the latest month.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from . import artifacts
 from . import columns as C
+from .acquisition import AcquisitionRanker
 from .artifacts import TrainedModel
 from .book import CustomerBook
 from .catalog import Catalog
@@ -26,18 +29,42 @@ from .cf import CFModel
 from .config import TrainConfig
 from .data import BankData
 from .eligibility import offerable_mask
-from .evaluation import ranking_metrics
-from .exceptions import DataValidationError
-from .interactions import acquisitions, confidence_matrix, snapshot_matrix
-from .offers import OfferEngine
+from .evaluation import breakdown, ranking_metrics
+from .exceptions import DataValidationError, InsufficientDataError
+from .interactions import (
+    acquisitions,
+    confidence_matrix,
+    months_between,
+    present_at,
+    snapshot_matrix,
+)
 from .popularity import acquisition_rates
-from .ranker import log_rates
+from .ranker import AcquisitionScorer, HybridRanker, log_rates
 from .segments import LifeStageRules
 from .topk import top_k
 
 log = logging.getLogger(__name__)
 
-SERVED = "hybrid"
+SERVABLE = artifacts.SERVABLE
+
+
+@dataclass(frozen=True)
+class History:
+    """Monthly holdings matrices (oldest first) and who was a customer at each."""
+
+    snapshots: list[sp.csr_matrix]
+    presence: np.ndarray  # (n_customers x n_snapshots) bool
+
+
+def history(bank: BankData, n_customers: int, n_products: int) -> History:
+    dates = bank.snapshots
+    matrices = [snapshot_matrix(bank.holdings, (n_customers, n_products), d) for d in dates]
+    tenure = bank.customers[C.TENURE_MONTHS].to_numpy()
+    presence = np.column_stack(
+        [present_at(m, tenure, months_between(d, bank.reference_date))
+         for m, d in zip(matrices, dates, strict=True)]
+    ) if dates else np.zeros((n_customers, 0), dtype=bool)
+    return History(matrices, presence)
 
 
 def fingerprint(bank: BankData) -> str:
@@ -51,65 +78,97 @@ def fingerprint(bank: BankData) -> str:
 def upto(bank: BankData, snapshot: pd.Timestamp) -> BankData:
     """The extracts as they stood at ``snapshot``: later holdings snapshots removed."""
     holdings = bank.holdings[bank.holdings[C.SNAPSHOT_DATE] <= snapshot].reset_index(drop=True)
-    return BankData(customers=bank.customers, holdings=holdings)
+    return BankData(customers=bank.customers, holdings=holdings, as_of=bank.reference_date)
 
 
 def fit(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
-        catalog_text: str = "", stages_text: str = "") -> TrainedModel:
-    """Fit CF on the latest snapshot and take-up rates on every month-to-month transition."""
+        catalog_text: str = "", stages_text: str = "", served: str = "hybrid",
+        cf_kind: str | None = None) -> TrainedModel:
+    """Fit CF on the latest snapshot, take-up rates on every transition, and (with three or
+    more snapshots) the acquisition ranker."""
     snapshots = bank.snapshots
     if not snapshots:
         raise DataValidationError("the holdings extract has no rows: nothing to train on")
-    book = CustomerBook(bank, catalog, stages, config.cf.weighting)
-    shape = (len(book), len(catalog))
-    history = [snapshot_matrix(bank.holdings, shape, s) for s in snapshots]
-    user_items = confidence_matrix(bank.holdings, shape, snapshots[-1], config.cf.weighting)
-    cf = CFModel(config.cf).fit(user_items, book.ids, catalog.ids)
-    rates = acquisition_rates(history, book.stage_codes, len(stages.stages),
+    book = CustomerBook(bank, catalog, stages, config.cf.weighting, config.acquisition.n_lags)
+    past = history(bank, len(book), len(catalog))
+    user_items = confidence_matrix(bank.holdings, book.held.shape, snapshots[-1],
+                                   config.cf.weighting)
+    cf_config = replace(config.cf, kind=cf_kind) if cf_kind else config.cf
+    cf = CFModel(cf_config).fit(user_items, book.ids, catalog.ids)
+    rates = acquisition_rates(past.snapshots, book.stage_codes, len(stages.stages),
                               config.prior_smoothing)
+    ranker = None
+    if served == "acquisition":
+        ranker = AcquisitionRanker(config.acquisition).fit(
+            past.snapshots, past.presence, list(catalog.ids.external_ids), book.profiles,
+            book.stage_codes)
     return TrainedModel(cf=cf, rates=rates, catalog=catalog, stages=stages, config=config,
-                        catalog_text=catalog_text, stages_text=stages_text)
+                        catalog_text=catalog_text, stages_text=stages_text,
+                        acquisition=ranker, served=served)
 
 
-def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules,
-             config: TrainConfig) -> dict[str, Any]:
-    """Fit up to the second-last snapshot; rank last-month acquisitions, method by method."""
+def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
+             k: int | None = None) -> dict[str, Any]:
+    """Fit up to the second-last snapshot; rank last-month acquisitions, method by method.
+
+    Nothing fitted here sees the last snapshot: it is cut off before anything is built.
+    """
     snapshots = bank.snapshots
     if len(snapshots) < 3:
         raise DataValidationError(
             f"evaluation needs at least 3 monthly snapshots, the holdings have {len(snapshots)}"
         )
     started = time.perf_counter()
+    k = k or config.eval_k
     cutoff, test_month = snapshots[-2], snapshots[-1]
     past = upto(bank, cutoff)
-    model = fit(past, catalog, stages, config)
-    book = CustomerBook(past, catalog, stages, config.cf.weighting)
+    try:
+        model = fit(past, catalog, stages, config, served="acquisition")
+    except InsufficientDataError as exc:
+        if config.ranker == "acquisition":
+            raise
+        log.warning("acquisition ranker left out of the evaluation: %s", exc)
+        model = fit(past, catalog, stages, config)
+    knn = fit(past, catalog, stages, replace(config, ranker="hybrid"), cf_kind="item_knn")
+    book = CustomerBook(past, catalog, stages, config.cf.weighting, config.acquisition.n_lags)
     after = snapshot_matrix(bank.holdings, book.held.shape, test_month)
-    added = acquisitions(book.held, after)
+    added = acquisitions(book.held, after, book.present[:, 0])
     test = np.flatnonzero(np.diff(added.indptr) > 0)
     # Rankings are compared on every test customer; the consent policy (non-personalised
     # offers for those who opted out) is a policy applied after ranking, not a ranking.
-    batch, labels, k = book.batch(test), added[test], config.eval_k
+    batch, labels = book.batch(test), added[test]
     batch = replace(batch, profiles=batch.profiles.assign(**{C.CONSENT_PROFILING: True}))
-
-    engine = OfferEngine(model)
     allowed = offerable_mask(batch.profiles, batch.held, catalog)
-    ranked = engine.ranker.score(batch)
-    raw = {
+
+    hybrid = HybridRanker(model.cf, model.rates, config.cf_weight).score(batch)
+    scores = {
         "popularity": np.broadcast_to(log_rates(model.rates.overall), allowed.shape),
         "life_stage_prior": log_rates(model.rates.for_stages(batch.stages)),
-        "cf": np.nan_to_num(ranked.cf_scores, nan=-1e6),
+        "als": np.nan_to_num(hybrid.cf_scores, nan=-1e6),
+        "item_knn": np.nan_to_num(
+            HybridRanker(knn.cf, knn.rates, config.cf_weight).score(batch).cf_scores, nan=-1e6),
+        "hybrid": hybrid.scores,
     }
-    methods = {name: ranking_metrics(top_k(np.where(allowed, s, -np.inf), k)[0], labels, k)
-               for name, s in raw.items()}
-    methods[SERVED] = ranking_metrics(engine.rank(batch, k)[0], labels, k)
+    if model.acquisition is not None:
+        scores["acquisition"] = AcquisitionScorer(model.acquisition, model.rates).score(
+            batch).scores
+    methods, by_stage, by_product = {}, {}, {}
+    stage_ids = stages.ids.to_external(batch.stages)
+    for name, method_scores in scores.items():
+        top = top_k(np.where(allowed, method_scores, -np.inf), k)[0]
+        methods[name] = ranking_metrics(top, labels, k)
+        by_stage[name], by_product[name] = breakdown(top, labels, k, stage_ids,
+                                                     catalog.ids.external_ids)
+    candidates = [m for m in SERVABLE if m in methods]
+    best = max(candidates, key=lambda m: methods[m][f"map@{k}"])
+    served = best if config.ranker == "auto" else config.ranker
     result = {
         "protocol": f"fit on snapshots up to {cutoff.date()}, rank acquisitions of "
                     f"{test_month.date()} among customers who added at least one product"
                     " (eligibility applied to every method)",
-        "k": k, "served": SERVED, "test_customers": int(len(test)),
-        "methods": methods,
-        "served_beats_popularity": methods[SERVED][f"map@{k}"] > methods["popularity"][f"map@{k}"],
+        "k": k, "served": served, "test_customers": int(len(test)),
+        "methods": methods, "by_life_stage": by_stage, "by_product": by_product,
+        "served_beats_popularity": methods[served][f"map@{k}"] > methods["popularity"][f"map@{k}"],
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info("evaluation: %s", {m: round(v[f"map@{k}"], 4) for m, v in methods.items()})
@@ -119,11 +178,13 @@ def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules,
 def train(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
           models_dir: str | Path, catalog_text: str, stages_text: str,
           run_evaluation: bool = True) -> TrainedModel:
-    """Evaluate on a held-out month, refit on all data, save a new version and make it current."""
+    """Evaluate on a held-out month, refit on all data with the ranker that won (or the one
+    the config names), save a new version and make it current."""
     catalog.check_life_stages([s.id for s in stages.stages])
-    metrics = evaluate(bank, catalog, stages, config) if run_evaluation and len(
-        bank.snapshots) >= 3 else {}
-    model = fit(bank, catalog, stages, config, catalog_text, stages_text)
+    can_evaluate = run_evaluation and len(bank.snapshots) >= 3
+    metrics = evaluate(bank, catalog, stages, config) if can_evaluate else {}
+    served = metrics.get("served") or ("hybrid" if config.ranker == "auto" else config.ranker)
+    model = fit(bank, catalog, stages, config, catalog_text, stages_text, served=served)
     snapshots = bank.snapshots
     manifest = {
         "data": {

@@ -72,7 +72,10 @@ def api_bank(tmp_path_factory) -> ApiBank:
     demo = generate(N_CUSTOMERS, N_MONTHS, SEED, catalog, stages)
     write_bank(BankData(demo.customers, demo.holdings), root / "data")
     bank = load_bank(root / "data", catalog)
-    train(bank, catalog, stages, TrainConfig(), root / "models", cat_text, st_text)
+    # The hybrid ranker is pinned: these tests are about its sources (cf, fold-in, prior);
+    # the acquisition ranker is served and tested in test_acquisition.py.
+    train(bank, catalog, stages, TrainConfig(ranker="hybrid"), root / "models", cat_text,
+          st_text)
     return ApiBank(data_dir=root / "data", models_dir=root / "models", bank=bank)
 
 
@@ -590,7 +593,7 @@ def api_previous_model(request, api_bank, tmp_path_factory):
         write_bank(BankData(customers, holdings), folder)
         past = load_bank(folder, catalog)
     models = tmp_path_factory.mktemp(f"api_models_{request.param}")
-    model = train(past, catalog, stages, TrainConfig(), models, cat_text, st_text,
+    model = train(past, catalog, stages, TrainConfig(ranker="hybrid"), models, cat_text, st_text,
                   run_evaluation=False)
     app = create_app({"DATA_DIR": str(api_bank.data_dir), "MODELS_DIR": str(models),
                       "MODEL_VERSION": "current"})

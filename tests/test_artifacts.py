@@ -70,7 +70,8 @@ def test_manifest_records_version_data_parameters_libraries_and_metrics(trained,
     assert manifest["parameters"]["cf"]["factors"] == 2
     for library in ("python", "implicit", "numpy", "scipy", "pandas", "joblib"):
         assert manifest["libraries"][library][0].isdigit(), library
-    assert set(manifest["metrics"]["methods"]) == {"popularity", "life_stage_prior", "cf",
+    assert set(manifest["metrics"]["methods"]) == {"popularity", "life_stage_prior", "als",
+                                                   "item_knn",
                                                    "hybrid"}
     assert manifest["catalog_version"] == "tiny-1"
     assert set(manifest["files"]) == {"cf.joblib", "ids.joblib", "rates.joblib", "catalog.toml",

@@ -36,7 +36,8 @@ def test_from_toml(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("cf_wieght = 1.0\n", r"unknown keys \['cf_wieght'\]; allowed: \['cf', 'cf_weight'"),
+    ("cf_wieght = 1.0\n",
+     r"unknown keys \['cf_wieght'\]; allowed: \['acquisition', 'cf', 'cf_weight'"),
     ("[cf]\nfactor = 8\n", r"\[cf\]: unknown keys \['factor'\]"),
     ('cf = "als"\n', r"\[cf\] must be a table"),
     ("cf_weight = \n", "not valid TOML"),

@@ -1,0 +1,141 @@
+"""The acquisition ranker: which product a customer takes up next, learned from transitions.
+
+Each training example is a (customer, month) in which the customer added a product: the
+features describe the months before (``features``), the label is the product added. A
+LightGBM multiclass model learns P(product | customer adds something); early stopping
+watches the most recent transition, so the number of trees is chosen out of time, and
+the test month (in evaluation) or the future (in serving) is never seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .config import AcquisitionConfig
+from .exceptions import InsufficientDataError, NotFittedError
+from .features import FeatureSpace
+from .interactions import acquisitions
+
+log = logging.getLogger(__name__)
+
+
+def _examples(space: FeatureSpace, snapshots: list[sp.csr_matrix], presence: np.ndarray,
+              target: int, profiles: pd.DataFrame,
+              stage_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features before snapshot ``target`` and the products added at it, one row per addition."""
+    added = acquisitions(snapshots[target - 1], snapshots[target],
+                         presence[:, target - 1]).tocoo()
+    before = [t for t in range(target - 1, target - 1 - space.n_lags, -1) if t >= 0]
+    rows = np.unique(added.row)
+    features = space.build([snapshots[t][rows] for t in before], presence[rows][:, before],
+                           profiles.iloc[rows], stage_codes[rows])
+    position = np.searchsorted(rows, added.row)
+    return features[position], added.col.astype(np.int32)
+
+
+class AcquisitionRanker:
+    """Multiclass gradient boosting over the products a customer may add next."""
+
+    name = "acquisition"
+
+    def __init__(self, config: AcquisitionConfig | None = None) -> None:
+        self.config = config or AcquisitionConfig()
+        self.space: FeatureSpace | None = None
+        self.booster: lgb.Booster | None = None
+        self.best_iteration = 0
+        self.validation_loss: float | None = None
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.booster is not None
+
+    def _params(self, n_products: int) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "objective": "multiclass", "num_class": n_products,
+            "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
+            "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
+            "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1,
+            "lambda_l2": cfg.lambda_l2, "seed": cfg.random_state, "deterministic": True,
+            "num_threads": 2, "verbose": -1,
+        }
+
+    def fit(self, snapshots: list[sp.csr_matrix], presence: np.ndarray, products: list[str],
+            profiles: pd.DataFrame, stage_codes: np.ndarray) -> AcquisitionRanker:
+        """Fit on monthly snapshots (oldest first) that end with the latest month known.
+
+        ``presence[:, t]`` says who was a customer at snapshot ``t``.
+        """
+        cfg = self.config
+        if len(snapshots) < 3:
+            raise InsufficientDataError(
+                f"the acquisition ranker needs at least 3 monthly snapshots, got {len(snapshots)}"
+            )
+        self.space = FeatureSpace.fit(products, cfg.n_lags, profiles)
+        last = len(snapshots) - 1
+        train_targets = [t for t in range(last - cfg.train_months, last) if t >= 1]
+        parts = [_examples(self.space, snapshots, presence, t, profiles, stage_codes)
+                 for t in train_targets]
+        x_train = np.vstack([p[0] for p in parts])
+        y_train = np.concatenate([p[1] for p in parts])
+        x_valid, y_valid = _examples(self.space, snapshots, presence, last, profiles,
+                                     stage_codes)
+        if len(y_train) == 0 or len(y_valid) == 0:
+            raise InsufficientDataError("no product was added in the training or validation "
+                                        "months: the acquisition ranker has nothing to learn")
+        params = self._params(len(products))
+        names = self.space.names
+        train = lgb.Dataset(x_train, y_train, feature_name=names, free_raw_data=False)
+        valid = lgb.Dataset(x_valid, y_valid, reference=train, feature_name=names)
+        booster = lgb.train(params, train, cfg.max_rounds, valid_sets=[valid],
+                            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds,
+                                                          verbose=False)])
+        self.best_iteration = max(booster.best_iteration, 1)
+        self.validation_loss = float(booster.best_score["valid_0"]["multi_logloss"])
+        if cfg.refit:
+            everything = lgb.Dataset(np.vstack([x_train, x_valid]),
+                                     np.concatenate([y_train, y_valid]), feature_name=names)
+            booster = lgb.train(params, everything, self.best_iteration)
+        self.booster = booster
+        log.info("acquisition ranker: %d training and %d validation examples, %d trees per "
+                 "product, validation log-loss %.4f", len(y_train), len(y_valid),
+                 self.best_iteration, self.validation_loss)
+        return self
+
+    def predict(self, lags: list[sp.csr_matrix], present: np.ndarray, profiles: pd.DataFrame,
+                stage_codes: np.ndarray) -> np.ndarray:
+        """(n_customers x n_products) P(product | the customer adds a product next month)."""
+        if not self.is_fitted:
+            raise NotFittedError("the acquisition ranker is not fitted")
+        features = self.space.build(lags, present, profiles, stage_codes)
+        if len(features) == 0:
+            return np.zeros((0, len(self.space.products)), dtype=np.float32)
+        probabilities = self.booster.predict(features, num_iteration=self.best_iteration)
+        return np.asarray(probabilities, dtype=np.float32).reshape(len(features), -1)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values: the booster as LightGBM's own text format, never a pickle."""
+        if not self.is_fitted:
+            raise NotFittedError("the acquisition ranker is not fitted")
+        return {
+            "config": self.config.__dict__.copy(), "model": self.booster.model_to_string(),
+            "best_iteration": self.best_iteration, "validation_loss": self.validation_loss,
+            "products": list(self.space.products), "n_lags": self.space.n_lags,
+            "segments": list(self.space.segments),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AcquisitionRanker:
+        ranker = cls(AcquisitionConfig(**state["config"]))
+        ranker.space = FeatureSpace(tuple(state["products"]), int(state["n_lags"]),
+                                    tuple(state["segments"]))
+        ranker.booster = lgb.Booster(model_str=state["model"])
+        ranker.best_iteration = int(state["best_iteration"])
+        ranker.validation_loss = state["validation_loss"]
+        return ranker
