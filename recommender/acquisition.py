@@ -116,7 +116,10 @@ class AcquisitionRanker:
         features = self.space.build(lags, present, profiles, stage_codes)
         if len(features) == 0:
             return np.zeros((0, len(self.space.products)), dtype=np.float32)
-        probabilities = self.booster.predict(features, num_iteration=self.best_iteration)
+        # One thread: a server scores one customer per request in each of several workers,
+        # and OpenMP threads competing for two cores slow everything down.
+        probabilities = self.booster.predict(features, num_iteration=self.best_iteration,
+                                             num_threads=1)
         return np.asarray(probabilities, dtype=np.float32).reshape(len(features), -1)
 
     def to_state(self) -> dict[str, Any]:

@@ -71,10 +71,14 @@ def cmd_evaluate(args) -> int:
 
     catalog, stages, _, _ = _catalog_and_stages(args)
     bank = load_bank(args.data, catalog)
-    result = evaluate(bank, catalog, stages, _config(args))
+    result = evaluate(bank, catalog, stages, _config(args), k=args.k)
     _print_metrics(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.report:
+        from .report import write_report
+
+        write_report(result, args.report, f"Evaluation of {args.data}")
     if args.record:
         path = artifacts.record_metrics(args.models, result, fingerprint(bank))
         log.info("recorded the metrics in %s", path)
@@ -90,6 +94,22 @@ def _print_metrics(result: dict) -> None:
         served = "  <- served" if name == result["served"] else ""
         sys.stdout.write(f"{name:<18}{m[f'map@{k}']:>10.4f}{m[f'recall@{k}']:>11.4f}"
                          f"{m[f'ndcg@{k}']:>10.4f}{m['coverage']:>10.2f}{served}\n")
+
+
+def cmd_import_santander(args) -> int:
+    from . import santander
+    from .data import write_bank
+
+    source = Path(args.source)
+    imported = santander.load_raw(source) if source.is_file() else santander.load_adders(source)
+    write_bank(imported.bank, args.out)
+    for packaged in (santander.CATALOG_FILE, santander.LIFE_STAGES_FILE):
+        shutil.copyfile(packaged, Path(args.out) / packaged.name)
+    log.info("wrote %d customers and %d holding rows to %s; train with --catalog %s "
+             "--life-stages %s", len(imported.bank.customers), len(imported.bank.holdings),
+             args.out, Path(args.out) / santander.CATALOG_FILE.name,
+             Path(args.out) / santander.LIFE_STAGES_FILE.name)
+    return 0
 
 
 def cmd_recommend(args) -> int:
@@ -174,6 +194,16 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     _add_model_inputs(parser)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nbo", description="Next-best-offer recommender")
     parser.add_argument("--log-level", default="INFO")
@@ -196,16 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="held-out next-month evaluation against baselines")
     _add_training(p)
     p.add_argument("--json", help="also write the result as JSON to this file")
+    p.add_argument("--report", help="also write report.md and PNG plots to this folder")
+    p.add_argument("--k", type=_positive_int, help="cut-off of the metrics (default: eval_k)")
     p.add_argument("--models", default="models")
     p.add_argument("--record", action="store_true",
                    help="store the metrics in the current model's manifest (same data only)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("import-santander",
+                       help="convert the Santander data into customers and holdings extracts")
+    p.add_argument("--source", required=True,
+                   help="folder with may2016_adders.parquet, or a raw train_ver2-format CSV")
+    p.add_argument("--out", default="data/santander")
+    p.set_defaults(func=cmd_import_santander)
+
     p = sub.add_parser("recommend", help="offers for customers of the book")
     p.add_argument("--data", default="data/demo")
     p.add_argument("--models", default="models")
     p.add_argument("--customer", action="append", required=True, help="repeat for several")
-    p.add_argument("--limit", type=int, default=5)
+    p.add_argument("--limit", type=_positive_int, default=5)
     p.add_argument("--lang", choices=("en", "zh"), default="en")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recommend)
@@ -214,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/demo")
     p.add_argument("--models", default="models")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--workers", type=_positive_int, default=2)
     p.add_argument("--no-examples", dest="examples", action="store_false",
                    help="do not print example customers and requests")
     p.set_defaults(func=cmd_serve)
