@@ -138,7 +138,10 @@ class AcquisitionRanker:
         ranker = cls(AcquisitionConfig(**state["config"]))
         ranker.space = FeatureSpace(tuple(state["products"]), int(state["n_lags"]),
                                     tuple(state["segments"]))
-        ranker.booster = lgb.Booster(model_str=state["model"])
+        try:
+            ranker.booster = lgb.Booster(model_str=state["model"])
+        except lgb.basic.LightGBMError as exc:
+            raise ValueError(f"the stored LightGBM model cannot be read: {exc}") from exc
         ranker.best_iteration = int(state["best_iteration"])
         ranker.validation_loss = state["validation_loss"]
         return ranker

@@ -57,7 +57,7 @@ class FeatureSpace:
             added = np.where(np.isnan(before) | np.isnan(latest), np.nan,
                              (latest > 0) & (before == 0))
         known = ~np.isnan(dense[:, :, 0])
-        segment = pd.Categorical(profiles[C.SEGMENT].astype(str), categories=self.segments)
+        segment = pd.Index(self.segments).get_indexer(profiles[C.SEGMENT].astype(str))
         columns = [dense.transpose(1, 0, 2).reshape(n, self.n_lags * n_products), dropped,
                    np.nansum(dense, axis=0) if n else np.zeros((0, n_products)),
                    np.column_stack([
@@ -67,7 +67,7 @@ class FeatureSpace:
                        profiles[C.AGE].to_numpy(dtype=np.float64),
                        profiles[C.INCOME].to_numpy(dtype=np.float64),
                        profiles[C.TENURE_MONTHS].to_numpy(dtype=np.float64),
-                       np.where(segment.codes >= 0, segment.codes, np.nan),
+                       np.where(segment >= 0, segment, np.nan),  # unseen segment: missing
                        np.asarray(stage_codes, dtype=np.float64),
                    ])]
         return np.hstack(columns).astype(np.float32)

@@ -108,7 +108,8 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
     """Load the model version and the bank's current extracts, validated with its catalog."""
     model = artifacts.load(models_dir, version)
     bank = load_bank(data_dir, model.catalog)
-    book = CustomerBook(bank, model.catalog, model.stages, model.config.cf.weighting)
+    book = CustomerBook(bank, model.catalog, model.stages, model.config.cf.weighting,
+                        model.config.acquisition.n_lags)
     log.info("serving model %s for %d customers", model.version, len(book))
     return OfferService(engine=OfferEngine(model), book=book)
 
