@@ -1,5 +1,8 @@
 """The Flask HTTP service: next-best offers per customer, with reasons.
 
+``STATE_DIR`` holds what the service writes: recorded responses, the decision log and its
+encryption key.
+
 ``create_app(config)`` takes defaults, then ``NBO_*`` environment variables, then the test
 mapping; the model and the customer book are loaded once into ``app.extensions["nbo"]``.
 """
@@ -14,8 +17,8 @@ from flask import Flask
 from recommender.service import load_service
 
 DEFAULTS = {"DATA_DIR": "data/demo", "MODELS_DIR": "models", "MODEL_VERSION": "current",
-            "JSON_SORT_KEYS": False}
-_ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION")
+            "POLICY_FILE": None, "STATE_DIR": "var"}
+_ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION", "POLICY_FILE", "STATE_DIR")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -26,8 +29,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # Chinese text as characters, not \u escapes
     app.json.sort_keys = False
 
-    service = app.config.get("SERVICE") or load_service(
-        app.config["DATA_DIR"], app.config["MODELS_DIR"], app.config["MODEL_VERSION"]
+    cfg = app.config
+    service = cfg.get("SERVICE") or load_service(
+        cfg["DATA_DIR"], cfg["MODELS_DIR"], cfg["MODEL_VERSION"], policy_file=cfg["POLICY_FILE"],
+        state_dir=cfg["STATE_DIR"],
     )
     app.extensions["nbo"] = service
 

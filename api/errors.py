@@ -8,7 +8,8 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from recommender.exceptions import DataValidationError, UnknownCustomerError
+from recommender.exceptions import DataValidationError, UnknownCustomerError, UnknownIdError
+from recommender.responses import ResponseError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(UnknownCustomerError)
     def unknown_customer(exc: UnknownCustomerError):
         return error_response(404, "unknown_customer", str(exc))
+
+    @app.errorhandler(UnknownIdError)
+    def unknown_id(exc: UnknownIdError):
+        return error_response(404, "unknown_product", str(exc))
+
+    @app.errorhandler(ResponseError)
+    def invalid_response(exc: ResponseError):
+        return error_response(400, "invalid_response", str(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import request
 
-from recommender.service import LANGUAGES, MAX_OFFERS
+from recommender.service import CHANNELS, LANGUAGES, MAX_OFFERS
 
 from .errors import BadRequest
 
@@ -44,3 +44,23 @@ def json_body() -> dict[str, Any]:
         raise BadRequest("the request body must be a JSON object "
                          "(Content-Type: application/json)")
     return body
+
+
+def channel_param(value: Any = None) -> str | None:
+    channel = request.args.get("channel") if value is None else value
+    if channel in (None, ""):
+        return None
+    if channel not in CHANNELS:
+        raise BadRequest(f"channel must be one of {list(CHANNELS)}, got {channel!r}",
+                         parameter="channel")
+    return channel
+
+
+def intent_param(intents: tuple[str, ...], value: Any = None) -> str | None:
+    intent = request.args.get("intent") if value is None else value
+    if intent in (None, ""):
+        return None
+    if intent not in intents:
+        raise BadRequest(f"intent must be one of {list(intents)}, got {intent!r}",
+                         parameter="intent")
+    return intent

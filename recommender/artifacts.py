@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .acquisition import AcquisitionRanker
+from .calibration import Calibrator
 from .catalog import Catalog, parse_catalog
 from .cf import CFModel
 from .config import TrainConfig
@@ -59,6 +60,7 @@ class TrainedModel:
     stages_text: str
     acquisition: AcquisitionRanker | None = None
     served: str = "hybrid"
+    calibrator: Calibrator | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,7 +109,8 @@ def save(model: TrainedModel, models_dir: str | Path, manifest: dict[str, Any],
         joblib.dump(state, partial / "cf.joblib")
         joblib.dump({"customers": model.cf.customers.external_ids,
                      "products": model.cf.products.external_ids}, partial / "ids.joblib")
-        joblib.dump({"overall": model.rates.overall, "by_stage": model.rates.by_stage},
+        joblib.dump({"overall": model.rates.overall, "by_stage": model.rates.by_stage,
+                     "calibration": model.calibrator.to_state() if model.calibrator else None},
                     partial / "rates.joblib")
         (partial / "catalog.toml").write_text(model.catalog_text, encoding="utf-8")
         (partial / "life_stages.toml").write_text(model.stages_text, encoding="utf-8")
@@ -240,10 +243,12 @@ def load(models_dir: str | Path, version: str = CURRENT) -> TrainedModel:
             raise ArtifactError(f"{folder}: {_ACQUISITION} is inconsistent: {exc}") from exc
         if list(ranker.space.products) != list(products.external_ids):
             raise ArtifactError(f"{folder}: the acquisition ranker's products do not match")
+    calibration = rates.get("calibration")
+    calibrator = Calibrator.from_state(calibration) if calibration else None
     served = manifest.get("served", "hybrid")
     if served not in SERVABLE or (served == "acquisition" and ranker is None):
         raise ArtifactError(f"{folder}: manifest serves {served!r}, which this folder lacks")
     log.info("loaded model version %s from %s (serving %s)", manifest["version"], folder, served)
     return TrainedModel(cf=cf, rates=acquisition, catalog=catalog, stages=stages, config=config,
                         catalog_text=catalog_text, stages_text=stages_text, acquisition=ranker,
-                        served=served, manifest=manifest)
+                        served=served, calibrator=calibrator, manifest=manifest)

@@ -17,7 +17,8 @@ DEFAULT_CATALOG = "catalog.toml"
 _REQUIRED = ("id", "name_en", "name_zh", "category", "risk_grade", "value_weight")
 _OPTIONAL = {
     "min_age": 0, "max_age": 200, "min_income": 0.0, "residency": tuple(RESIDENCIES),
-    "prerequisites": (), "life_stages": (), "talking_points_en": (), "talking_points_zh": (),
+    "prerequisites": (), "exclusions": (), "life_stages": (), "talking_points_en": (),
+    "talking_points_zh": (),
 }
 
 
@@ -36,6 +37,7 @@ class Product:
     min_income: float = 0.0
     residency: tuple[str, ...] = tuple(RESIDENCIES)
     prerequisites: tuple[str, ...] = ()
+    exclusions: tuple[str, ...] = ()
     life_stages: tuple[str, ...] = ()
     talking_points_en: tuple[str, ...] = ()
     talking_points_zh: tuple[str, ...] = ()
@@ -64,11 +66,12 @@ class Catalog:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ids", IdMap([p.id for p in self.products], "product"))
         for product in self.products:
-            unknown = [p for p in product.prerequisites if p not in self.ids]
-            if unknown:
-                raise CatalogError(
-                    f"{self.source}: product {product.id!r} has unknown prerequisites {unknown}"
-                )
+            for key in ("prerequisites", "exclusions"):
+                unknown = [p for p in getattr(product, key) if p not in self.ids]
+                if unknown:
+                    raise CatalogError(
+                        f"{self.source}: product {product.id!r} has unknown {key} {unknown}"
+                    )
             if product.id in product.prerequisites:
                 raise CatalogError(f"{self.source}: product {product.id!r} requires itself")
 
@@ -88,6 +91,13 @@ class Catalog:
         for j, product in enumerate(self.products):
             matrix[self.ids.to_internal(list(product.prerequisites)), j] = True
         return matrix
+
+    def exclusion_matrix(self) -> np.ndarray:
+        """Boolean (n_products x n_products): holding ``i`` excludes ``j`` (made symmetric)."""
+        matrix = np.zeros((len(self), len(self)), dtype=bool)
+        for j, product in enumerate(self.products):
+            matrix[self.ids.to_internal(list(product.exclusions)), j] = True
+        return matrix | matrix.T
 
     def bundle(self, stage_id: str) -> list[str]:
         """Product ids in the life-stage bundle, in catalog order."""
@@ -129,7 +139,7 @@ def _product_from_table(table: dict, position: int, source: str) -> Product:
     bad_residency = sorted(set(values["residency"]) - set(RESIDENCIES))
     if bad_residency:
         raise CatalogError(f"{where}: residency {bad_residency} not in {RESIDENCIES}")
-    for key in ("residency", "prerequisites", "life_stages", "talking_points_en",
+    for key in ("residency", "prerequisites", "exclusions", "life_stages", "talking_points_en",
                 "talking_points_zh"):
         if not isinstance(values[key], list | tuple):
             raise CatalogError(f"{where}: {key} must be a list, got {values[key]!r}")

@@ -112,10 +112,31 @@ def cmd_import_santander(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from .decisions import DecisionLog, load_or_create_key
+    from .replay import replay
+
+    state = Path(args.state)
+    key = state / "decision.key"
+    if not key.is_file():
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"no decision-log key at {key}: replay needs the key that wrote the log")
+    with DecisionLog(state / "decisions.db", load_or_create_key(key)) as decisions:
+        result = replay(decisions.get(args.decision_id), args.models)
+    sys.stdout.write(json.dumps({
+        "decision_id": args.decision_id, "created_at": result.decision.created_at.isoformat(),
+        "model_version": result.decision.model_version,
+        "policy_version": result.decision.policy_version, "same": result.same,
+        "logged": result.decision.output, "replayed": result.output,
+    }, ensure_ascii=False, indent=2) + "\n")
+    return 0 if result.same else 1
+
+
 def cmd_recommend(args) -> int:
     from .service import load_service
 
-    service = load_service(args.data, args.models)
+    service = load_service(args.data, args.models, state_dir=args.state)
     results = [service.offers(cid, args.limit, args.lang) for cid in args.customer]
     if args.json:
         sys.stdout.write(json.dumps(results, ensure_ascii=False, indent=2) + "\n")
@@ -143,7 +164,9 @@ def cmd_serve(args) -> int:
                         args.port)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
     os.environ.update({"NBO_DATA_DIR": str(args.data), "NBO_MODELS_DIR": str(args.models),
-                       "OPENBLAS_NUM_THREADS": "1"})
+                       "NBO_STATE_DIR": str(args.state), "OPENBLAS_NUM_THREADS": "1"})
+    if args.policy:
+        os.environ["NBO_POLICY_FILE"] = str(args.policy)
     command = [gunicorn, "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
                "--timeout", "60", "--access-logfile", "-", "api.wsgi:app"]
     log.info("starting: %s", " ".join(command))
@@ -240,12 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/santander")
     p.set_defaults(func=cmd_import_santander)
 
+    p = sub.add_parser("replay", help="recompute a logged decision with its own model and policy")
+    p.add_argument("decision_id")
+    p.add_argument("--models", default="models")
+    p.add_argument("--state", default="var", help="folder of the decision log and its key")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("recommend", help="offers for customers of the book")
     p.add_argument("--data", default="data/demo")
     p.add_argument("--models", default="models")
     p.add_argument("--customer", action="append", required=True, help="repeat for several")
     p.add_argument("--limit", type=_positive_int, default=5)
     p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--state", default="var", help="folder of responses and the decision log")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recommend)
 
@@ -255,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=8000)
     p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--state", default="var",
+                   help="folder for recorded responses, the decision log and its key")
+    p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
     p.add_argument("--no-examples", dest="examples", action="store_false",
                    help="do not print example customers and requests")
     p.set_defaults(func=cmd_serve)

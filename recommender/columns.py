@@ -15,6 +15,8 @@ RISK_GRADE = "risk_grade"
 RISK_ASSESSED_ON = "risk_assessed_on"
 RESIDENCY = "residency"
 CONSENT_PROFILING = "consent_profiling"
+VULNERABLE = "vulnerable"
+OPEN_COMPLAINT = "open_complaint"
 GENDER = "gender"
 
 LIFE_STAGE = "life_stage"

@@ -28,7 +28,7 @@ _REQUIRED_CUSTOMER_COLUMNS = (
     C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING,
 )
 CUSTOMER_COLUMNS = (*_REQUIRED_CUSTOMER_COLUMNS, C.AGE, C.BIRTH_DATE, C.RISK_ASSESSED_ON,
-                    C.GENDER)
+                    C.VULNERABLE, C.OPEN_COMPLAINT, C.GENDER)
 _FIRST_DATE, _LAST_DATE = pd.Timestamp("1850-01-01"), pd.Timestamp("2200-12-31")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -189,6 +189,8 @@ def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
         out[C.RISK_ASSESSED_ON] = _dates(frame, C.RISK_ASSESSED_ON, source)
     out[C.RESIDENCY] = _categorical(frame, C.RESIDENCY, source, C.RESIDENCIES)
     out[C.CONSENT_PROFILING] = _boolean(frame, C.CONSENT_PROFILING, source)
+    for flag in (C.VULNERABLE, C.OPEN_COMPLAINT):  # optional service flags, false when absent
+        out[flag] = _boolean(frame, flag, source) if flag in frame.columns else False
     if C.GENDER in frame.columns:  # audit only: carried, never used by rules or models
         out[C.GENDER] = frame[C.GENDER].astype("string").fillna("").astype(str)
     return out

@@ -94,6 +94,8 @@ def _customers(n: int, rng: np.random.Generator) -> pd.DataFrame:
         C.RISK_ASSESSED_ON: (LAST_SNAPSHOT - pd.to_timedelta(assessed_days, unit="D")).normalize(),
         C.RESIDENCY: np.where(rng.random(n) < 0.03, "non_resident", "resident"),
         C.CONSENT_PROFILING: rng.random(n) < 0.92,
+        C.VULNERABLE: (rng.random(n) < 0.01) | ((age >= 80) & (rng.random(n) < 0.3)),
+        C.OPEN_COMPLAINT: rng.random(n) < 0.01,
         C.GENDER: np.where(rng.random(n) < 0.5, "F", "M"),
     })
 
@@ -127,6 +129,7 @@ def generate(n_customers: int, n_months: int, seed: int, catalog: Catalog,
     base, lift = _propensity_logits(customers, catalog, stages)
     eligible = eligibility_mask(customers, catalog)
     prerequisites = catalog.prerequisite_matrix().astype(np.float32)
+    exclusions = catalog.exclusion_matrix().astype(np.float32)
     n_prereq = prerequisites.sum(axis=0)
     closure = np.array([_CLOSURE.get(p.category, 0.005) for p in catalog.products])
     current = catalog.ids.position("current_account") if "current_account" in catalog.ids else 0
@@ -144,7 +147,9 @@ def generate(n_customers: int, n_months: int, seed: int, catalog: Catalog,
         prereq_met = (held_f @ prerequisites) >= n_prereq
         logits = base + held_f @ lift
         p_take = 1 / (1 + np.exp(-logits))
+        excluded = (held_f @ exclusions) > 0
         take = (rng.random(held.shape, dtype=np.float32) < p_take) & eligible & prereq_met
+        take &= ~excluded
         close = (rng.random(held.shape, dtype=np.float32) < closure) & held
         close[:, current] = False
         held = (held | (take & active[:, None] & ~joining[:, None])) & ~close

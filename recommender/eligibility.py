@@ -14,19 +14,29 @@ from . import columns as C
 from .catalog import Catalog
 
 
+def age_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+    """Boolean (n_customers x n_products): the customer's age is within the product's limits."""
+    age = customers[C.AGE].to_numpy(dtype=np.float64)[:, None]
+    return (age >= catalog.column("min_age")[None, :]) & (age <= catalog.column("max_age")[None, :])
+
+
+def income_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+    """Income at least the product's minimum; an unknown income meets no minimum above zero."""
+    income = customers[C.INCOME].to_numpy(dtype=np.float64)[:, None]
+    minimum = catalog.column("min_income")[None, :]
+    return (income >= minimum) | (minimum <= 0)
+
+
+def residency_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+    residency = customers[C.RESIDENCY].to_numpy().astype(str)
+    return np.column_stack([np.isin(residency, p.residency) for p in catalog.products]) if len(
+        catalog) else np.zeros((len(customers), 0), dtype=bool)
+
+
 def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
     """Boolean (n_customers x n_products): age, income and residency rules of the catalog."""
-    age = customers[C.AGE].to_numpy(dtype=np.float64)[:, None]
-    income = customers[C.INCOME].to_numpy(dtype=np.float64)[:, None]
-    mask = (age >= catalog.column("min_age")[None, :]) & (age <= catalog.column("max_age")[None, :])
-    # An unknown income (NaN) satisfies no minimum above zero.
-    mask &= (income >= catalog.column("min_income")[None, :]) | (
-        catalog.column("min_income")[None, :] <= 0
-    )
-    residency = customers[C.RESIDENCY].to_numpy().astype(str)
-    for j, product in enumerate(catalog.products):
-        mask[:, j] &= np.isin(residency, product.residency)
-    return mask
+    return (age_mask(customers, catalog) & income_mask(customers, catalog)
+            & residency_mask(customers, catalog))
 
 
 def prerequisites_met(held: sp.csr_matrix | np.ndarray, catalog: Catalog) -> np.ndarray:

@@ -121,3 +121,13 @@ def recently_held_reason(product: Product) -> Reason:
         text_zh=f"您上个月之前一直持有{product.name_zh}",
         evidence={"held_until_last_month": True},
     )
+
+
+def suitability_reason(product: Product, customer_grade: str) -> Reason:
+    """The product's risk is within the customer's assessed risk tolerance."""
+    return Reason(
+        code="suitability",
+        text_en=f"Risk {product.risk_grade} is within your risk tolerance {customer_grade}",
+        text_zh=f"产品风险等级{product.risk_grade}在您的风险承受能力{customer_grade}范围内",
+        evidence={"product_risk": product.risk_grade, "customer_risk": customer_grade},
+    )

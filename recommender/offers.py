@@ -1,20 +1,22 @@
-"""Offers: from ranker scores to the top-k eligible products per customer, with reasons.
+"""Offers: from ranker scores, through the decision policy, to explained offers.
 
-The same ``OfferEngine`` serves one customer at the counter and a batch of customers, so
-the two can never disagree.
+The same ``OfferEngine`` decides for one customer at the counter and for a batch of
+customers in a campaign, so the two can never disagree. Every decision lists its mandatory
+service actions first, then at most ``limit`` sales offers, each with its reasons; a
+customer may get no offer at all when nothing is suitable or worth the contact.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from . import columns as C
 from .artifacts import TrainedModel
 from .book import CustomerBatch
 from .catalog import Product
-from .eligibility import offerable_mask
 from .explain import (
     Reason,
     bundle_reason,
@@ -23,13 +25,40 @@ from .explain import (
     popular_overall_reason,
     recently_held_reason,
     stage_popularity_reason,
+    suitability_reason,
     take_up_reason,
 )
-from .ranker import AcquisitionScorer, HybridRanker
+from .policy import (
+    RULES,
+    ContactState,
+    DecisionContext,
+    allowed,
+    arbitrate,
+    rule_masks,
+    rule_text,
+)
+from .policy_config import PolicyConfig, ServiceAction, load_policy
+from .ranker import served_ranker
 from .segments import LifeStage
-from .topk import NOT_OFFERABLE, top_k
 
 MAX_OFFERS = 20
+NOTICES = {
+    "non_personalised": ("You did not consent to profiling: these offers are the same for "
+                         "every customer and use none of your personal data.",
+                         "您未同意个性化分析：以下推荐对所有客户相同，未使用您的个人信息。"),
+    "open_complaint": ("An open complaint is being handled: no sales offers until it is "
+                       "resolved.", "您有未结投诉正在处理：处理完毕前不进行产品推荐。"),
+    "no_offer": ("No product is suitable and worth offering right now.",
+                 "目前没有适合您且值得推荐的产品。"),
+    "channel_cap_reached": ("The daily number of offers on this channel has been reached.",
+                            "今日该渠道的推荐次数已达上限。"),
+}
+
+
+def _notice(code: str, lang: str) -> dict[str, str]:
+    english, chinese = NOTICES[code]
+    return {"code": code, "text": chinese if lang == "zh" else english, "text_en": english,
+            "text_zh": chinese}
 
 
 @dataclass(frozen=True)
@@ -39,6 +68,9 @@ class Offer:
     rank: int
     source: str
     reasons: tuple[Reason, ...]
+    propensity: float = 0.0
+    priority: float = 0.0
+    expected_gain: float = 0.0
 
     def to_dict(self, lang: str = "en") -> dict[str, Any]:
         p = self.product
@@ -46,6 +78,8 @@ class Offer:
             "product_id": p.id, "name": p.name(lang), "name_en": p.name_en, "name_zh": p.name_zh,
             "category": p.category, "risk_grade": p.risk_grade, "score": round(self.score, 6),
             "rank": self.rank, "source": self.source,
+            "propensity": round(self.propensity, 6), "value_weight": p.value_weight,
+            "priority": round(self.priority, 6), "expected_gain": round(self.expected_gain, 6),
             "reasons": [r.to_dict(lang) for r in self.reasons],
             "talking_points": list(p.talking_points(lang)),
         }
@@ -57,61 +91,178 @@ class OfferList:
     life_stage: LifeStage
     source: str
     offers: tuple[Offer, ...]
+    service_actions: tuple[ServiceAction, ...] = ()
+    notices: tuple[str, ...] = ()
+    context: DecisionContext = field(default_factory=DecisionContext)
+
+    @property
+    def personalised(self) -> bool:
+        return self.source != "popularity"
 
     def to_dict(self, lang: str = "en") -> dict[str, Any]:
         return {
             "customer_id": self.customer_id,
             "life_stage": {"id": self.life_stage.id, "name": self.life_stage.name(lang),
                            "name_en": self.life_stage.name_en, "name_zh": self.life_stage.name_zh},
-            "source": self.source,
+            "source": self.source, "personalised": self.personalised,
+            "context": {"channel": self.context.channel, "intent": self.context.intent},
+            "notices": [_notice(code, lang) for code in self.notices],
+            "service_actions": [a.to_dict(lang) for a in self.service_actions],
             "offers": [o.to_dict(lang) for o in self.offers],
         }
 
 
+@dataclass(frozen=True)
+class Scored:
+    """Everything the policy computed for a batch, kept for explanations (why-not)."""
+
+    scores: np.ndarray
+    sources: np.ndarray
+    propensity: np.ndarray
+    masks: dict[str, np.ndarray]
+    priority: np.ndarray
+    expected_gain: np.ndarray
+    order: np.ndarray
+    slots: np.ndarray  # (n,) number of sales offers allowed
+
+
 class OfferEngine:
-    """Ranks, filters and explains offers with one trained model."""
+    """Ranks, filters, arbitrates and explains offers with one trained model and one policy."""
 
-    def __init__(self, model: TrainedModel) -> None:
+    def __init__(self, model: TrainedModel, policy: PolicyConfig | None = None) -> None:
         self.model = model
+        self.policy = policy or load_policy()
         self.catalog, self.stages = model.catalog, model.stages
-        self.ranker = (AcquisitionScorer(model.acquisition, model.rates)
-                       if model.served == "acquisition"
-                       else HybridRanker(model.cf, model.rates, model.config.cf_weight))
+        self.ranker = served_ranker(model)
 
-    def rank(self, batch: CustomerBatch, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(product positions, scores, sources): top-k offerable products per customer.
+    def propensity(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated monthly take-up probabilities (softmax share when uncalibrated)."""
+        if self.model.calibrator is not None:
+            return self.model.calibrator.predict(scores)
+        finite = np.where(np.isfinite(scores), scores, -np.inf)
+        shifted = np.exp(finite - np.max(finite, axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
 
-        Positions are -1 where a customer has fewer than k offerable products.
-        """
+    def score(self, batch: CustomerBatch, limit: int, context: DecisionContext,
+              contact: ContactState | None = None) -> Scored:
+        """Scores, rule masks and arbitration for a batch (vectorised)."""
+        n, n_products = batch.held.shape
+        contact = contact or ContactState.empty(n, n_products)
         ranked = self.ranker.score(batch)
-        allowed = offerable_mask(batch.profiles, batch.held, self.catalog)
-        scores = np.where(allowed, ranked.scores, -np.inf)
-        positions, top_scores = top_k(scores, k)
-        return positions, top_scores, ranked.sources
+        propensity = self.propensity(ranked.scores)
+        masks = rule_masks(batch, self.catalog, self.policy, contact, context)
+        arbitration = arbitrate(propensity, allowed(masks), self.catalog, self.policy, context)
+        remaining = np.maximum(self.policy.cap(context.channel) - contact.shown_today, 0)
+        slots = np.minimum(max(1, min(int(limit), MAX_OFFERS)), remaining)
+        complaint = batch.profiles[C.OPEN_COMPLAINT].to_numpy(dtype=bool) if (
+            C.OPEN_COMPLAINT in batch.profiles) else np.zeros(n, dtype=bool)
+        slots[complaint] = 0
+        return Scored(ranked.scores, ranked.sources, propensity, masks, arbitration.priority,
+                      arbitration.expected_gain, arbitration.order, slots)
 
-    def offers(self, batch: CustomerBatch, k: int = 5) -> list[OfferList]:
-        """Offer lists with reasons, one per customer of the batch."""
-        k = max(1, min(int(k), MAX_OFFERS))
-        positions, scores, sources = self.rank(batch, k)
+    def offers(self, batch: CustomerBatch, limit: int = 5,
+               context: DecisionContext | None = None,
+               contact: ContactState | None = None) -> list[OfferList]:
+        """One decision per customer of the batch: service actions, offers, notices."""
+        context = context or DecisionContext(channel=self.policy.default_channel)
+        scored = self.score(batch, limit, context, contact)
         lists = []
         for i in range(len(batch)):
             stage = self.stages.stages[int(batch.stages[i])]
+            source = str(scored.sources[i])
+            chosen = [int(p) for p in scored.order[i, : scored.slots[i]]
+                      if np.isfinite(scored.priority[i, p])]
             offers = tuple(
-                Offer(product=self.catalog.products[pos], score=float(scores[i, r]), rank=r + 1,
-                      source=str(sources[i]),
-                      reasons=self._reasons(batch, i, int(pos), stage, str(sources[i]),
-                                            float(scores[i, r])))
-                for r, pos in enumerate(positions[i]) if pos >= 0 and scores[i, r] > NOT_OFFERABLE
-            )
-            lists.append(OfferList(str(batch.customer_ids[i]), stage, str(sources[i]), offers))
+                Offer(product=self.catalog.products[pos], score=float(scored.scores[i, pos]),
+                      rank=r + 1, source=source,
+                      reasons=self._reasons(batch, i, pos, stage, source,
+                                            float(scored.scores[i, pos])),
+                      propensity=float(scored.propensity[i, pos]),
+                      priority=float(scored.priority[i, pos]),
+                      expected_gain=float(scored.expected_gain[i, pos]))
+                for r, pos in enumerate(chosen))
+            lists.append(OfferList(
+                str(batch.customer_ids[i]), stage, source, offers,
+                self._service_actions(scored, i), self._notices(scored, i, source, offers),
+                context))
         return lists
+
+    def _service_actions(self, scored: Scored, i: int) -> tuple[ServiceAction, ...]:
+        actions = []
+        if scored.masks["open_complaint"][i].any():
+            actions.append(self.policy.service_actions["resolve_complaint"])
+        if scored.masks["risk_assessment_outdated"][i].any():
+            actions.append(self.policy.service_actions["update_risk_assessment"])
+        return tuple(actions)
+
+    def _notices(self, scored: Scored, i: int, source: str,
+                 offers: tuple[Offer, ...]) -> tuple[str, ...]:
+        notices = []
+        if source == "popularity":
+            notices.append("non_personalised")
+        if scored.masks["open_complaint"][i].any():
+            notices.append("open_complaint")
+        elif scored.slots[i] == 0:
+            notices.append("channel_cap_reached")
+        elif not offers:
+            notices.append("no_offer")
+        return tuple(notices)
+
+    def why_not(self, batch: CustomerBatch, product_id: str, limit: int,
+                context: DecisionContext, contact: ContactState | None = None,
+                lang: str = "en") -> dict[str, Any]:
+        """Which rules remove one product for the (single) customer of the batch, or why it
+        ranks below the offers made."""
+        product = self.catalog[product_id]
+        pos = self.catalog.ids.position(product_id)
+        scored = self.score(batch, limit, context, contact)
+        customer_grade = str(batch.profiles[C.RISK_GRADE].iloc[0])
+        rules = []
+        for code in RULES:
+            if scored.masks[code][0, pos]:
+                rules.append(self._rule(code, product, customer_grade, batch, lang))
+        chosen = [int(p) for p in scored.order[0, : scored.slots[0]]
+                  if np.isfinite(scored.priority[0, p])]
+        rank = chosen.index(pos) + 1 if pos in chosen else None
+        if not rules and rank is None:
+            if scored.expected_gain[0, pos] <= 0:
+                rules.append(_why("no_positive_gain",
+                                  f"{product.name_en} is not worth the contact now: its "
+                                  "expected gain is not positive.",
+                                  f"{product.name_zh}目前的预期收益不足以覆盖联系成本。", lang))
+            elif scored.slots[0] == 0:
+                rules.append(_why("channel_cap_reached", *NOTICES["channel_cap_reached"],
+                                  lang))
+            else:
+                better = len([p for p in chosen if p != pos])
+                rules.append(_why("ranked_lower",
+                                  f"{product.name_en} is suitable but {better} other offers "
+                                  "rank higher for you.",
+                                  f"{product.name_zh}适合您，但有{better}个产品排名更靠前。",
+                                  lang))
+        return {"customer_id": str(batch.customer_ids[0]), "product_id": product_id,
+                "name": product.name(lang), "offered": rank is not None, "rank": rank,
+                "propensity": round(float(scored.propensity[0, pos]), 6), "rules": rules}
+
+    def _rule(self, code: str, product: Product, grade: str, batch: CustomerBatch,
+              lang: str) -> dict[str, str]:
+        detail = {"risk_grade_too_high": f"{product.risk_grade} > {grade}",
+                  "prerequisite": ", ".join(product.prerequisites),
+                  "excluded_by_holding": ", ".join(product.exclusions)}.get(code, "")
+        detail_zh = detail
+        if code in ("prerequisite", "excluded_by_holding"):
+            detail_zh = "、".join(self.catalog[p].name_zh for p in detail.split(", ") if p)
+            detail = ", ".join(self.catalog[p].name_en for p in detail.split(", ") if p)
+        return _why(code, rule_text(code, product.name_en, detail, "en"),
+                    rule_text(code, product.name_zh, detail_zh, "zh"), lang)
 
     def _reasons(self, batch: CustomerBatch, i: int, pos: int, stage: LifeStage,
                  source: str, score: float) -> tuple[Reason, ...]:
         product = self.catalog.products[pos]
+        suitability = suitability_reason(product, str(batch.profiles[C.RISK_GRADE].iloc[i]))
         overall = float(self.model.rates.overall[pos])
         if source == "popularity":
-            return (popular_overall_reason(product, overall),)
+            return (popular_overall_reason(product, overall), suitability)
         stage_rate = float(self.model.rates.by_stage[int(batch.stages[i]), pos])
         if source == "acquisition":
             held_before = len(batch.lags) > 1 and batch.lags[1][i, pos] > 0
@@ -120,15 +271,20 @@ class OfferEngine:
                 next_product_reason(product, float(np.exp(score))),
                 bundle_reason(product, stage),
             )
-            return tuple(r for r in candidates if r is not None)
-        contributors = []
-        if source in ("cf", "cf_fold_in"):
-            contributors = [(self.catalog.products[held], weight) for held, weight
-                            in self.model.cf.explain(batch.confidence[i], pos, n=3)]
-        candidates = (
-            bundle_reason(product, stage),
-            held_products_reason(product, contributors),
-            stage_popularity_reason(product, stage, stage_rate, overall),
-        )
+        else:
+            contributors = []
+            if source in ("cf", "cf_fold_in"):
+                contributors = [(self.catalog.products[held], weight) for held, weight
+                                in self.model.cf.explain(batch.confidence[i], pos, n=3)]
+            candidates = (
+                bundle_reason(product, stage),
+                held_products_reason(product, contributors),
+                stage_popularity_reason(product, stage, stage_rate, overall),
+            )
         reasons = tuple(r for r in candidates if r is not None)
-        return reasons or (take_up_reason(product, stage, stage_rate),)
+        return (reasons or (take_up_reason(product, stage, stage_rate),)) + (suitability,)
+
+
+def _why(code: str, text_en: str, text_zh: str, lang: str) -> dict[str, str]:
+    return {"code": code, "text": text_zh if lang == "zh" else text_en, "text_en": text_en,
+            "text_zh": text_zh}

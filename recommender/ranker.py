@@ -118,3 +118,10 @@ class AcquisitionScorer:
         sources = np.full(len(batch), "acquisition", dtype=object)
         _without_consent(batch, scores, sources, self.rates)
         return RankerScores(scores=scores.astype(np.float32), sources=sources.astype(str))
+
+
+def served_ranker(model) -> HybridRanker | AcquisitionScorer:
+    """The ranker a trained model serves (``model.served``)."""
+    if model.served == "acquisition":
+        return AcquisitionScorer(model.acquisition, model.rates)
+    return HybridRanker(model.cf, model.rates, model.config.cf_weight)

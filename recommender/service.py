@@ -1,4 +1,5 @@
-"""The offer service: one trained model plus the current customer book, answering requests.
+"""The offer service: one trained model, one policy and the current customer book,
+answering requests, recording responses and logging every decision.
 
 The HTTP layer and the CLI call these methods and only format what they return.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +16,30 @@ import numpy as np
 
 from . import artifacts
 from . import columns as C
-from .book import CustomerBook, profile_batch
+from .book import CustomerBatch, CustomerBook, profile_batch
 from .data import load_bank
+from .decisions import DecisionLog, load_or_create_key
+from .exceptions import ConfigError
 from .offers import MAX_OFFERS, OfferEngine
+from .policy import ContactState, DecisionContext, contact_state
+from .policy_config import CHANNELS, PolicyConfig, load_policy
+from .replay import decision_inputs
+from .responses import ResponseStore
 
 log = logging.getLogger(__name__)
 
 LANGUAGES = ("en", "zh")
 _PROFILE_FIELDS = (C.AGE, C.INCOME, C.MARITAL_STATUS, C.DEPENDANTS, C.TENURE_MONTHS, C.SEGMENT,
-                   C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING)
+                   C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING, C.VULNERABLE,
+                   C.OPEN_COMPLAINT)
 
 
 @dataclass
 class OfferService:
     engine: OfferEngine
     book: CustomerBook
+    responses: ResponseStore
+    decisions: DecisionLog
 
     @property
     def catalog(self):
@@ -38,29 +49,80 @@ class OfferService:
     def stages(self):
         return self.engine.stages
 
-    def offers(self, customer_id: str, limit: int = 5, lang: str = "en") -> dict[str, Any]:
-        """Ranked offers with reasons for a customer of the book (UnknownCustomerError if not)."""
+    @property
+    def policy(self) -> PolicyConfig:
+        return self.engine.policy
+
+    def context(self, channel: str | None = None, intent: str | None = None) -> DecisionContext:
+        return DecisionContext(channel or self.policy.default_channel, intent or None,
+                               datetime.now(UTC))
+
+    def _contact(self, batch: CustomerBatch, context: DecisionContext) -> ContactState:
+        horizon = max(self.policy.decline_cooldown_days, self.policy.unanswered_window_days, 1)
+        history = self.responses.contact_history(list(batch.customer_ids),
+                                                 context.now() - timedelta(days=horizon))
+        return contact_state(history, batch.customer_ids, self.catalog, self.policy, context,
+                             self.book.snapshot)
+
+    def _decide(self, batch: CustomerBatch, limit: int, lang: str, context: DecisionContext,
+                contact: ContactState) -> dict[str, Any]:
+        decision = self.engine.offers(batch, limit, context, contact)[0]
+        versions = {"model_version": self.engine.model.version,
+                    "policy_version": self.policy.version}
+        logged = {**decision.to_dict("en"), **versions}
+        decision_id = self.decisions.record(
+            customer_id=str(batch.customer_ids[0]), source="api",
+            model_version=versions["model_version"], policy_version=versions["policy_version"],
+            policy_text=self.policy.text,
+            inputs=decision_inputs(batch, 0, self.catalog, contact, context, limit),
+            output=logged)
+        return {**decision.to_dict(lang), **versions, "decision_id": decision_id}
+
+    def offers(self, customer_id: str, limit: int = 5, lang: str = "en",
+               channel: str | None = None, intent: str | None = None) -> dict[str, Any]:
+        """The decision for a customer of the book (UnknownCustomerError if not)."""
         batch = self.book.batch(np.array([self.book.position(customer_id)]))
-        result = self.engine.offers(batch, limit)[0].to_dict(lang)
-        result["model_version"] = self.engine.model.version
-        return result
+        context = self.context(channel, intent)
+        return self._decide(batch, limit, lang, context, self._contact(batch, context))
 
     def offers_for_profile(self, profile: dict[str, Any], holdings: list[str], limit: int = 5,
-                           lang: str = "en") -> dict[str, Any]:
+                           lang: str = "en", channel: str | None = None,
+                           intent: str | None = None) -> dict[str, Any]:
         """Offers for a customer described in the request (validated like the extract)."""
         batch = profile_batch(profile, holdings, self.catalog, self.stages)
-        result = self.engine.offers(batch, limit)[0].to_dict(lang)
-        result["model_version"] = self.engine.model.version
-        return result
+        context = self.context(channel, intent)
+        empty = ContactState.empty(1, len(self.catalog))
+        return self._decide(batch, limit, lang, context, empty)
+
+    def why_not(self, customer_id: str, product_id: str, lang: str = "en",
+                channel: str | None = None, intent: str | None = None,
+                limit: int = 5) -> dict[str, Any]:
+        """Which rule removes a product for a customer, in both languages."""
+        batch = self.book.batch(np.array([self.book.position(customer_id)]))
+        self.catalog.ids.position(product_id)  # UnknownIdError for an unknown product
+        context = self.context(channel, intent)
+        return self.engine.why_not(batch, product_id, limit, context,
+                                   self._contact(batch, context), lang)
+
+    def record_response(self, customer_id: str, product_id: str, outcome: str,
+                        channel: str) -> dict[str, Any]:
+        self.book.position(customer_id)  # only customers of the book
+        return self.responses.record(customer_id, product_id, outcome, channel).to_dict()
+
+    def list_responses(self, customer_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        self.book.position(customer_id)
+        return [r.to_dict() for r in self.responses.for_customer(customer_id, limit)]
 
     def profile(self, customer_id: str, lang: str = "en") -> dict[str, Any]:
         """Life stage, holdings and the attributes the rules use (never the protected ones)."""
         position = self.book.position(customer_id)
         row = self.book.profiles.iloc[position]
         stage = self.stages.stages[int(self.book.stage_codes[position])]
-        attributes = {f: _plain(row[f]) for f in _PROFILE_FIELDS}
+        attributes = {f: _plain(row[f]) for f in _PROFILE_FIELDS if f in row.index}
         if C.RISK_ASSESSED_ON in row.index:
-            attributes[C.RISK_ASSESSED_ON] = str(row[C.RISK_ASSESSED_ON].date())
+            assessed = row[C.RISK_ASSESSED_ON]
+            attributes[C.RISK_ASSESSED_ON] = None if assessed is None or assessed != assessed \
+                else str(assessed.date())
         holdings = [{"product_id": pid, "name": self.catalog[pid].name(lang)}
                     for pid in self.book.held_product_ids(position)]
         return {
@@ -78,8 +140,8 @@ class OfferService:
             "category": p.category, "risk_grade": p.risk_grade, "value_weight": p.value_weight,
             "eligibility": {"min_age": p.min_age, "max_age": p.max_age,
                             "min_income": p.min_income, "residency": list(p.residency)},
-            "prerequisites": list(p.prerequisites), "life_stages": list(p.life_stages),
-            "talking_points": list(p.talking_points(lang)),
+            "prerequisites": list(p.prerequisites), "exclusions": list(p.exclusions),
+            "life_stages": list(p.life_stages), "talking_points": list(p.talking_points(lang)),
         } for p in self.catalog.products]
 
     def life_stages(self, lang: str = "en") -> list[dict[str, Any]]:
@@ -92,7 +154,12 @@ class OfferService:
 
     def model_info(self) -> dict[str, Any]:
         manifest = self.engine.model.manifest
-        return {key: manifest.get(key) for key in ("version", "created_at", "data", "metrics")}
+        info = {key: manifest.get(key) for key in ("version", "created_at", "data", "served")}
+        metrics = manifest.get("metrics") or {}
+        info["metrics"] = {k: metrics.get(k) for k in ("k", "served", "test_customers",
+                                                       "methods", "calibration")}
+        info["policy_version"] = self.policy.version
+        return info
 
 
 def _plain(value: Any) -> Any:
@@ -104,14 +171,26 @@ def _plain(value: Any) -> Any:
 
 
 def load_service(data_dir: str | Path, models_dir: str | Path,
-                 version: str = artifacts.CURRENT) -> OfferService:
-    """Load the model version and the bank's current extracts, validated with its catalog."""
+                 version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
+                 state_dir: str | Path = "var") -> OfferService:
+    """Load the model version, the policy and the bank's current extracts (validated with the
+    model's catalog), and open the response store and the decision log in ``state_dir``."""
+    state = Path(state_dir)
+    key_file, decisions_db = state / "decision.key", state / "decisions.db"
+    if decisions_db.exists() and not key_file.exists():
+        raise ConfigError(f"the decision log {decisions_db} exists but its key {key_file} is "
+                          "missing: restore the key file (a new key could not read the log)")
     model = artifacts.load(models_dir, version)
+    policy = load_policy(policy_file)
     bank = load_bank(data_dir, model.catalog)
     book = CustomerBook(bank, model.catalog, model.stages, model.config.cf.weighting,
                         model.config.acquisition.n_lags)
-    log.info("serving model %s for %d customers", model.version, len(book))
-    return OfferService(engine=OfferEngine(model), book=book)
+    responses = ResponseStore(state / "responses.db",
+                              product_ids=list(model.catalog.ids.external_ids))
+    decisions = DecisionLog(decisions_db, load_or_create_key(key_file))
+    log.info("serving model %s (%s) with policy %s for %d customers", model.version,
+             model.served, policy.version, len(book))
+    return OfferService(OfferEngine(model, policy), book, responses, decisions)
 
 
-__all__ = ["LANGUAGES", "MAX_OFFERS", "OfferService", "load_service"]
+__all__ = ["CHANNELS", "LANGUAGES", "MAX_OFFERS", "OfferService", "load_service"]

@@ -24,6 +24,7 @@ from . import columns as C
 from .acquisition import AcquisitionRanker
 from .artifacts import TrainedModel
 from .book import CustomerBook
+from .calibration import Calibrator, fit_calibrator, reliability
 from .catalog import Catalog
 from .cf import CFModel
 from .config import TrainConfig
@@ -39,7 +40,7 @@ from .interactions import (
     snapshot_matrix,
 )
 from .popularity import acquisition_rates
-from .ranker import AcquisitionScorer, HybridRanker, log_rates
+from .ranker import AcquisitionScorer, HybridRanker, log_rates, served_ranker
 from .segments import LifeStageRules
 from .topk import top_k
 
@@ -107,6 +108,39 @@ def fit(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainC
                         acquisition=ranker, served=served)
 
 
+CALIBRATION_SAMPLE = 200_000
+
+
+def _transition_batch(bank: BankData, catalog: Catalog, stages: LifeStageRules,
+                      config: TrainConfig, before: pd.Timestamp, after: pd.Timestamp,
+                      seed: int) -> tuple:
+    """(batch of customers present at ``before``, their additions at ``after``, allowed mask),
+    sampled to at most CALIBRATION_SAMPLE customers, consent ignored (it is a policy)."""
+    book = CustomerBook(upto(bank, before), catalog, stages, config.cf.weighting,
+                        config.acquisition.n_lags)
+    later = snapshot_matrix(bank.holdings, book.held.shape, after)
+    present = np.flatnonzero(book.present[:, 0])
+    if len(present) > CALIBRATION_SAMPLE:
+        rng = np.random.default_rng(seed)
+        present = np.sort(rng.choice(present, CALIBRATION_SAMPLE, replace=False))
+    batch = book.batch(present)
+    batch = replace(batch, profiles=batch.profiles.assign(**{C.CONSENT_PROFILING: True}))
+    added = acquisitions(batch.held, later[present]).toarray() > 0
+    return batch, added, offerable_mask(batch.profiles, batch.held, catalog)
+
+
+def calibrate(model: TrainedModel, bank: BankData) -> Calibrator | None:
+    """Fit the served ranker's score -> take-up probability map on the latest transition."""
+    snapshots = bank.snapshots
+    if len(snapshots) < 2:
+        return None
+    batch, added, allowed = _transition_batch(bank, model.catalog, model.stages, model.config,
+                                              snapshots[-2], snapshots[-1],
+                                              model.config.cf.random_state)
+    scores = served_ranker(model).score(batch).scores
+    return fit_calibrator(scores[allowed], added[allowed])
+
+
 def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
              k: int | None = None) -> dict[str, Any]:
     """Fit up to the second-last snapshot; rank last-month acquisitions, method by method.
@@ -162,17 +196,32 @@ def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: T
     candidates = [m for m in SERVABLE if m in methods]
     best = max(candidates, key=lambda m: methods[m][f"map@{k}"])
     served = best if config.ranker == "auto" else config.ranker
+    calibration = _reliability(replace(model, served=served), bank, past, cutoff, test_month)
     result = {
         "protocol": f"fit on snapshots up to {cutoff.date()}, rank acquisitions of "
                     f"{test_month.date()} among customers who added at least one product"
                     " (eligibility applied to every method)",
         "k": k, "served": served, "test_customers": int(len(test)),
         "methods": methods, "by_life_stage": by_stage, "by_product": by_product,
+        "calibration": calibration,
         "served_beats_popularity": methods[served][f"map@{k}"] > methods["popularity"][f"map@{k}"],
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info("evaluation: %s", {m: round(v[f"map@{k}"], 4) for m, v in methods.items()})
     return result
+
+
+def _reliability(model: TrainedModel, bank: BankData, past: BankData, cutoff: pd.Timestamp,
+                 test_month: pd.Timestamp) -> dict[str, Any] | None:
+    """Calibrate on the month before the cutoff, check on the held-out month (all customers
+    present, every allowed product)."""
+    calibrator = calibrate(model, past)
+    if calibrator is None:
+        return None
+    batch, added, allowed = _transition_batch(bank, model.catalog, model.stages, model.config,
+                                              cutoff, test_month, model.config.cf.random_state)
+    probabilities = calibrator.predict(served_ranker(model).score(batch).scores)
+    return reliability(probabilities[allowed], added[allowed])
 
 
 def train(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
@@ -185,6 +234,7 @@ def train(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: Trai
     metrics = evaluate(bank, catalog, stages, config) if can_evaluate else {}
     served = metrics.get("served") or ("hybrid" if config.ranker == "auto" else config.ranker)
     model = fit(bank, catalog, stages, config, catalog_text, stages_text, served=served)
+    model = replace(model, calibrator=calibrate(model, bank))
     snapshots = bank.snapshots
     manifest = {
         "data": {

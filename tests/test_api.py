@@ -82,7 +82,8 @@ def api_bank(tmp_path_factory) -> ApiBank:
 @pytest.fixture(scope="session")
 def api_app(api_bank):
     return create_app({"DATA_DIR": str(api_bank.data_dir), "MODELS_DIR": str(api_bank.models_dir),
-                       "MODEL_VERSION": "current"})
+                       "MODEL_VERSION": "current",
+                       "STATE_DIR": str(api_bank.models_dir.parent / "state")})
 
 
 @pytest.fixture
@@ -142,7 +143,9 @@ def _assert_offer_list(result: dict, held: set[str], known_products: set[str]) -
     assert [o["rank"] for o in offers] == list(range(1, len(offers) + 1))
     scores = [o["score"] for o in offers]
     assert all(isinstance(s, float | int) and np.isfinite(s) for s in scores)
-    assert all(a >= b for a, b in zip(scores, scores[1:], strict=False)), scores
+    priorities = [o["priority"] for o in offers]  # arbitration orders the offers
+    assert all(a >= b for a, b in zip(priorities, priorities[1:], strict=False)), priorities
+    assert all(o["expected_gain"] > 0 for o in offers)
     ids = [o["product_id"] for o in offers]
     assert len(set(ids)) == len(ids), f"a product is offered twice: {ids}"
     assert set(ids) <= known_products
@@ -307,7 +310,7 @@ def test_customer_without_consent_gets_popularity(api_client, api_customers):
         _assert_offer_list(result, _held(api_client, cid), known)
         for offer in result["offers"]:
             codes = [r["code"] for r in offer["reasons"]]
-            assert codes == ["popular_overall"], codes
+            assert codes == ["popular_overall", "suitability"], codes
             assert offer["reasons"][0]["evidence"]["personalised"] is False
 
 
@@ -316,7 +319,8 @@ def test_offers_are_deterministic(api_client, api_customers):
         first = api_client.get(f"/v1/customers/{cid}/offers?limit=10")
         second = api_client.get(f"/v1/customers/{cid}/offers?limit=10")
         assert first.status_code == second.status_code == 200
-        assert first.get_data() == second.get_data()
+        # every decision is logged under its own id; the decision itself is the same
+        assert _decision(first) == _decision(second)
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -325,6 +329,7 @@ def test_http_answer_equals_service(api_app, api_client, api_customers, lang):
     for cid in api_customers["with_holdings"][:3] + api_customers["no_consent"][:1]:
         http = _json(api_client.get(f"/v1/customers/{cid}/offers?limit=7&lang={lang}"))
         direct = json.loads(json.dumps(service.offers(cid, 7, lang), ensure_ascii=False))
+        assert http.pop("decision_id") != direct.pop("decision_id")
         assert http == direct
 
 
@@ -424,7 +429,7 @@ def test_score_without_consent_is_popularity(api_client):
             "holdings": ["current_account", "credit_card"]}
     result = _json(api_client.post("/v1/offers/score", json=body))
     assert result["source"] == "popularity"
-    assert all([r["code"] for r in o["reasons"]] == ["popular_overall"]
+    assert all([r["code"] for r in o["reasons"]] == ["popular_overall", "suitability"]
                for o in result["offers"])
 
 
@@ -440,7 +445,13 @@ def test_score_is_deterministic(api_client):
     first = api_client.post("/v1/offers/score", json=body)
     second = api_client.post("/v1/offers/score", json=body)
     assert first.status_code == 200
-    assert first.get_data() == second.get_data()
+    assert _decision(first) == _decision(second)
+
+
+def _decision(response) -> dict:
+    body = _json(response)
+    assert len(body.pop("decision_id")) == 32
+    return body
 
 
 def _without(key: str) -> dict:
@@ -596,7 +607,7 @@ def api_previous_model(request, api_bank, tmp_path_factory):
     model = train(past, catalog, stages, TrainConfig(ranker="hybrid"), models, cat_text, st_text,
                   run_evaluation=False)
     app = create_app({"DATA_DIR": str(api_bank.data_dir), "MODELS_DIR": str(models),
-                      "MODEL_VERSION": "current"})
+                      "MODEL_VERSION": "current", "STATE_DIR": str(models.parent / "state")})
     return request.param, model, app
 
 

@@ -136,13 +136,13 @@ def test_offers_respect_eligibility_and_never_repeat_holdings(demo_bank, package
     batch = book.batch(np.arange(300))
     allowed = offerable_mask(batch.profiles, batch.held, packaged_catalog)
     for i, offer_list in enumerate(OfferEngine(model).offers(batch, 5)):
-        assert len(offer_list.offers) == min(5, int(allowed[i].sum()))
+        assert len(offer_list.offers) <= min(5, int(allowed[i].sum()))
         assert [o.rank for o in offer_list.offers] == list(range(1, len(offer_list.offers) + 1))
         for offer in offer_list.offers:
             assert allowed[i, packaged_catalog.ids.position(offer.product.id)]
             assert offer.reasons
-        scores = [o.score for o in offer_list.offers]
-        assert scores == sorted(scores, reverse=True)
+        priorities = [o.priority for o in offer_list.offers]
+        assert priorities == sorted(priorities, reverse=True)
 
 
 def test_score_sources(tiny_bank, tiny_catalog, life_stages):
@@ -225,4 +225,6 @@ def test_obvious_next_product(with_history, cf):
         assert top.source == "cf"
         held_reason = [r for r in top.reasons if r.code == "held_products"]
         assert held_reason and held_reason[0].evidence["products"] == ["mortgage"]
-        assert [o.product.id for o in offer_list.offers[1:]] == ["fund_c", "fund_d"]
+        # the funds follow, in that order, as far as they are worth the contact
+        rest = [o.product.id for o in offer_list.offers[1:]]
+        assert rest == ["fund_c", "fund_d"][: len(rest)]

@@ -1,0 +1,82 @@
+"""Calibration: ranker scores -> the probability that the customer takes the product up next month.
+
+Arbitration multiplies propensities by value, so they must be probabilities, not ranks.
+A monotone (isotonic, pool-adjacent-violators) map is fitted on one month-to-month
+transition over all customers present, and checked on a later month with a reliability
+table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_MAX_BINS = 200
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Piecewise-linear monotone map from score to take-up probability."""
+
+    knots: np.ndarray  # increasing scores
+    values: np.ndarray  # non-decreasing probabilities
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
+        out = np.interp(np.nan_to_num(scores, neginf=-1e30), self.knots, self.values)
+        return np.where(np.isfinite(scores), out, 0.0).astype(np.float32)
+
+    def to_state(self) -> dict:
+        return {"knots": self.knots.tolist(), "values": self.values.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Calibrator:
+        return cls(np.asarray(state["knots"], dtype=np.float64),
+                   np.asarray(state["values"], dtype=np.float64))
+
+
+def _pool_adjacent_violators(means: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted isotonic (non-decreasing) fit of a sequence."""
+    values, sizes, counts = [], [], []
+    for mean, weight in zip(means, weights, strict=True):
+        values.append(mean)
+        sizes.append(weight)
+        counts.append(1)
+        while len(values) > 1 and values[-2] > values[-1]:
+            total = sizes[-2] + sizes[-1]
+            merged = (values[-2] * sizes[-2] + values[-1] * sizes[-1]) / total
+            count = counts[-2] + counts[-1]
+            del values[-1], sizes[-1], counts[-1]
+            values[-1], sizes[-1], counts[-1] = merged, total, count
+    return np.repeat(values, counts)
+
+
+def fit_calibrator(scores: np.ndarray, taken: np.ndarray) -> Calibrator:
+    """Isotonic fit on (score, taken-up?) pairs; scores that are not finite are ignored."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    taken = np.asarray(taken, dtype=np.float64).ravel()
+    keep = np.isfinite(scores)
+    scores, taken = scores[keep], taken[keep]
+    if len(scores) == 0:
+        return Calibrator(np.array([0.0, 1.0]), np.array([0.0, 0.0]))
+    order = np.argsort(scores, kind="stable")
+    bins = np.array_split(order, min(_MAX_BINS, len(order)))
+    centres = np.array([scores[b].mean() for b in bins])
+    rates = np.array([taken[b].mean() for b in bins])
+    weights = np.array([len(b) for b in bins], dtype=np.float64)
+    fitted = _pool_adjacent_violators(rates, weights)
+    centres, first = np.unique(centres, return_index=True)
+    return Calibrator(centres, np.maximum.accumulate(fitted[first]))
+
+
+def reliability(probabilities: np.ndarray, taken: np.ndarray, bins: int = 10) -> dict:
+    """Predicted vs observed take-up by bins of predicted probability (equal counts)."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    y = np.asarray(taken, dtype=np.float64).ravel()
+    order = np.argsort(p, kind="stable")
+    table = [{"predicted": float(p[b].mean()), "observed": float(y[b].mean()),
+              "pairs": int(len(b))} for b in np.array_split(order, bins) if len(b)]
+    return {"bins": table, "brier": float(np.mean((p - y) ** 2)) if len(p) else None,
+            "mean_predicted": float(p.mean()) if len(p) else None,
+            "mean_observed": float(y.mean()) if len(y) else None}

@@ -1,0 +1,307 @@
+"""The decision log: every decision served (API and batch), kept to be explained and replayed.
+
+One SQLite file in WAL mode, so gunicorn workers and batch jobs write while others read; each
+thread (and each process after a fork) uses its own connection, as SQLite requires. Inputs and
+output are stored only as a Fernet token, the customer only as an HMAC keyed from the same secret
+(a bare SHA-256 of an id is reversed by hashing every possible id). Policy texts are configuration,
+not customer data: each distinct text is stored once, in clear, under its hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.fernet import Fernet, InvalidToken
+
+from .exceptions import RecommenderError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("api", "batch")
+_HASH_CONTEXT = b"recommender.decisions customer_hash v1"
+# decisions.policy_hash ties each decision to the exact policy text it was served under, even if
+# a policy_version label is ever reused for an edited text.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,
+    source TEXT NOT NULL, customer_hash TEXT NOT NULL, model_version TEXT NOT NULL,
+    policy_version TEXT NOT NULL, inputs_fingerprint TEXT NOT NULL, payload BLOB NOT NULL,
+    policy_hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_by_customer ON decisions (customer_hash, created_at);
+CREATE TABLE IF NOT EXISTS policies (policy_version TEXT NOT NULL, policy_hash TEXT PRIMARY KEY,
+    policy_text TEXT NOT NULL);
+"""
+_INSERT = ("INSERT INTO decisions (id, created_at, source, customer_hash, model_version, "
+           "policy_version, inputs_fingerprint, payload, policy_hash) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SELECT = ("SELECT d.id, d.created_at, d.source, d.customer_hash, d.model_version, "
+           "d.policy_version, d.inputs_fingerprint, d.payload, p.policy_text "
+           "FROM decisions d LEFT JOIN policies p ON p.policy_hash = d.policy_hash")
+
+
+class DecisionLogError(RecommenderError, RuntimeError):
+    """The decision log or its key is unusable: wrong key, unknown decision, closed log."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One recorded decision, decrypted: what was served, from what, under which versions."""
+
+    id: str
+    created_at: datetime
+    source: str
+    customer_hash: str
+    model_version: str
+    policy_version: str
+    inputs_fingerprint: str
+    inputs: dict
+    output: dict
+    policy_text: str
+
+
+def load_or_create_key(path: str | Path) -> bytes:
+    """The log's Fernet key, created (mode 0o600) on first use; losing it loses the log."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)  # whatever the umask
+            os.write(descriptor, Fernet.generate_key())
+            os.fsync(descriptor)
+            # A link, unlike a rename, never replaces a key another worker has just created.
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+                log.info("created decision-log key %s", path)
+        finally:
+            os.close(descriptor)
+            temporary.unlink(missing_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY)  # make the new name itself durable
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    key = path.read_bytes().strip()
+    try:
+        Fernet(key)
+    except (TypeError, ValueError) as exc:
+        raise DecisionLogError(f"{path} is not a valid Fernet key; restore the original key file "
+                               "(a new key cannot read decisions already recorded)") from exc
+    if path.stat().st_mode & 0o077:
+        log.warning("decision-log key %s is readable by other users; chmod 600 it", path)
+    return key
+
+
+def _jsonable(value: Any, where: str = "value") -> Any:
+    """Plain JSON types for numpy and pandas values, so equal inputs always hash alike."""
+    if isinstance(value, np.datetime64):
+        value = value.astype("datetime64[us]").item()  # a datetime, or None for NaT
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, datetime | date):  # pandas Timestamp is a datetime
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: key {key!r} is not a str; JSON keys must be strings")
+            plain[key] = _jsonable(item, f"{where}.{key}")
+        return plain
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(f"{where}: {type(value).__name__} cannot be recorded; convert it to a str, "
+                    "number, bool, list or dict first")
+
+
+def _dumps(plain: Any) -> bytes:
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def fingerprint(inputs: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the inputs: equal inputs, equal fingerprints."""
+    return hashlib.sha256(_dumps(_jsonable(inputs, "inputs"))).hexdigest()
+
+
+class DecisionLog:
+    """Append-only record of served decisions in one SQLite file, shared by threads and workers."""
+
+    fingerprint = staticmethod(fingerprint)
+
+    def __init__(self, path: str | Path, key: bytes) -> None:
+        self.path = Path(path)
+        try:
+            self._fernet = Fernet(key)
+        except (TypeError, ValueError) as exc:
+            raise DecisionLogError(f"the key for decision log {self.path} is not a valid Fernet "
+                                   "key; get it from load_or_create_key") from exc
+        # A derived key, so the hashing key is never the encryption key itself.
+        raw = base64.urlsafe_b64decode(key)
+        self._hash_key = hmac.new(raw, _HASH_CONTEXT, hashlib.sha256).digest()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[tuple[threading.Thread, int, sqlite3.Connection]] = []
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        setup = self._connect()  # closed at once: a process that forks must not hold one
+        try:
+            if setup.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+                log.warning("decision log %s cannot use WAL mode; writers will block readers",
+                            self.path)
+            setup.executescript(_SCHEMA)
+        finally:
+            setup.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")  # wait for another writer, do not fail
+        conn.execute("PRAGMA synchronous = FULL")  # an audit record survives a power cut too
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection; SQLite connections must not cross threads or forks."""
+        if self._closed:
+            raise DecisionLogError(f"decision log {self.path} is closed; open a new DecisionLog")
+        pid = os.getpid()
+        if getattr(self._local, "pid", None) == pid:
+            return self._local.conn
+        conn = self._connect()
+        self._local.conn, self._local.pid = conn, pid
+        with self._lock:  # close connections of ended threads; never touch a parent's (fork)
+            for entry in [e for e in self._open if e[1] == pid and not e[0].is_alive()]:
+                entry[2].close()
+                self._open.remove(entry)
+            self._open.append((threading.current_thread(), pid, conn))
+        return conn
+
+    def customer_hash(self, customer_id: str) -> str:
+        """Keyed hash of a customer id: finds their decisions without storing the id."""
+        if not isinstance(customer_id, str):
+            raise TypeError(f"customer_id must be a str, got {type(customer_id).__name__}")
+        if not customer_id:
+            raise ValueError("customer_id is empty")
+        return hmac.new(self._hash_key, customer_id.encode(), hashlib.sha256).hexdigest()
+
+    def _prepare(self, *, customer_id: str, source: str, model_version: str, policy_version: str,
+                 policy_text: str, inputs: dict, output: dict, at: datetime | None = None
+                 ) -> tuple[tuple, tuple[str, str, str]]:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if not all(isinstance(text, str) and text
+                   for text in (model_version, policy_version, policy_text)):
+            raise ValueError("model_version, policy_version and policy_text must be non-empty str")
+        when = datetime.now(UTC) if at is None else at
+        if when.tzinfo is None:
+            raise ValueError("at must be timezone-aware (UTC); got a naive datetime")
+        if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
+            raise TypeError("inputs and output must be dicts")
+        plain = {"inputs": _jsonable(inputs, "inputs"), "output": _jsonable(output, "output")}
+        policy_hash = hashlib.sha256(policy_text.encode()).hexdigest()
+        row = (uuid.uuid4().hex, when.astimezone(UTC).isoformat(timespec="microseconds"), source,
+               self.customer_hash(customer_id), model_version, policy_version,
+               hashlib.sha256(_dumps(plain["inputs"])).hexdigest(),
+               self._fernet.encrypt(_dumps(plain)), policy_hash)
+        return row, (policy_version, policy_hash, policy_text)
+
+    def record(self, *, customer_id: str, source: str, model_version: str, policy_version: str,
+               policy_text: str, inputs: dict, output: dict, at: datetime | None = None) -> str:
+        """Record one served decision; returns its id, for the response to carry."""
+        row, policy = self._prepare(
+            customer_id=customer_id, source=source, model_version=model_version, at=at,
+            policy_version=policy_version, policy_text=policy_text, inputs=inputs, output=output)
+        self._write([row], [policy])
+        return row[0]
+
+    def record_many(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Record a batch (rows of ``record``'s arguments) in one transaction: all or nothing."""
+        prepared, policies = [], {}
+        for number, arguments in enumerate(rows):
+            try:
+                row, policy = self._prepare(**arguments)
+            except (TypeError, ValueError) as exc:
+                exc.add_note(f"in decision row {number}")
+                raise
+            prepared.append(row)
+            policies[policy[1]] = policy
+        if prepared:
+            self._write(prepared, list(policies.values()))
+        return [row[0] for row in prepared]
+
+    def _write(self, rows: list[tuple], policies: list[tuple[str, str, str]]) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")  # take the write lock first: two writers never deadlock
+        try:
+            conn.executemany("INSERT OR IGNORE INTO policies (policy_version, policy_hash, "
+                             "policy_text) VALUES (?, ?, ?)", policies)
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _decision(self, row: tuple) -> Decision:
+        decision_id, created, source, customer, model, version, digest, payload, text = row
+        try:
+            plain = json.loads(self._fernet.decrypt(payload))
+        except InvalidToken as exc:
+            raise DecisionLogError(f"decision {decision_id} in {self.path} cannot be decrypted: "
+                                   "the key does not match the one it was recorded with") from exc
+        if text is None or fingerprint(plain["inputs"]) != digest:
+            raise DecisionLogError(f"decision {decision_id} in {self.path} is inconsistent: its "
+                                   "inputs or policy text do not match what was recorded")
+        return Decision(id=decision_id, created_at=datetime.fromisoformat(created), source=source,
+                        customer_hash=customer, model_version=model, policy_version=version,
+                        inputs_fingerprint=digest, inputs=plain["inputs"], output=plain["output"],
+                        policy_text=text)
+
+    def get(self, decision_id: str) -> Decision:
+        """One decision by id, decrypted: to explain or replay an answer already given."""
+        row = self._connection().execute(f"{_SELECT} WHERE d.id = ?", (decision_id,)).fetchone()
+        if row is None:
+            raise DecisionLogError(f"no decision {decision_id} in {self.path}")
+        return self._decision(row)
+
+    def for_customer(self, customer_id: str, limit: int = 20) -> list[Decision]:
+        """A customer's latest decisions, newest first: what an audit or complaint asks for."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        rows = self._connection().execute(
+            f"{_SELECT} WHERE d.customer_hash = ? ORDER BY d.created_at DESC, d.rowid DESC "
+            "LIMIT ?", (self.customer_hash(customer_id), limit)).fetchall()
+        return [self._decision(row) for row in rows]
+
+    def count(self) -> int:
+        """How many decisions are recorded."""
+        return self._connection().execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+
+    def close(self) -> None:
+        """Close this process's connections; call it once no thread still uses the log."""
+        with self._lock:
+            mine = [entry for entry in self._open if entry[1] == os.getpid()]
+            for entry in mine:
+                entry[2].close()
+                self._open.remove(entry)
+            self._closed = True
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

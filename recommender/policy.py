@@ -1,0 +1,200 @@
+"""The decision policy: which products may be offered, and in what order, to whom.
+
+Every rule is a vectorised boolean mask (customers x products, True = blocked), computed
+by the same code for one customer at the counter and for a million in a campaign. The
+masks double as the explanation of every non-offer (``why_not``). Arbitration then ranks
+what is left by priority = propensity x value x context weight x business lever, and keeps
+only offers whose expected gain (propensity x value - contact cost) is positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from . import columns as C
+from .book import CustomerBatch
+from .catalog import Catalog
+from .eligibility import age_mask, income_mask, prerequisites_met, residency_mask
+from .policy_config import PolicyConfig
+
+# Rule code -> (English, Chinese) text; {product} is the product's name.
+RULES = {
+    "already_held": ("You already hold {product}.", "您已持有{product}。"),
+    "accepted_pending": ("You have just accepted {product}; it is being set up.",
+                         "您已同意办理{product}，正在办理中。"),
+    "age": ("{product} is not available at your age.", "{product}不适用于您的年龄段。"),
+    "income": ("{product} needs a higher declared income.", "{product}需要更高的收入水平。"),
+    "residency": ("{product} is for residents only.", "{product}仅限居民客户办理。"),
+    "prerequisite": ("{product} needs another product first: {detail}.",
+                     "办理{product}需先持有：{detail}。"),
+    "excluded_by_holding": ("{product} cannot be held together with {detail}.",
+                            "{product}不能与{detail}同时持有。"),
+    "risk_grade_too_high": ("{product} (risk {detail}) is above your risk tolerance.",
+                            "{product}（风险等级{detail}）超出您的风险承受能力。"),
+    "risk_assessment_outdated": (
+        "{product} needs an up-to-date risk assessment: please update it first.",
+        "办理{product}需要有效的风险测评，请先更新风险测评。"),
+    "vulnerable_credit": ("Credit products such as {product} are not offered to customers "
+                          "who need extra care.",
+                          "为保护需特别关照的客户，不推荐{product}等信贷产品。"),
+    "open_complaint": ("No offers until your open complaint is resolved.",
+                       "在您的投诉处理完毕之前，我们不会向您推荐产品。"),
+    "declined_recently": ("You declined {product} recently; we will not offer it again yet.",
+                          "您近期已婉拒{product}，暂不再推荐。"),
+    "paused_unanswered": ("{product} was shown several times without an answer; paused.",
+                          "{product}已多次展示未获回复，暂停推荐。"),
+}
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """Where and why the decision is asked for."""
+
+    channel: str = "branch"
+    intent: str | None = None
+    at: datetime | None = None
+
+    def now(self) -> datetime:
+        return self.at or datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ContactState:
+    """What the customers said before, as masks aligned with a batch."""
+
+    declined_recently: np.ndarray  # (n x P) bool
+    paused: np.ndarray  # (n x P) bool
+    accepted_pending: np.ndarray  # (n x P) bool
+    shown_today: np.ndarray  # (n,) offers shown today on the context channel
+
+    @classmethod
+    def empty(cls, n: int, n_products: int) -> ContactState:
+        blank = np.zeros((n, n_products), dtype=bool)
+        return cls(blank, blank, blank, np.zeros(n, dtype=np.int64))
+
+
+def contact_state(history: pd.DataFrame, customer_ids: np.ndarray, catalog: Catalog,
+                  policy: PolicyConfig, context: DecisionContext,
+                  data_as_of: pd.Timestamp | None) -> ContactState:
+    """Masks from recorded responses (``ResponseStore.contact_history``)."""
+    n, n_products = len(customer_ids), len(catalog)
+    state = ContactState.empty(n, n_products)
+    if history is None or history.empty:
+        return state
+    now = pd.Timestamp(context.now())
+    rows = pd.Index(customer_ids).get_indexer(history[C.CUSTOMER_ID])
+    cols = catalog.ids.to_internal_lenient(history[C.PRODUCT_ID])
+    keep = (rows >= 0) & (cols >= 0)
+    h = history[keep].assign(_row=rows[keep], _col=cols[keep])
+    at = pd.to_datetime(h["recorded_at"], utc=True)
+
+    def mask(selected: pd.Series) -> np.ndarray:
+        out = np.zeros((n, n_products), dtype=bool)
+        out[h.loc[selected, "_row"].to_numpy(), h.loc[selected, "_col"].to_numpy()] = True
+        return out
+
+    declined = mask((h["outcome"] == "declined")
+                    & (at >= now - timedelta(days=policy.decline_cooldown_days)))
+    refreshed = (pd.Timestamp(data_as_of).tz_localize(UTC) if data_as_of is not None
+                 and pd.Timestamp(data_as_of).tzinfo is None else data_as_of)
+    accepted = mask((h["outcome"] == "accepted")
+                    & ((at > refreshed) if refreshed is not None else True))
+    # Unanswered shows: "shown" after the last answer to the same product, within the window.
+    answered = h[h["outcome"] != "shown"].groupby(["_row", "_col"])["recorded_at"].max()
+    shows = h[(h["outcome"] == "shown")
+              & (at >= now - timedelta(days=policy.unanswered_window_days))]
+    last_answer = pd.to_datetime(answered.reindex(
+        pd.MultiIndex.from_arrays([shows["_row"], shows["_col"]])).to_numpy(), utc=True)
+    open_shows = shows[np.asarray(pd.isna(last_answer)) | (
+        pd.to_datetime(shows["recorded_at"], utc=True).to_numpy() > last_answer)]
+    counts = open_shows.groupby(["_row", "_col"]).size()
+    paused = np.zeros((n, n_products), dtype=bool)
+    over = counts[counts >= policy.max_unanswered_shows]
+    paused[over.index.get_level_values(0), over.index.get_level_values(1)] = True
+    today = (h["outcome"] == "shown") & (h["channel"] == context.channel) & (
+        at.dt.date == now.date())
+    shown_today = np.bincount(h.loc[today, "_row"], minlength=n)
+    return ContactState(declined, paused, accepted, shown_today)
+
+
+def rule_masks(batch: CustomerBatch, catalog: Catalog, policy: PolicyConfig,
+               contact: ContactState, context: DecisionContext) -> dict[str, np.ndarray]:
+    """Every rule's mask (customers x products, True = this rule blocks the offer)."""
+    n, n_products = batch.held.shape
+    profiles = batch.profiles
+    held = batch.held.toarray() > 0
+    owned = held | contact.accepted_pending
+    categories = catalog.column("category")
+    risk_level = np.array([p.risk_level for p in catalog.products])
+    customer_risk = profiles[C.RISK_GRADE].str[1].astype(int).to_numpy()
+    investment = np.isin(categories, policy.investment_categories)
+    assessed = (pd.to_datetime(profiles[C.RISK_ASSESSED_ON]) if C.RISK_ASSESSED_ON in profiles
+                else pd.Series(pd.NaT, index=profiles.index))
+    limit = pd.Timestamp(context.now()).tz_localize(None) - pd.Timedelta(
+        days=policy.risk_assessment_valid_days)
+    outdated = (assessed.isna() | (assessed < limit)).to_numpy()
+    flag = {f: profiles[f].to_numpy(dtype=bool) if f in profiles else np.zeros(n, bool)
+            for f in (C.VULNERABLE, C.OPEN_COMPLAINT)}
+    return {
+        "already_held": held,
+        "accepted_pending": contact.accepted_pending & ~held,
+        "age": ~age_mask(profiles, catalog), "income": ~income_mask(profiles, catalog),
+        "residency": ~residency_mask(profiles, catalog),
+        "prerequisite": ~prerequisites_met(owned, catalog),
+        "excluded_by_holding": (owned.astype(np.float32)
+                                @ catalog.exclusion_matrix().astype(np.float32)) > 0,
+        "risk_grade_too_high": risk_level[None, :] > customer_risk[:, None],
+        "risk_assessment_outdated": outdated[:, None] & investment[None, :],
+        "vulnerable_credit": flag[C.VULNERABLE][:, None]
+        & np.isin(categories, policy.credit_categories)[None, :],
+        "open_complaint": np.broadcast_to(flag[C.OPEN_COMPLAINT][:, None], (n, n_products)),
+        "declined_recently": contact.declined_recently,
+        "paused_unanswered": contact.paused,
+    }
+
+
+def allowed(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """Offerable only where no rule blocks."""
+    blocked = np.zeros_like(next(iter(masks.values())), dtype=bool)
+    for mask in masks.values():
+        blocked |= mask
+    return ~blocked
+
+
+def context_weights(catalog: Catalog, policy: PolicyConfig,
+                    context: DecisionContext) -> np.ndarray:
+    """(n_products,) context weight x business lever of each product."""
+    categories = catalog.column("category")
+    channel = policy.channel_weights.get(context.channel, {})
+    intent = policy.intent_weights.get(context.intent or "", {})
+    weights = np.array([channel.get(c, 1.0) * intent.get(c, 1.0) for c in categories])
+    levers = np.array([policy.business_levers.get(p.id, 1.0) for p in catalog.products])
+    return weights * levers
+
+
+@dataclass(frozen=True)
+class Arbitration:
+    priority: np.ndarray  # (n x P), -inf where not offerable or no positive gain
+    expected_gain: np.ndarray  # (n x P)
+    order: np.ndarray  # (n x P) product positions by priority, ties by catalog order
+
+
+def arbitrate(propensity: np.ndarray, offerable: np.ndarray, catalog: Catalog,
+              policy: PolicyConfig, context: DecisionContext) -> Arbitration:
+    """Priority and expected gain; products without positive gain are not offered."""
+    value = catalog.column("value_weight").astype(np.float64)
+    gain = propensity * value[None, :] - policy.contact_cost
+    priority = propensity * value[None, :] * context_weights(catalog, policy, context)[None, :]
+    priority = np.where(offerable & (gain > 0), priority, -np.inf)
+    positions = np.broadcast_to(np.arange(priority.shape[1]), priority.shape)
+    order = np.lexsort((positions, -priority), axis=1)
+    return Arbitration(priority, gain, order)
+
+
+def rule_text(code: str, product_name: str, detail: str, lang: str) -> str:
+    english, chinese = RULES[code]
+    return (chinese if lang == "zh" else english).format(product=product_name, detail=detail)

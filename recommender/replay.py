@@ -1,0 +1,119 @@
+"""Decision inputs as plain data, and the replay of a logged decision.
+
+A decision is recorded with exactly what it was computed from (profile, recent holdings,
+contact state, context), so that ``nbo replay`` rebuilds the same batch, loads the same
+model version and policy, and shows the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import artifacts
+from . import columns as C
+from .book import CustomerBatch
+from .catalog import Catalog
+from .data import validate_customers
+from .decisions import Decision
+from .offers import OfferEngine
+from .policy import ContactState, DecisionContext
+from .policy_config import parse_policy
+from .segments import LifeStageRules
+
+_CONTACT_MASKS = ("declined_recently", "paused", "accepted_pending")
+
+
+def _ids(row: sp.csr_matrix | np.ndarray, catalog: Catalog) -> list[str]:
+    positions = row.indices if sp.issparse(row) else np.flatnonzero(row)
+    return catalog.ids.to_external(np.sort(positions)).tolist()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.isoformat()
+    return value
+
+
+def decision_inputs(batch: CustomerBatch, i: int, catalog: Catalog, contact: ContactState,
+                    context: DecisionContext, limit: int) -> dict[str, Any]:
+    """Everything customer ``i``'s decision depends on, as JSON-able data."""
+    profile = {k: _plain(v) for k, v in batch.profiles.iloc[i].to_dict().items()
+               if k != C.GENDER}  # gender is never an input
+    confidence = batch.confidence[i]
+    return {
+        "profile": profile,
+        "lags": [_ids(lag[i], catalog) for lag in batch.lags],
+        "present": [bool(p) for p in batch.present[i]] if batch.present is not None else [],
+        "confidence": {catalog.ids.to_external([c])[0]: float(v)
+                       for c, v in zip(confidence.indices, confidence.data, strict=True)},
+        "contact": {**{m: _ids(getattr(contact, m)[i], catalog) for m in _CONTACT_MASKS},
+                    "shown_today": int(contact.shown_today[i])},
+        "context": {"channel": context.channel, "intent": context.intent,
+                    "at": context.now().isoformat()},
+        "limit": int(limit),
+    }
+
+
+def _row(ids: list[str], catalog: Catalog, values: dict[str, float] | None = None):
+    cols = catalog.ids.to_internal(ids)
+    data = [values[p] for p in ids] if values else np.ones(len(ids))
+    return sp.csr_matrix((np.asarray(data, dtype=np.float32), (np.zeros(len(cols)), cols)),
+                         shape=(1, len(catalog)))
+
+
+def rebuild(inputs: dict[str, Any], catalog: Catalog, stages: LifeStageRules,
+            ) -> tuple[CustomerBatch, ContactState, DecisionContext, int]:
+    """The one-customer batch, contact state and context a decision was computed from."""
+    profiles = validate_customers(pd.DataFrame([inputs["profile"]]), source="decision log")
+    lags = tuple(_row(ids, catalog) for ids in inputs["lags"])
+    confidence = inputs["confidence"]
+    held = lags[0] if lags else _row([], catalog)
+    batch = CustomerBatch(
+        customer_ids=profiles[C.CUSTOMER_ID].to_numpy(), profiles=profiles, held=held,
+        confidence=_row(sorted(confidence), catalog, confidence), stages=stages.assign(profiles),
+        lags=lags, present=np.array([inputs["present"]], dtype=bool),
+    )
+    contact = inputs["contact"]
+    state = ContactState(
+        *[np.asarray(_row(contact[m], catalog).toarray() > 0) for m in _CONTACT_MASKS],
+        shown_today=np.array([contact["shown_today"]]),
+    )
+    ctx = inputs["context"]
+    context = DecisionContext(ctx["channel"], ctx["intent"], datetime.fromisoformat(ctx["at"]))
+    return batch, state, context, int(inputs["limit"])
+
+
+@dataclass(frozen=True)
+class Replay:
+    decision: Decision
+    output: dict[str, Any]
+
+    @property
+    def same(self) -> bool:
+        return _comparable(self.output) == _comparable(self.decision.output)
+
+
+def _comparable(output: dict[str, Any]) -> dict[str, Any]:
+    """The decision itself: offers, their order, scores and reasons; not ids or timing."""
+    return {k: v for k, v in output.items() if k not in ("decision_id", "customer_id")}
+
+
+def replay(decision: Decision, models_dir: str | Path) -> Replay:
+    """Recompute a logged decision with its own model version and policy text."""
+    model = artifacts.load(models_dir, decision.model_version)
+    engine = OfferEngine(model, parse_policy(decision.policy_text, "decision log policy"))
+    batch, contact, context, limit = rebuild(decision.inputs, model.catalog, model.stages)
+    result = engine.offers(batch, limit, context, contact)[0].to_dict("en")
+    result["model_version"], result["policy_version"] = model.version, engine.policy.version
+    return Replay(decision, result)

@@ -1,0 +1,260 @@
+"""Decision log: known answers on tiny records; what is on disk is scanned for data in clear."""
+
+import hashlib
+import re
+import sqlite3
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+from cryptography.fernet import Fernet
+
+from recommender.decisions import (
+    Decision,
+    DecisionLog,
+    DecisionLogError,
+    fingerprint,
+    load_or_create_key,
+)
+from recommender.exceptions import RecommenderError
+
+CUSTOMER = "CUST-ZX-31415"
+PROFILE = {"age": 34, "income": 987654.321, "life_stage": "mid_career",
+           "holdings": ["current_account"], "name_zh": "王小明"}
+OUTPUT = {"offers": [{"product_id": "platinum_xq_mortgage", "score": 0.91, "rank": 1}]}
+POLICY = "eligibility v3: min_age 18; contact at most once a week"
+
+
+def _row(**changes) -> dict:
+    row = {"customer_id": CUSTOMER, "source": "api", "model_version": "m-2024-05",
+           "policy_version": "policy-3", "policy_text": POLICY, "inputs": PROFILE,
+           "output": OUTPUT}
+    return {**row, **changes}
+
+
+def _sql(path, statement: str, parameters: tuple = ()) -> list:
+    """Run one statement on its own connection, as another process would."""
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute(statement, parameters).fetchall()
+        conn.commit()
+    return rows
+
+
+@pytest.fixture
+def key(tmp_path) -> bytes:
+    return load_or_create_key(tmp_path / "keys" / "decisions.key")
+
+
+@pytest.fixture
+def log(tmp_path, key):
+    with DecisionLog(tmp_path / "decisions.db", key) as opened:
+        yield opened
+
+
+def test_key_is_created_private_and_reused(tmp_path):
+    path = tmp_path / "secrets" / "nested" / "decisions.key"
+    key = load_or_create_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    Fernet(key)  # a usable key
+    assert load_or_create_key(path) == key
+    assert [p.name for p in path.parent.iterdir()] == ["decisions.key"]  # no temp file left
+
+
+def test_a_file_that_is_not_a_fernet_key_is_refused(tmp_path):
+    path = tmp_path / "decisions.key"
+    path.write_text("not-a-fernet-key\n")
+    with pytest.raises(DecisionLogError, match=re.escape(str(path))) as caught:
+        load_or_create_key(path)
+    assert isinstance(caught.value, RecommenderError)
+    assert path.read_text() == "not-a-fernet-key\n"  # left for the operator to restore
+    with pytest.raises(DecisionLogError, match="not a valid Fernet key"):
+        DecisionLog(tmp_path / "decisions.db", b"short")
+
+
+def test_record_then_get_returns_what_was_served(log):
+    at = datetime(2024, 5, 1, 17, 30, 15, 123456, tzinfo=timezone(timedelta(hours=8)))
+    decision_id = log.record(**_row(at=at))
+    decision = log.get(decision_id)
+    assert isinstance(decision, Decision) and decision.id == decision_id
+    assert len(decision_id) == 32 and int(decision_id, 16) >= 0
+    assert decision.inputs == PROFILE and decision.output == OUTPUT
+    assert (decision.source, decision.model_version, decision.policy_version,
+            decision.policy_text) == ("api", "m-2024-05", "policy-3", POLICY)
+    assert decision.created_at == at and decision.created_at.utcoffset() == timedelta(0)
+    assert decision.inputs_fingerprint == fingerprint(PROFILE) == log.fingerprint(PROFILE)
+    assert decision.customer_hash == log.customer_hash(CUSTOMER)
+    with pytest.raises(DecisionLogError, match="no decision 0123abcd"):
+        log.get("0123abcd")
+
+
+def test_invalid_records_are_refused_and_nothing_is_written(log):
+    with pytest.raises(ValueError, match="source"):
+        log.record(**_row(source="email"))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        log.record(**_row(at=datetime(2024, 5, 1)))
+    with pytest.raises(TypeError, match="customer_id must be a str"):
+        log.record(**_row(customer_id=31415))
+    assert log.count() == 0
+
+
+def test_fingerprint_is_the_sha256_of_canonical_json():
+    expected = hashlib.sha256('{"a":[1,2.5],"b":"储蓄"}'.encode()).hexdigest()
+    assert fingerprint({"b": "储蓄", "a": [1, 2.5]}) == expected
+    assert fingerprint({"x": {"b": 1, "a": 2}}) == fingerprint({"x": {"a": 2, "b": 1}})
+    assert fingerprint(PROFILE) == fingerprint(dict(PROFILE))
+    assert fingerprint(PROFILE) != fingerprint({**PROFILE, "income": 987654.322})
+    assert fingerprint({"a": 1}) != fingerprint({"a": "1"})
+
+
+def test_numpy_and_pandas_values_fingerprint_like_their_python_equivalents(log):
+    as_numpy = {"age": np.int64(34), "income": np.float64(987654.321), "active": np.bool_(True),
+                "scores": np.array([0.5, 0.25]), "seen": pd.Timestamp("2024-05-01 09:30", tz="UTC"),
+                "opened": np.datetime64("2020-01-02T03:04:05"), "segment": np.str_("mid")}
+    as_python = {"age": 34, "income": 987654.321, "active": True, "scores": [0.5, 0.25],
+                 "seen": "2024-05-01T09:30:00+00:00", "opened": "2020-01-02T03:04:05",
+                 "segment": "mid"}
+    assert fingerprint(as_numpy) == fingerprint(as_python)
+    decision = log.get(log.record(**_row(inputs=as_numpy)))
+    assert decision.inputs == as_python
+    assert decision.inputs_fingerprint == fingerprint(as_python)
+
+
+def test_values_json_cannot_hold_faithfully_are_refused_by_name():
+    with pytest.raises(TypeError, match=r"inputs\.profile\.income: Decimal"):
+        fingerprint({"profile": {"income": Decimal("1.5")}})
+    with pytest.raises(TypeError, match="key 3 is not a str"):
+        fingerprint({3: "x"})
+
+
+def test_customer_hash_is_keyed_stable_and_not_a_bare_sha256(tmp_path, key):
+    with DecisionLog(tmp_path / "a.db", key) as first, \
+            DecisionLog(tmp_path / "b.db", key) as same_key, \
+            DecisionLog(tmp_path / "c.db", Fernet.generate_key()) as other_key:
+        digest = first.customer_hash(CUSTOMER)
+        assert len(digest) == 64 and int(digest, 16) >= 0
+        assert digest == first.customer_hash(CUSTOMER) == same_key.customer_hash(CUSTOMER)
+        assert digest != other_key.customer_hash(CUSTOMER)
+        assert digest != first.customer_hash("CUST-ZX-31416")
+        assert digest != hashlib.sha256(CUSTOMER.encode()).hexdigest()
+
+
+def test_nothing_about_the_customer_is_stored_in_clear(tmp_path, key):
+    path = tmp_path / "decisions.db"
+    wal = tmp_path / "decisions.db-wal"
+    secrets = (CUSTOMER, "987654.321", "platinum_xq_mortgage", "王小明")
+    log = DecisionLog(path, key)
+    log.record(**_row())
+    log.record_many([_row(source="batch"), _row(source="batch")])
+    assert wal.stat().st_size > 0  # the log is open: the WAL still holds the writes
+    raw = path.read_bytes() + wal.read_bytes()
+    assert POLICY.encode() in raw  # the scan does find what is stored in clear
+    assert log.customer_hash(CUSTOMER).encode() in raw
+    for secret in secrets:
+        assert secret.encode() not in raw, secret
+    log.close()  # checkpoints the WAL into the database file
+    raw = path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert POLICY.encode() in raw
+    for secret in secrets:
+        assert secret.encode() not in raw, secret
+
+
+def test_a_log_opened_with_another_key_cannot_read_payloads(tmp_path, key):
+    path = tmp_path / "decisions.db"
+    with DecisionLog(path, key) as log:
+        decision_id = log.record(**_row())
+    with DecisionLog(path, Fernet.generate_key()) as other:
+        assert other.count() == 1
+        with pytest.raises(DecisionLogError, match="key does not match"):
+            other.get(decision_id)
+
+
+def test_a_payload_moved_to_another_decision_is_detected(log):
+    first = log.record(**_row())
+    second = log.record(**_row(inputs={"income": 1.0}))
+    _sql(log.path, "UPDATE decisions SET payload = (SELECT payload FROM decisions WHERE id = ?) "
+                   "WHERE id = ?", (second, first))
+    with pytest.raises(DecisionLogError, match="inconsistent"):
+        log.get(first)
+
+
+def test_each_policy_text_is_stored_once(log):
+    for _ in range(5):
+        log.record(**_row())
+    log.record_many([_row(source="batch")] * 3)
+    edited = POLICY + "\nat most 3 offers"
+    newer = log.record(**_row(policy_version="policy-4", policy_text=edited))
+    assert _sql(log.path, "SELECT policy_version, policy_text FROM policies "
+                          "ORDER BY policy_version") == [("policy-3", POLICY), ("policy-4", edited)]
+    assert log.count() == 9
+    assert log.get(newer).policy_text == edited
+
+
+def test_record_many_writes_a_campaign_in_one_transaction(log):
+    rows = [_row(customer_id=f"C{i:05d}", source="batch", inputs={"income": float(i)})
+            for i in range(2000)]
+    ids = log.record_many(rows)
+    assert len(ids) == len(set(ids)) == log.count() == 2000
+    decision = log.get(ids[1234])
+    assert decision.inputs == {"income": 1234.0} and decision.source == "batch"
+    assert [d.id for d in log.for_customer("C01234")] == [ids[1234]]
+    with pytest.raises(ValueError, match="source") as caught:
+        log.record_many([_row(), _row(), _row(source="email")])
+    assert caught.value.__notes__ == ["in decision row 2"]
+    assert log.count() == 2000  # the valid rows before it were not written either
+    assert log.record_many([]) == []
+
+
+def test_threads_and_separate_logs_record_concurrently(tmp_path, key):
+    path = tmp_path / "decisions.db"
+    barrier = threading.Barrier(8, timeout=10)
+
+    def work(n: int) -> list[str]:
+        # Odd threads share one log (one connection each); even ones open their own, as
+        # separate gunicorn workers would.
+        log = shared if n % 2 else DecisionLog(path, key)
+        try:
+            barrier.wait()
+            return [log.record(**_row(customer_id=f"T{n}-{i}")) for i in range(25)]
+        finally:
+            if log is not shared:
+                log.close()
+
+    with DecisionLog(path, key) as shared, ThreadPoolExecutor(max_workers=8) as pool:
+        ids = [i for batch in pool.map(work, range(8)) for i in batch]
+        assert len(ids) == len(set(ids)) == 200
+        assert shared.count() == 200
+        assert shared.get(ids[-1]).inputs == PROFILE
+
+
+def test_decisions_survive_close_and_reopen(tmp_path):
+    path, key_path = tmp_path / "decisions.db", tmp_path / "decisions.key"
+    with DecisionLog(path, load_or_create_key(key_path)) as log:
+        decision_id = log.record(**_row())
+        assert log.count() == 1  # a connection of this thread is open
+    assert not (tmp_path / "decisions.db-wal").exists()  # all closed: the WAL was checkpointed
+    with pytest.raises(DecisionLogError, match="closed"):
+        log.count()
+    with DecisionLog(path, load_or_create_key(key_path)) as reopened:
+        assert reopened.count() == 1
+        assert reopened.get(decision_id).output == OUTPUT
+
+
+def test_for_customer_is_newest_first_and_limited(log):
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    ids = [log.record(**_row(at=start + timedelta(days=day))) for day in (3, 0, 4, 1, 2)]
+    log.record(**_row(customer_id="someone-else", at=start + timedelta(days=9)))
+    latest = log.for_customer(CUSTOMER, limit=3)
+    assert [d.id for d in latest] == [ids[2], ids[0], ids[4]]
+    assert [d.created_at.day for d in latest] == [5, 4, 3]
+    assert len(log.for_customer(CUSTOMER)) == 5
+    assert log.for_customer("nobody") == []
+    tied = log.record_many([_row(customer_id="tie", at=start)] * 3)
+    assert [d.id for d in log.for_customer("tie")] == tied[::-1]  # same instant: last first
+    with pytest.raises(ValueError, match="limit"):
+        log.for_customer(CUSTOMER, limit=0)
