@@ -263,7 +263,8 @@ def test_recommend_json(cli_trained, cli_demo, cli_customer, capsys):
     assert rc_train == 0
     _, data = cli_demo
     capsys.readouterr()
-    rc = main(["recommend", "--data", str(data), "--models", str(models),
+    rc = main(["recommend", "--state", str(models.parent / "state"), "--data", str(data),
+                "--models", str(models),
                "--customer", cli_customer, "--json", "--limit", "3"])
     assert rc == 0
     results = json.loads(capsys.readouterr().out)
@@ -281,7 +282,8 @@ def test_recommend_several_customers_in_chinese(cli_trained, cli_demo, capsys):
     _, models = cli_trained
     _, data = cli_demo
     capsys.readouterr()
-    rc = main(["recommend", "--data", str(data), "--models", str(models), "--customer",
+    rc = main(["recommend", "--state", str(models.parent / "state"), "--data", str(data),
+                "--models", str(models), "--customer",
                "C00000001", "--customer", "C00000002", "--json", "--lang", "zh"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -295,7 +297,8 @@ def test_recommend_text_output(cli_trained, cli_demo, cli_customer, capsys):
     _, models = cli_trained
     _, data = cli_demo
     capsys.readouterr()
-    assert main(["recommend", "--data", str(data), "--models", str(models),
+    assert main(["recommend", "--state", str(models.parent / "state"), "--data", str(data),
+                "--models", str(models),
                  "--customer", cli_customer]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(cli_customer)
@@ -306,7 +309,8 @@ def test_recommend_text_output(cli_trained, cli_demo, cli_customer, capsys):
 def test_recommend_unknown_customer(cli_trained, cli_demo, caplog):
     _, models = cli_trained
     _, data = cli_demo
-    rc = main(["recommend", "--data", str(data), "--models", str(models),
+    rc = main(["recommend", "--state", str(models.parent / "state"), "--data", str(data),
+                "--models", str(models),
                "--customer", "NOBODY"])
     assert rc == 2
     assert any("NOBODY" in m for m in _errors(caplog))
@@ -314,7 +318,8 @@ def test_recommend_unknown_customer(cli_trained, cli_demo, caplog):
 
 def test_recommend_without_a_model(cli_demo, tmp_path, caplog):
     _, data = cli_demo
-    rc = main(["recommend", "--data", str(data), "--models", str(tmp_path / "empty"),
+    rc = main(["recommend", "--state", str(tmp_path / "state"), "--data", str(data),
+                "--models", str(tmp_path / "empty"),
                "--customer", "C00000001"])
     assert rc == 2
     assert any("nbo train" in m for m in _errors(caplog))
@@ -324,7 +329,8 @@ def test_recommend_rejects_an_unknown_language(cli_trained, cli_demo, capsys):
     _, models = cli_trained
     _, data = cli_demo
     with pytest.raises(SystemExit) as exc:
-        main(["recommend", "--data", str(data), "--models", str(models),
+        main(["recommend", "--state", str(models.parent / "state"), "--data", str(data),
+                "--models", str(models),
               "--customer", "C00000001", "--lang", "fr"])
     assert exc.value.code == 2
     assert "--lang" in capsys.readouterr().err
