@@ -133,6 +133,31 @@ def cmd_replay(args) -> int:
     return 0 if result.same else 1
 
 
+def cmd_audit(args) -> int:
+    from . import artifacts
+    from .audit import audit, write_audit
+    from .book import CustomerBook
+    from .data import load_bank
+    from .offers import OfferEngine
+    from .policy import DecisionContext
+    from .policy_config import load_policy
+
+    model = artifacts.load(args.models)
+    engine = OfferEngine(model, load_policy(args.policy))
+    book = CustomerBook(load_bank(args.data, model.catalog), model.catalog, model.stages,
+                        model.config.cf.weighting, model.config.acquisition.n_lags)
+    channel = args.channel or engine.policy.default_channel
+    result = audit(engine, book, args.limit, DecisionContext(channel=channel))
+    path = write_audit(result, args.out)
+    Path(args.out, "audit.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    sys.stdout.write(f"{len(result['flags'])} flag(s) below four-fifths; report: {path}\n")
+    for flag in result["flags"]:
+        sys.stdout.write(f"  {flag['dimension']}={flag['group']} {flag['product_id']}: "
+                         f"{flag['group_rate']:.4f} vs {flag['overall_rate']:.4f} "
+                         f"({flag['ratio']:.2f})\n")
+    return 0
+
+
 def cmd_recommend(args) -> int:
     from .service import load_service
 
@@ -268,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="models")
     p.add_argument("--state", default="var", help="folder of the decision log and its key")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("audit", help="fairness audit: offer rates by gender and age band")
+    p.add_argument("--data", default="data/demo")
+    p.add_argument("--models", default="models")
+    p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
+    p.add_argument("--limit", type=_positive_int, default=5)
+    p.add_argument("--channel", choices=("branch", "mobile", "call_center", "email"))
+    p.add_argument("--out", default="reports/audit")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("recommend", help="offers for customers of the book")
     p.add_argument("--data", default="data/demo")

@@ -160,6 +160,14 @@ class OfferEngine:
         return Scored(ranked.scores, ranked.sources, propensity, masks, arbitration.priority,
                       arbitration.expected_gain, arbitration.order, slots)
 
+    def offered(self, scored: Scored) -> np.ndarray:
+        """(n x MAX_OFFERS) product positions offered, best first, -1 padded (no reasons)."""
+        width = int(scored.slots.max()) if len(scored.slots) else 0
+        top = scored.order[:, :width]
+        keep = np.isfinite(np.take_along_axis(scored.priority, top, axis=1))
+        keep &= np.arange(width)[None, :] < scored.slots[:, None]
+        return np.where(keep, top, -1)
+
     def offers(self, batch: CustomerBatch, limit: int = 5,
                context: DecisionContext | None = None,
                contact: ContactState | None = None) -> list[OfferList]:
