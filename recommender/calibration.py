@@ -60,14 +60,20 @@ def fit_calibrator(scores: np.ndarray, taken: np.ndarray) -> Calibrator:
     scores, taken = scores[keep], taken[keep]
     if len(scores) == 0:
         return Calibrator(np.array([0.0, 1.0]), np.array([0.0, 0.0]))
-    order = np.argsort(scores, kind="stable")
-    bins = np.array_split(order, min(_MAX_BINS, len(order)))
-    centres = np.array([scores[b].mean() for b in bins])
-    rates = np.array([taken[b].mean() for b in bins])
-    weights = np.array([len(b) for b in bins], dtype=np.float64)
+    # Equal scores must get one probability whatever their order: aggregate them first, then
+    # cut the distinct scores into bins of about equal numbers of pairs.
+    distinct, inverse = np.unique(scores, return_inverse=True)
+    counts = np.bincount(inverse).astype(np.float64)
+    positives = np.bincount(inverse, weights=taken)
+    weighted_scores = np.bincount(inverse, weights=scores)
+    edges = np.searchsorted(np.cumsum(counts), np.linspace(0, counts.sum(), _MAX_BINS + 1)[1:-1],
+                            side="right")
+    groups = [g for g in np.split(np.arange(len(distinct)), np.unique(edges)) if len(g)]
+    weights = np.array([counts[g].sum() for g in groups])
+    centres = np.array([weighted_scores[g].sum() for g in groups]) / weights
+    rates = np.array([positives[g].sum() for g in groups]) / weights
     fitted = _pool_adjacent_violators(rates, weights)
-    centres, first = np.unique(centres, return_index=True)
-    return Calibrator(centres, np.maximum.accumulate(fitted[first]))
+    return Calibrator(centres, np.maximum.accumulate(fitted))
 
 
 def reliability(probabilities: np.ndarray, taken: np.ndarray, bins: int = 10) -> dict:

@@ -139,11 +139,13 @@ def _boolean(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     return text.isin(_TRUE).astype(bool)
 
 
-def _dates(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+def _dates(frame: pd.DataFrame, column: str, source: str,
+           allow_missing: bool = False) -> pd.Series:
     raw = frame[column]
     parsed = pd.to_datetime(raw, errors="coerce")
     _fail_if(parsed.isna().to_numpy() & raw.notna().to_numpy(), "is not a date", source, column)
-    _fail_if(raw.isna().to_numpy(), "is missing", source, column)
+    if not allow_missing:
+        _fail_if(raw.isna().to_numpy(), "is missing", source, column)
     # Placeholders such as 9999-12-31 are not real dates (and overflow nanosecond time).
     implausible = ((parsed < _FIRST_DATE) | (parsed > _LAST_DATE)).to_numpy(dtype=bool)
     _fail_if(implausible, f"is outside {_FIRST_DATE.date()} .. {_LAST_DATE.date()}", source,
@@ -186,7 +188,8 @@ def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
     out[C.SEGMENT] = segment.astype(str)
     out[C.RISK_GRADE] = _categorical(frame, C.RISK_GRADE, source, C.RISK_GRADES)
     if C.RISK_ASSESSED_ON in frame.columns:
-        out[C.RISK_ASSESSED_ON] = _dates(frame, C.RISK_ASSESSED_ON, source)
+        # Empty for a customer never assessed: the policy treats that as outdated.
+        out[C.RISK_ASSESSED_ON] = _dates(frame, C.RISK_ASSESSED_ON, source, allow_missing=True)
     out[C.RESIDENCY] = _categorical(frame, C.RESIDENCY, source, C.RESIDENCIES)
     out[C.CONSENT_PROFILING] = _boolean(frame, C.CONSENT_PROFILING, source)
     for flag in (C.VULNERABLE, C.OPEN_COMPLAINT):  # optional service flags, false when absent

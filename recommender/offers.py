@@ -225,10 +225,11 @@ class OfferEngine:
         pos = self.catalog.ids.position(product_id)
         scored = self.score(batch, limit, context, contact)
         customer_grade = str(batch.profiles[C.RISK_GRADE].iloc[0])
+        owned = scored.masks["already_held"][0] | scored.masks["accepted_pending"][0]
         rules = []
         for code in RULES:
             if scored.masks[code][0, pos]:
-                rules.append(self._rule(code, product, customer_grade, batch, lang))
+                rules.append(self._rule(code, pos, customer_grade, owned, lang))
         chosen = [int(p) for p in scored.order[0, : scored.slots[0]]
                   if np.isfinite(scored.priority[0, p])]
         rank = chosen.index(pos) + 1 if pos in chosen else None
@@ -252,16 +253,22 @@ class OfferEngine:
                 "name": product.name(lang), "offered": rank is not None, "rank": rank,
                 "propensity": round(float(scored.propensity[0, pos]), 6), "rules": rules}
 
-    def _rule(self, code: str, product: Product, grade: str, batch: CustomerBatch,
+    def _rule(self, code: str, pos: int, grade: str, owned: np.ndarray,
               lang: str) -> dict[str, str]:
-        detail = {"risk_grade_too_high": f"{product.risk_grade} > {grade}",
-                  "prerequisite": ", ".join(product.prerequisites),
-                  "excluded_by_holding": ", ".join(product.exclusions)}.get(code, "")
-        detail_zh = detail
-        if code in ("prerequisite", "excluded_by_holding"):
-            detail_zh = "、".join(self.catalog[p].name_zh for p in detail.split(", ") if p)
-            detail = ", ".join(self.catalog[p].name_en for p in detail.split(", ") if p)
-        return _why(code, rule_text(code, product.name_en, detail, "en"),
+        """One rule's explanation; names the products behind prerequisite and exclusion."""
+        product = self.catalog.products[pos]
+        involved: list[Product] = []
+        if code == "prerequisite":
+            involved = [self.catalog[p] for p in product.prerequisites
+                        if not owned[self.catalog.ids.position(p)]]
+        elif code == "excluded_by_holding":
+            holders = np.flatnonzero(self.catalog.exclusion_matrix()[:, pos] & owned)
+            involved = [self.catalog.products[q] for q in holders]
+        detail_en = ", ".join(p.name_en for p in involved)
+        detail_zh = "、".join(p.name_zh for p in involved)
+        if code == "risk_grade_too_high":
+            detail_en = detail_zh = f"{product.risk_grade} > {grade}"
+        return _why(code, rule_text(code, product.name_en, detail_en, "en"),
                     rule_text(code, product.name_zh, detail_zh, "zh"), lang)
 
     def _reasons(self, batch: CustomerBatch, i: int, pos: int, stage: LifeStage,

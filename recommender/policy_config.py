@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,24 @@ class PolicyConfig:
 
 def _number(value: Any, where: str, minimum: float = 0.0, integer: bool = False) -> Any:
     kinds = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+    if (isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value)
+            or value < minimum):
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{where} must be {kind} >= {minimum}, got {value!r}")
     return value
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table, got {value!r}")
+    return value
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    """A list of names; a bare string would silently become a list of letters."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of names, got {value!r}")
+    return tuple(value)
 
 
 def _weights(table: Any, where: str) -> dict[str, float]:
@@ -95,13 +110,14 @@ def parse_policy(text: str, source: str = "<string>") -> PolicyConfig:
                               f"allowed: {sorted(keys)}")
         values.update({f"{section}.{k}": v for k, v in table.items()})
     where = f"{source}:"
-    caps = values.get("contact.daily_caps", {})
+    caps = _table(values.get("contact.daily_caps", {}), f"{where} [contact.daily_caps]")
     bad_channels = sorted(set(caps) - set(CHANNELS))
     if bad_channels:
         raise ConfigError(f"{where} [contact.daily_caps] names unknown channels {bad_channels}; "
                           f"channels are {list(CHANNELS)}")
     channel_weights = {str(c): _weights(t, f"{where} [arbitration.channel.{c}]")
-                       for c, t in values.get("arbitration.channel", {}).items()}
+                       for c, t in _table(values.get("arbitration.channel", {}),
+                                          f"{where} [arbitration.channel]").items()}
     if set(channel_weights) - set(CHANNELS):
         raise ConfigError(f"{where} [arbitration.channel] names unknown channels "
                           f"{sorted(set(channel_weights) - set(CHANNELS))}")
@@ -110,11 +126,14 @@ def parse_policy(text: str, source: str = "<string>") -> PolicyConfig:
         raise ConfigError(f"{where} arbitration.default_channel {default_channel!r} is not one of "
                           f"{list(CHANNELS)}")
     actions = {}
+    intents = _table(values.get("arbitration.intent", {}), f"{where} [arbitration.intent]")
     for i, table in enumerate(doc.get("service_action", [])):
         missing, unknown = _ACTION_KEYS - set(table), set(table) - _ACTION_KEYS
         if missing or unknown:
             raise ConfigError(f"{where} service_action #{i + 1}: missing {sorted(missing)}, "
                               f"unknown {sorted(unknown)}")
+        if table["id"] in actions:
+            raise ConfigError(f"{where} service_action {table['id']!r} is defined twice")
         actions[table["id"]] = ServiceAction(**{k: str(table[k]) for k in _ACTION_KEYS})
     for required in ("resolve_complaint", "update_risk_assessment"):
         if required not in actions:
@@ -124,9 +143,11 @@ def parse_policy(text: str, source: str = "<string>") -> PolicyConfig:
         risk_assessment_valid_days=_number(values.get(
             "suitability.risk_assessment_valid_days", 365), f"{where} risk_assessment_valid_days",
             1, integer=True),
-        investment_categories=tuple(values.get("suitability.investment_categories",
-                                               ("wealth", "investment"))),
-        credit_categories=tuple(values.get("suitability.credit_categories", ("credit",))),
+        investment_categories=_names(values.get("suitability.investment_categories",
+                                                ("wealth", "investment")),
+                                     f"{where} investment_categories"),
+        credit_categories=_names(values.get("suitability.credit_categories", ("credit",)),
+                                 f"{where} credit_categories"),
         decline_cooldown_days=_number(values.get("contact.decline_cooldown_days", 90),
                                       f"{where} decline_cooldown_days", 0, integer=True),
         max_unanswered_shows=_number(values.get("contact.max_unanswered_shows", 3),
@@ -142,7 +163,7 @@ def parse_policy(text: str, source: str = "<string>") -> PolicyConfig:
                                  f"{where} [arbitration.business_levers]"),
         channel_weights=channel_weights,
         intent_weights={str(i): _weights(t, f"{where} [arbitration.intent.{i}]")
-                        for i, t in values.get("arbitration.intent", {}).items()},
+                        for i, t in intents.items()},
         service_actions=actions,
     )
 
