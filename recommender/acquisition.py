@@ -24,6 +24,8 @@ from .interactions import acquisitions
 
 log = logging.getLogger(__name__)
 
+_PARALLEL_ROWS = 10_000
+
 
 def _examples(space: FeatureSpace, snapshots: list[sp.csr_matrix], presence: np.ndarray,
               target: int, profiles: pd.DataFrame,
@@ -116,10 +118,12 @@ class AcquisitionRanker:
         features = self.space.build(lags, present, profiles, stage_codes)
         if len(features) == 0:
             return np.zeros((0, len(self.space.products)), dtype=np.float32)
-        # One thread: a server scores one customer per request in each of several workers,
-        # and OpenMP threads competing for two cores slow everything down.
+        # One thread for small batches: a server scores one customer per request in each of
+        # several workers, and OpenMP threads competing for two cores slow everything down.
+        # Batch scoring (evaluation, campaigns) is alone on the machine and uses two.
+        threads = 2 if len(features) >= _PARALLEL_ROWS else 1
         probabilities = self.booster.predict(features, num_iteration=self.best_iteration,
-                                             num_threads=1)
+                                             num_threads=threads)
         return np.asarray(probabilities, dtype=np.float32).reshape(len(features), -1)
 
     def to_state(self) -> dict[str, Any]:

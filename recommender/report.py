@@ -86,6 +86,16 @@ def write_report(result: dict[str, Any], folder: str | Path, title: str) -> Path
     lines += [f"| {p} | {products[p]['added']:,} | {products[p]['offered']:,} | "
               f"{products[p][recall]:.3f} |" for p in product_names]
     lines += ["", f"![Recall by product]({by_product})", ""]
+    calibration = result.get("calibration")
+    if calibration:
+        lines += ["## Calibration of propensities (held-out month)", "",
+                  f"Brier score {calibration['brier']:.5f}; mean predicted "
+                  f"{calibration['mean_predicted']:.5f}, observed "
+                  f"{calibration['mean_observed']:.5f}.", "",
+                  "| predicted | observed | (customer, product) pairs |", "|---|---|---|"]
+        lines += [f"| {b['predicted']:.5f} | {b['observed']:.5f} | {b['pairs']:,} |"
+                  for b in calibration["bins"]]
+        lines.append("")
     path = folder / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     log.info("wrote the evaluation report to %s", path)
