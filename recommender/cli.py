@@ -13,6 +13,8 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/implicit load BLAS
 
+from .policy_config import CHANNELS  # noqa: E402 (light: no numpy)
+
 log = logging.getLogger("nbo")
 
 
@@ -299,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="models")
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
     p.add_argument("--limit", type=_positive_int, default=5)
-    p.add_argument("--channel", choices=("branch", "mobile", "call_center", "email"))
+    p.add_argument("--channel", choices=CHANNELS)
     p.add_argument("--out", default="reports/audit")
     p.set_defaults(func=cmd_audit)
 

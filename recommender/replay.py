@@ -35,7 +35,8 @@ def _ids(row: sp.csr_matrix | np.ndarray, catalog: Catalog) -> list[str]:
     return catalog.ids.to_external(np.sort(positions)).tolist()
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A numpy or pandas scalar as a plain JSON value; missing values become None."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and np.isnan(value):
@@ -48,7 +49,7 @@ def _plain(value: Any) -> Any:
 def decision_inputs(batch: CustomerBatch, i: int, catalog: Catalog, contact: ContactState,
                     context: DecisionContext, limit: int) -> dict[str, Any]:
     """Everything customer ``i``'s decision depends on, as JSON-able data."""
-    profile = {k: _plain(v) for k, v in batch.profiles.iloc[i].to_dict().items()
+    profile = {k: plain_value(v) for k, v in batch.profiles.iloc[i].to_dict().items()
                if k != C.GENDER}  # gender is never an input
     confidence = batch.confidence[i]
     return {

@@ -22,7 +22,13 @@ def _bar(ax, labels: list[str], values: list[float], highlight: str | None = Non
     ax.invert_yaxis()
 
 
-def _save(fig, path: Path) -> str:
+def _chart(path: Path, labels: list[str], values: list[float], xlabel: str, title: str,
+           highlight: str | None = None) -> str:
+    """A horizontal bar chart saved as PNG; returns the file name for the Markdown."""
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1))
+    _bar(ax, labels, values, highlight)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -38,30 +44,22 @@ def write_report(result: dict[str, Any], folder: str | Path, title: str) -> Path
     methods = result["methods"]
     names = list(methods)
 
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1))
-    _bar(ax, names, [methods[m][key] for m in names], served)
-    ax.set_xlabel(f"MAP@{k}")
-    ax.set_title(f"MAP@{k} by method (served: {served})")
-    by_method = _save(fig, folder / "map_by_method.png")
-
+    by_method = _chart(folder / "map_by_method.png", names, [methods[m][key] for m in names],
+                       f"MAP@{k}", f"MAP@{k} by method (served: {served})", served)
     stages = result["by_life_stage"][served]
     stage_names = sorted(stages, key=lambda s: -stages[s]["customers"])
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(stage_names) + 1))
-    _bar(ax, [f"{s} ({stages[s]['customers']})" for s in stage_names],
-         [stages[s][key] for s in stage_names])
-    ax.set_xlabel(f"MAP@{k} of {served}")
-    ax.set_title("By life stage (customers)")
-    by_stage = _save(fig, folder / "map_by_life_stage.png")
-
+    by_stage = _chart(folder / "map_by_life_stage.png",
+                      [f"{s} ({stages[s]['customers']})" for s in stage_names],
+                      [stages[s][key] for s in stage_names], f"MAP@{k} of {served}",
+                      "By life stage (customers)")
     recall = f"recall@{k}"
     products = {p: v for p, v in result["by_product"][served].items() if v["added"]}
     product_names = sorted(products, key=lambda p: -products[p]["added"])
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(product_names) + 1))
-    _bar(ax, [f"{p} ({products[p]['added']})" for p in product_names],
-         [products[p][recall] for p in product_names])
-    ax.set_xlabel(f"share of additions found in the top {k} ({served})")
-    ax.set_title("By product (additions)")
-    by_product = _save(fig, folder / "recall_by_product.png")
+    by_product = _chart(folder / "recall_by_product.png",
+                        [f"{p} ({products[p]['added']})" for p in product_names],
+                        [products[p][recall] for p in product_names],
+                        f"share of additions found in the top {k} ({served})",
+                        "By product (additions)")
 
     lines = [
         f"# {title}", "", result["protocol"] + ".", "",

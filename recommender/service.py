@@ -23,7 +23,7 @@ from .exceptions import ConfigError
 from .offers import MAX_OFFERS, OfferEngine
 from .policy import ContactState, DecisionContext, contact_state
 from .policy_config import CHANNELS, PolicyConfig, load_policy
-from .replay import decision_inputs
+from .replay import decision_inputs, plain_value
 from .responses import ResponseStore
 
 log = logging.getLogger(__name__)
@@ -118,11 +118,10 @@ class OfferService:
         position = self.book.position(customer_id)
         row = self.book.profiles.iloc[position]
         stage = self.stages.stages[int(self.book.stage_codes[position])]
-        attributes = {f: _plain(row[f]) for f in _PROFILE_FIELDS if f in row.index}
+        attributes = {f: plain_value(row[f]) for f in _PROFILE_FIELDS if f in row.index}
         if C.RISK_ASSESSED_ON in row.index:
-            assessed = row[C.RISK_ASSESSED_ON]
-            attributes[C.RISK_ASSESSED_ON] = None if assessed is None or assessed != assessed \
-                else str(assessed.date())
+            assessed = plain_value(row[C.RISK_ASSESSED_ON])
+            attributes[C.RISK_ASSESSED_ON] = assessed[:10] if assessed else None
         holdings = [{"product_id": pid, "name": self.catalog[pid].name(lang)}
                     for pid in self.book.held_product_ids(position)]
         return {
@@ -160,14 +159,6 @@ class OfferService:
                                                        "methods", "calibration")}
         info["policy_version"] = self.policy.version
         return info
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
 
 
 def load_service(data_dir: str | Path, models_dir: str | Path,
