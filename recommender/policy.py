@@ -99,8 +99,10 @@ def contact_state(history: pd.DataFrame, customer_ids: np.ndarray, catalog: Cata
 
     declined = mask((h["outcome"] == "declined")
                     & (at >= now - timedelta(days=policy.decline_cooldown_days)))
-    refreshed = (pd.Timestamp(data_as_of).tz_localize(UTC) if data_as_of is not None
-                 and pd.Timestamp(data_as_of).tzinfo is None else data_as_of)
+    # Accepted since the data was extracted: held as far as offers go, until the next refresh.
+    refreshed = None if data_as_of is None else pd.Timestamp(data_as_of)
+    if refreshed is not None and refreshed.tzinfo is None:
+        refreshed = refreshed.tz_localize(UTC)
     accepted = mask((h["outcome"] == "accepted")
                     & ((at > refreshed) if refreshed is not None else True))
     # Unanswered shows: "shown" after the last answer to the same product, within the window.
