@@ -160,6 +160,45 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_campaign(args) -> int:
+    from . import artifacts
+    from .book import CustomerBook
+    from .campaign import (
+        CampaignSpec,
+        run_campaign,
+        summary,
+        top_customers,
+        write_list,
+        write_summary,
+    )
+    from .data import load_bank
+    from .offers import OfferEngine
+    from .policy_config import load_policy
+    from .responses import ResponseStore
+
+    model = artifacts.load(args.models)
+    engine = OfferEngine(model, load_policy(args.policy))
+    book = CustomerBook(load_bank(args.data, model.catalog), model.catalog, model.stages,
+                        model.config.cf.weighting, model.config.acquisition.n_lags)
+    if args.for_product:
+        frame = top_customers(engine, book, args.for_product, args.top, args.channel)
+        log.info("wrote %s", write_list(frame, args.out))
+        return 0
+    if not args.spec:
+        from .exceptions import ConfigError
+
+        raise ConfigError("give --spec campaign.toml, or --for-product ID --top N")
+    spec = CampaignSpec.from_toml(args.spec)
+    responses_db = Path(args.state) / "responses.db"
+    responses = ResponseStore(responses_db) if responses_db.exists() else None
+    frame = run_campaign(engine, book, spec, responses)
+    write_list(frame, args.out)
+    report = write_summary(summary(frame, book, spec), args.report)
+    sys.stdout.write(f"{len(frame):,} offers to {frame['customer_id'].nunique():,} customers "
+                     f"written to {args.out}; summary: {report}\n")
+    return 0
+
+
 def cmd_recommend(args) -> int:
     from .service import load_service
 
@@ -304,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", choices=CHANNELS)
     p.add_argument("--out", default="reports/audit")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("campaign", help="campaign list over all customers, or a target list")
+    p.add_argument("--spec", help="campaign spec TOML (see examples/campaign.toml)")
+    p.add_argument("--for-product", help="instead: the best customers for this product")
+    p.add_argument("--top", type=_positive_int, default=1000, help="with --for-product")
+    p.add_argument("--channel", choices=CHANNELS, default="branch", help="with --for-product")
+    p.add_argument("--out", required=True, help="output file, .parquet or .csv")
+    p.add_argument("--report", default="reports/campaign", help="folder for the summary")
+    p.add_argument("--data", default="data/demo")
+    p.add_argument("--models", default="models")
+    p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
+    p.add_argument("--state", default="var", help="folder of recorded responses")
+    p.set_defaults(func=cmd_campaign)
 
     p = sub.add_parser("recommend", help="offers for customers of the book")
     p.add_argument("--data", default="data/demo")
