@@ -112,3 +112,18 @@ def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
         confidence=held, stages=stages.assign(profiles), lags=(held,),
         present=np.ones((1, 1), dtype=bool),
     )
+
+
+def load_book(data_dir, model) -> CustomerBook:
+    """The customer book a trained model scores, from the bank's current extracts.
+
+    Only the months the model reads are loaded (its lags), unless CF confidence counts
+    months held, which needs the whole history.
+    """
+    from .data import load_bank
+
+    config = model.config
+    months = config.acquisition.n_lags if config.cf.weighting == "binary" else None
+    bank = load_bank(data_dir, model.catalog, last_snapshots=months)
+    return CustomerBook(bank, model.catalog, model.stages, config.cf.weighting,
+                        config.acquisition.n_lags)

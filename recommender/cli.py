@@ -138,16 +138,14 @@ def cmd_replay(args) -> int:
 def cmd_audit(args) -> int:
     from . import artifacts
     from .audit import audit, write_audit
-    from .book import CustomerBook
-    from .data import load_bank
+    from .book import load_book
     from .offers import OfferEngine
     from .policy import DecisionContext
     from .policy_config import load_policy
 
     model = artifacts.load(args.models)
     engine = OfferEngine(model, load_policy(args.policy))
-    book = CustomerBook(load_bank(args.data, model.catalog), model.catalog, model.stages,
-                        model.config.cf.weighting, model.config.acquisition.n_lags)
+    book = load_book(args.data, model)
     channel = args.channel or engine.policy.default_channel
     result = audit(engine, book, args.limit, DecisionContext(channel=channel))
     path = write_audit(result, args.out)
@@ -162,7 +160,7 @@ def cmd_audit(args) -> int:
 
 def cmd_campaign(args) -> int:
     from . import artifacts
-    from .book import CustomerBook
+    from .book import load_book
     from .campaign import (
         CampaignSpec,
         run_campaign,
@@ -171,15 +169,13 @@ def cmd_campaign(args) -> int:
         write_list,
         write_summary,
     )
-    from .data import load_bank
     from .offers import OfferEngine
     from .policy_config import load_policy
     from .responses import ResponseStore
 
     model = artifacts.load(args.models)
     engine = OfferEngine(model, load_policy(args.policy))
-    book = CustomerBook(load_bank(args.data, model.catalog), model.catalog, model.stages,
-                        model.config.cf.weighting, model.config.acquisition.n_lags)
+    book = load_book(args.data, model)
     if args.for_product:
         frame = top_customers(engine, book, args.for_product, args.top, args.channel)
         log.info("wrote %s", write_list(frame, args.out))

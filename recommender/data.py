@@ -219,7 +219,15 @@ def validate_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.In
         C.CUSTOMER_ID: customers, C.PRODUCT_ID: products,
         C.SNAPSHOT_DATE: _dates(frame, C.SNAPSHOT_DATE, source),
     })
-    return out.drop_duplicates(ignore_index=True)
+    # One integer key per (customer, product, snapshot): far cheaper than hashing the rows.
+    dates = out[C.SNAPSHOT_DATE].to_numpy().astype(np.int64)
+    date_codes = np.unique(dates, return_inverse=True)[1]
+    key = (customers.codes.astype(np.int64) * len(catalog) + products.codes) * (
+        int(date_codes.max()) + 1 if len(date_codes) else 1) + date_codes
+    _, first = np.unique(key, return_index=True)
+    if len(first) == len(out):
+        return out
+    return out.iloc[np.sort(first)].reset_index(drop=True)
 
 
 def _aligned_categorical(values: pd.Series, categories: pd.Index) -> pd.Categorical:
@@ -233,11 +241,32 @@ def _aligned_categorical(values: pd.Series, categories: pd.Index) -> pd.Categori
     return pd.Categorical.from_codes(codes.astype(np.int32), categories=categories)
 
 
-def load_bank(data_dir: str | Path, catalog: Catalog) -> BankData:
-    """Read and validate ``customers`` and ``holdings`` (Parquet or CSV) from a folder."""
+def _recent_holdings(path: Path, last_snapshots: int) -> pd.DataFrame:
+    """Only the latest ``last_snapshots`` snapshots of a Parquet holdings file: a server or a
+    campaign needs a few months, not the whole history, in memory."""
+    try:
+        dates = pd.to_datetime(pd.read_parquet(path, columns=[C.SNAPSHOT_DATE])[C.SNAPSHOT_DATE],
+                               errors="coerce")
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataValidationError(f"cannot read the file: {exc}", source=str(path)) from exc
+    if dates.isna().any():  # let the full validation report the bad rows
+        return read_table(path)
+    keep = [pd.Timestamp(d) for d in np.sort(dates.unique())[-last_snapshots:]]
+    return pd.read_parquet(path, filters=[(C.SNAPSHOT_DATE, "in", keep)])
+
+
+def load_bank(data_dir: str | Path, catalog: Catalog,
+              last_snapshots: int | None = None) -> BankData:
+    """Read and validate ``customers`` and ``holdings`` (Parquet or CSV) from a folder.
+
+    ``last_snapshots`` keeps only the latest snapshots (what serving and campaigns need).
+    """
     customers_path = find_extract(data_dir, CUSTOMERS_FILE)
     holdings_path = find_extract(data_dir, HOLDINGS_FILE)
-    holdings_raw = read_table(holdings_path)
+    if last_snapshots and holdings_path.suffix == ".parquet":
+        holdings_raw = _recent_holdings(holdings_path, last_snapshots)
+    else:
+        holdings_raw = read_table(holdings_path)
     as_of = None  # ages from birth dates are taken at the latest snapshot
     if C.SNAPSHOT_DATE in holdings_raw.columns:
         latest = pd.to_datetime(holdings_raw[C.SNAPSHOT_DATE], errors="coerce").max()

@@ -16,8 +16,7 @@ import numpy as np
 
 from . import artifacts
 from . import columns as C
-from .book import CustomerBatch, CustomerBook, profile_batch
-from .data import load_bank
+from .book import CustomerBatch, CustomerBook, load_book, profile_batch
 from .decisions import DecisionLog, load_or_create_key
 from .exceptions import ConfigError
 from .offers import MAX_OFFERS, OfferEngine
@@ -173,9 +172,7 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
                           "missing: restore the key file (a new key could not read the log)")
     model = artifacts.load(models_dir, version)
     policy = load_policy(policy_file)
-    bank = load_bank(data_dir, model.catalog)
-    book = CustomerBook(bank, model.catalog, model.stages, model.config.cf.weighting,
-                        model.config.acquisition.n_lags)
+    book = load_book(data_dir, model)
     responses = ResponseStore(state / "responses.db",
                               product_ids=list(model.catalog.ids.external_ids))
     decisions = DecisionLog(decisions_db, load_or_create_key(key_file))

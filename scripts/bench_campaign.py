@@ -28,9 +28,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from recommender import artifacts  # noqa: E402
-from recommender.book import CustomerBook  # noqa: E402
+from recommender.book import load_book  # noqa: E402
 from recommender.campaign import CampaignSpec, run_campaign, write_list  # noqa: E402
-from recommender.data import load_bank  # noqa: E402
 from recommender.offers import OfferEngine  # noqa: E402
 from recommender.ranker import served_ranker  # noqa: E402
 
@@ -68,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     data, models = _prepare(Path(args.work), args.customers)
 
     model = artifacts.load(models)
-    bank = load_bank(data, model.catalog)
-    book = CustomerBook(bank, model.catalog, model.stages, model.config.cf.weighting,
-                        model.config.acquisition.n_lags)
+    book = load_book(data, model)
     base = CampaignSpec.from_toml(SPEC)
     scale = max(1, args.customers // 100_000)
     spec = replace(base, quotas={p: q * scale for p, q in base.quotas.items()})

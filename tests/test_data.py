@@ -271,3 +271,17 @@ def test_snapshots_are_sorted_and_distinct(tiny_bank):
     shuffled = BankData(tiny_bank.customers, tiny_bank.holdings.iloc[::-1])
     assert shuffled.snapshots == tiny_bank.snapshots
     assert len(tiny_bank.snapshots) == 3
+
+
+def test_load_bank_can_keep_only_the_latest_snapshots(tmp_path, packaged_catalog, life_stages):
+    """Serving and campaigns read a few months, not the whole history."""
+    from recommender.demo import generate
+
+    demo = generate(300, 5, 2, packaged_catalog, life_stages)
+    write_bank(BankData(demo.customers, demo.holdings), tmp_path)
+    full = load_bank(tmp_path, packaged_catalog)
+    recent = load_bank(tmp_path, packaged_catalog, last_snapshots=2)
+    assert recent.snapshots == full.snapshots[-2:]
+    expected = full.holdings[full.holdings["snapshot_date"] >= full.snapshots[-2]]
+    assert len(recent.holdings) == len(expected)
+    assert recent.reference_date == full.reference_date
