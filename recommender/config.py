@@ -75,7 +75,7 @@ class AcquisitionConfig:
     n_lags: int = 4
     train_months: int = 1
     refit: bool = False
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     num_leaves: int = 15
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.7
