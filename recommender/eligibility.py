@@ -28,9 +28,12 @@ def income_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
 
 
 def residency_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
-    residency = customers[C.RESIDENCY].to_numpy().astype(str)
-    return np.column_stack([np.isin(residency, p.residency) for p in catalog.products]) if len(
-        catalog) else np.zeros((len(customers), 0), dtype=bool)
+    """The customer's residency is one the product accepts (one lookup per distinct value)."""
+    values, codes = np.unique(customers[C.RESIDENCY].to_numpy().astype(str),
+                              return_inverse=True)
+    accepts = np.array([[value in p.residency for p in catalog.products] for value in values],
+                       dtype=bool).reshape(len(values), len(catalog))
+    return accepts[codes]
 
 
 def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:

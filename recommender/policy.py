@@ -132,7 +132,8 @@ def rule_masks(batch: CustomerBatch, catalog: Catalog, policy: PolicyConfig,
     owned = held | contact.accepted_pending
     categories = catalog.column("category")
     risk_level = np.array([p.risk_level for p in catalog.products])
-    customer_risk = profiles[C.RISK_GRADE].str[1].astype(int).to_numpy()
+    customer_risk = np.searchsorted(np.asarray(C.RISK_GRADES),
+                                    profiles[C.RISK_GRADE].to_numpy().astype(str)) + 1
     investment = np.isin(categories, policy.investment_categories)
     assessed = (pd.to_datetime(profiles[C.RISK_ASSESSED_ON]) if C.RISK_ASSESSED_ON in profiles
                 else pd.Series(pd.NaT, index=profiles.index))
@@ -192,8 +193,8 @@ def arbitrate(propensity: np.ndarray, offerable: np.ndarray, catalog: Catalog,
     gain = propensity * value[None, :] - policy.contact_cost
     priority = propensity * value[None, :] * context_weights(catalog, policy, context)[None, :]
     priority = np.where(offerable & (gain > 0), priority, -np.inf)
-    positions = np.broadcast_to(np.arange(priority.shape[1]), priority.shape)
-    order = np.lexsort((positions, -priority), axis=1)
+    # A stable sort keeps catalog order among equal priorities: deterministic ties.
+    order = np.argsort(-priority, axis=1, kind="stable")
     return Arbitration(priority, gain, order)
 
 
