@@ -254,6 +254,10 @@ def _print_examples(bank, stages, host: str, port: int) -> None:
     lines += [
         f"  curl '{base}/v1/customers/{first}/offers?lang=zh&limit=3'",
         f"  curl '{base}/v1/customers/{first}'",
+        f"  curl '{base}/v1/customers/{first}/offers/mortgage/why-not?lang=zh'",
+        f"  curl -X POST '{base}/v1/customers/{first}/responses' -H 'Content-Type: "
+        "application/json' -d '{\"product_id\": \"mobile_banking\", \"outcome\": "
+        "\"declined\", \"channel\": \"branch\"}'",
         f"  curl '{base}/v1/products'",
         f"  curl '{base}/v1/life-stages'",
         f"  curl -X POST '{base}/v1/offers/score' -H 'Content-Type: application/json' -d "
