@@ -172,8 +172,12 @@ def _excluded(book: CustomerBook, spec: CampaignSpec) -> np.ndarray:
 
 def run_campaign(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
                  responses=None, chunk_size: int = 100_000, progress=sys.stderr,
-                 ) -> pd.DataFrame:
-    """The campaign list (OUTPUT_COLUMNS), rules and policy applied, quotas respected."""
+                 decisions=None) -> pd.DataFrame:
+    """The campaign list (OUTPUT_COLUMNS), rules and policy applied, quotas respected.
+
+    With a decision log, every customer reached gets a logged decision (source "batch") and
+    the list a ``decision_id`` column.
+    """
     spec.check(engine)
     context = DecisionContext(channel=spec.channel, intent=spec.intent)
     campaign_cols = engine.catalog.ids.to_internal(list(spec.products))
@@ -229,7 +233,51 @@ def run_campaign(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
     result["rank"] = result.groupby("customer_id").cumcount() + 1
     log.info("campaign %s: %d offers to %d customers in %.1f s", spec.name, len(result),
              result["customer_id"].nunique(), time.perf_counter() - started)
-    return result[list(OUTPUT_COLUMNS)]
+    result = result[list(OUTPUT_COLUMNS)]
+    if decisions is not None:
+        result = _log_decisions(engine, book, spec, result, responses, context, decisions,
+                                chunk_size)
+    return result
+
+
+def _log_decisions(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
+                   result: pd.DataFrame, responses, context: DecisionContext, decisions,
+                   chunk_size: int) -> pd.DataFrame:
+    """One logged decision per customer reached: the inputs it was computed from and the
+    offers the campaign made; ``nbo replay`` recomputes their values."""
+    from .policy import ContactState
+    from .replay import decision_inputs
+
+    customers = result["customer_id"].unique()
+    by_customer = {cid: rows for cid, rows in result.groupby("customer_id", sort=False)}
+    ids: dict[str, str] = {}
+    limit = len(spec.products)
+    for start in range(0, len(customers), chunk_size):
+        chunk = customers[start:start + chunk_size]
+        batch = book.batch(book.ids.to_internal(chunk))
+        contact = ContactState.empty(len(batch), len(engine.catalog))
+        if responses is not None:
+            since = context.now() - timedelta(days=max(spec.contact_window_days, 90))
+            contact = contact_state(responses.contact_history(list(chunk), since), chunk,
+                                    engine.catalog, engine.policy, context, book.snapshot)
+        rows = []
+        for i, cid in enumerate(chunk):
+            offers = by_customer[cid]
+            rows.append({
+                "customer_id": str(cid), "source": "batch",
+                "model_version": engine.model.version, "policy_version": engine.policy.version,
+                "policy_text": engine.policy.text,
+                "inputs": {**decision_inputs(batch, i, engine.catalog, contact, context, limit),
+                           "campaign": spec.name},
+                "output": {"campaign": spec.name, "offers": [
+                    {"product_id": r.product_id, "rank": int(r.rank),
+                     "propensity": round(float(r.propensity), 6),
+                     "priority": round(float(r.priority), 6),
+                     "expected_value": round(float(r.expected_value), 6)}
+                    for r in offers.itertuples()]},
+            })
+        ids.update(zip(chunk, decisions.record_many(rows), strict=True))
+    return result.assign(decision_id=result["customer_id"].map(ids))
 
 
 def top_customers(engine: OfferEngine, book: CustomerBook, product_id: str, n: int,

@@ -115,8 +115,8 @@ def cmd_import_santander(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from .decisions import DecisionLog, load_or_create_key
     from .replay import replay
+    from .service import open_decision_log
 
     state = Path(args.state)
     key = state / "decision.key"
@@ -124,7 +124,7 @@ def cmd_replay(args) -> int:
         from .exceptions import ConfigError
 
         raise ConfigError(f"no decision-log key at {key}: replay needs the key that wrote the log")
-    with DecisionLog(state / "decisions.db", load_or_create_key(key)) as decisions:
+    with open_decision_log(state) as decisions:
         result = replay(decisions.get(args.decision_id), args.models)
     sys.stdout.write(json.dumps({
         "decision_id": args.decision_id, "created_at": result.decision.created_at.isoformat(),
@@ -172,6 +172,7 @@ def cmd_campaign(args) -> int:
     from .offers import OfferEngine
     from .policy_config import load_policy
     from .responses import ResponseStore
+    from .service import open_decision_log
 
     model = artifacts.load(args.models)
     engine = OfferEngine(model, load_policy(args.policy))
@@ -187,7 +188,7 @@ def cmd_campaign(args) -> int:
     spec = CampaignSpec.from_toml(args.spec)
     responses_db = Path(args.state) / "responses.db"
     responses = ResponseStore(responses_db) if responses_db.exists() else None
-    frame = run_campaign(engine, book, spec, responses)
+    frame = run_campaign(engine, book, spec, responses, decisions=open_decision_log(args.state))
     write_list(frame, args.out)
     report = write_summary(summary(frame, book, spec), args.report)
     sys.stdout.write(f"{len(frame):,} offers to {frame['customer_id'].nunique():,} customers "

@@ -102,7 +102,7 @@ class Replay:
 
     @property
     def same(self) -> bool:
-        return _comparable(self.output) == _comparable(self.decision.output)
+        return _close(_comparable(self.output), _comparable(self.decision.output))
 
 
 def _comparable(output: dict[str, Any]) -> dict[str, Any]:
@@ -110,11 +110,34 @@ def _comparable(output: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in output.items() if k not in ("decision_id", "customer_id")}
 
 
+def _close(a: Any, b: Any) -> bool:
+    """Equal, numbers within a relative 1e-5 (a batch and a single customer may differ in the
+    last bit of a float32 score)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and bool(
+            np.isclose(a, b, rtol=1e-5, atol=1e-9))
+    return a == b
+
+
 def replay(decision: Decision, models_dir: str | Path) -> Replay:
     """Recompute a logged decision with its own model version and policy text."""
     model = artifacts.load(models_dir, decision.model_version)
     engine = OfferEngine(model, parse_policy(decision.policy_text, "decision log policy"))
     batch, contact, context, limit = rebuild(decision.inputs, model.catalog, model.stages)
+    if decision.source == "batch":  # a campaign: recompute the values of the offers it made
+        scored = engine.score(batch, limit, context, contact)
+        positions = {p: model.catalog.ids.position(p) for p in model.catalog.ids.external_ids}
+        offers = [{"product_id": o["product_id"], "rank": o["rank"],
+                   "propensity": round(float(scored.propensity[0, positions[o["product_id"]]]), 6),
+                   "priority": round(float(scored.priority[0, positions[o["product_id"]]]), 6),
+                   "expected_value": round(
+                       float(scored.expected_gain[0, positions[o["product_id"]]]), 6)}
+                  for o in decision.output["offers"]]
+        return Replay(decision, {"campaign": decision.inputs["campaign"], "offers": offers})
     result = engine.offers(batch, limit, context, contact)[0].to_dict("en")
     result["model_version"], result["policy_version"] = model.version, engine.policy.version
     return Replay(decision, result)

@@ -160,22 +160,27 @@ class OfferService:
         return info
 
 
-def load_service(data_dir: str | Path, models_dir: str | Path,
-                 version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
-                 state_dir: str | Path = "var") -> OfferService:
-    """Load the model version, the policy and the bank's current extracts (validated with the
-    model's catalog), and open the response store and the decision log in ``state_dir``."""
+def open_decision_log(state_dir: str | Path) -> DecisionLog:
+    """The decision log in ``state_dir``; refuses a log whose key file has gone missing."""
     state = Path(state_dir)
     key_file, decisions_db = state / "decision.key", state / "decisions.db"
     if decisions_db.exists() and not key_file.exists():
         raise ConfigError(f"the decision log {decisions_db} exists but its key {key_file} is "
                           "missing: restore the key file (a new key could not read the log)")
+    return DecisionLog(decisions_db, load_or_create_key(key_file))
+
+
+def load_service(data_dir: str | Path, models_dir: str | Path,
+                 version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
+                 state_dir: str | Path = "var") -> OfferService:
+    """Load the model version, the policy and the bank's current extracts (validated with the
+    model's catalog), and open the response store and the decision log in ``state_dir``."""
+    decisions = open_decision_log(state_dir)
     model = artifacts.load(models_dir, version)
     policy = load_policy(policy_file)
     book = load_book(data_dir, model)
-    responses = ResponseStore(state / "responses.db",
+    responses = ResponseStore(Path(state_dir) / "responses.db",
                               product_ids=list(model.catalog.ids.external_ids))
-    decisions = DecisionLog(decisions_db, load_or_create_key(key_file))
     log.info("serving model %s (%s) with policy %s for %d customers", model.version,
              model.served, policy.version, len(book))
     return OfferService(OfferEngine(model, policy), book, responses, decisions)
