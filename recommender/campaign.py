@@ -246,10 +246,14 @@ def _log_decisions(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
     """One logged decision per customer reached: the inputs it was computed from and the
     offers the campaign made; ``nbo replay`` recomputes their values."""
     from .policy import ContactState
-    from .replay import decision_inputs
+    from .replay import batch_decision_inputs
 
-    customers = result["customer_id"].unique()
-    by_customer = {cid: rows for cid, rows in result.groupby("customer_id", sort=False)}
+    ordered = result.sort_values(["customer_id", "rank"], ignore_index=True)
+    customers, first = np.unique(ordered["customer_id"].to_numpy().astype(str),
+                                 return_index=True)
+    bounds = np.append(first, len(ordered))
+    columns = {name: ordered[name].to_numpy() for name in
+               ("product_id", "rank", "propensity", "priority", "expected_value")}
     ids: dict[str, str] = {}
     limit = len(spec.products)
     for start in range(0, len(customers), chunk_size):
@@ -260,21 +264,22 @@ def _log_decisions(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
             since = context.now() - timedelta(days=max(spec.contact_window_days, 90))
             contact = contact_state(responses.contact_history(list(chunk), since), chunk,
                                     engine.catalog, engine.policy, context, book.snapshot)
+        inputs = batch_decision_inputs(batch, engine.catalog, contact, context, limit)
         rows = []
         for i, cid in enumerate(chunk):
-            offers = by_customer[cid]
+            lo, hi = bounds[start + i], bounds[start + i + 1]
+            offers = [{"product_id": str(columns["product_id"][j]),
+                       "rank": int(columns["rank"][j]),
+                       "propensity": round(float(columns["propensity"][j]), 6),
+                       "priority": round(float(columns["priority"][j]), 6),
+                       "expected_value": round(float(columns["expected_value"][j]), 6)}
+                      for j in range(lo, hi)]
             rows.append({
                 "customer_id": str(cid), "source": "batch",
                 "model_version": engine.model.version, "policy_version": engine.policy.version,
                 "policy_text": engine.policy.text,
-                "inputs": {**decision_inputs(batch, i, engine.catalog, contact, context, limit),
-                           "campaign": spec.name},
-                "output": {"campaign": spec.name, "offers": [
-                    {"product_id": r.product_id, "rank": int(r.rank),
-                     "propensity": round(float(r.propensity), 6),
-                     "priority": round(float(r.priority), 6),
-                     "expected_value": round(float(r.expected_value), 6)}
-                    for r in offers.itertuples()]},
+                "inputs": {**inputs[i], "campaign": spec.name},
+                "output": {"campaign": spec.name, "offers": offers},
             })
         ids.update(zip(chunk, decisions.record_many(rows), strict=True))
     return result.assign(decision_id=result["customer_id"].map(ids))

@@ -30,11 +30,6 @@ from .segments import LifeStageRules
 _CONTACT_MASKS = ("declined_recently", "paused", "accepted_pending")
 
 
-def _ids(row: sp.csr_matrix | np.ndarray, catalog: Catalog) -> list[str]:
-    positions = row.indices if sp.issparse(row) else np.flatnonzero(row)
-    return catalog.ids.to_external(np.sort(positions)).tolist()
-
-
 def plain_value(value: Any) -> Any:
     """A numpy or pandas scalar as a plain JSON value; missing values become None."""
     if isinstance(value, np.generic):
@@ -49,21 +44,46 @@ def plain_value(value: Any) -> Any:
 def decision_inputs(batch: CustomerBatch, i: int, catalog: Catalog, contact: ContactState,
                     context: DecisionContext, limit: int) -> dict[str, Any]:
     """Everything customer ``i``'s decision depends on, as JSON-able data."""
-    profile = {k: plain_value(v) for k, v in batch.profiles.iloc[i].to_dict().items()
-               if k != C.GENDER}  # gender is never an input
-    confidence = batch.confidence[i]
-    return {
-        "profile": profile,
-        "lags": [_ids(lag[i], catalog) for lag in batch.lags],
-        "present": [bool(p) for p in batch.present[i]] if batch.present is not None else [],
-        "confidence": {catalog.ids.to_external([c])[0]: float(v)
-                       for c, v in zip(confidence.indices, confidence.data, strict=True)},
-        "contact": {**{m: _ids(getattr(contact, m)[i], catalog) for m in _CONTACT_MASKS},
-                    "shown_today": int(contact.shown_today[i])},
-        "context": {"channel": context.channel, "intent": context.intent,
-                    "at": context.now().isoformat()},
-        "limit": int(limit),
-    }
+    return batch_decision_inputs(batch, catalog, contact, context, limit, [i])[0]
+
+
+def batch_decision_inputs(batch: CustomerBatch, catalog: Catalog, contact: ContactState,
+                          context: DecisionContext, limit: int,
+                          rows: list[int] | None = None) -> list[dict[str, Any]]:
+    """``decision_inputs`` for many customers at once: campaigns log thousands per second."""
+    rows = list(range(len(batch))) if rows is None else rows
+    names = catalog.ids.external_ids
+    profiles = batch.profiles.drop(columns=[C.GENDER], errors="ignore")  # never an input
+    records = profiles.iloc[rows].to_dict("records")
+    idx = np.asarray(rows, dtype=np.int64)
+
+    def ids(matrix) -> list[list[str]]:
+        csr = sp.csr_matrix(matrix[idx])
+        csr.sort_indices()
+        return [names[csr.indices[a:b]].tolist() for a, b in
+                zip(csr.indptr[:-1], csr.indptr[1:], strict=True)]
+
+    lags = [ids(lag) for lag in batch.lags]
+    masks = {m: ids(getattr(contact, m)) for m in _CONTACT_MASKS}
+    confidence = sp.csr_matrix(batch.confidence[idx])
+    confidence.sort_indices()
+    ctx = {"channel": context.channel, "intent": context.intent,
+           "at": context.now().isoformat()}
+    out = []
+    for k, i in enumerate(rows):
+        a, b = confidence.indptr[k], confidence.indptr[k + 1]
+        out.append({
+            "profile": {key: plain_value(v) for key, v in records[k].items()},
+            "lags": [lag[k] for lag in lags],
+            "present": ([bool(p) for p in batch.present[i]] if batch.present is not None
+                        else []),
+            "confidence": {names[c]: float(v) for c, v in
+                           zip(confidence.indices[a:b], confidence.data[a:b], strict=True)},
+            "contact": {**{m: masks[m][k] for m in _CONTACT_MASKS},
+                        "shown_today": int(contact.shown_today[i])},
+            "context": ctx, "limit": int(limit),
+        })
+    return out
 
 
 def _row(ids: list[str], catalog: Catalog, values: dict[str, float] | None = None):

@@ -4,7 +4,8 @@
 
 Generates (or reuses, under --work) a demo bank and a trained model with the `nbo` command in
 child processes, so this process's peak memory is the campaign's own. Then times, over the
-same customers: (a) the campaign with every rule, with the ranker the product serves; (b) the
+same customers: (a) the campaign with every rule, with the ranker the product serves, logging
+its decisions as the product does; (b) the
 same with the CF (hybrid) ranker; (c) the served ranker's raw scores, no rules, no output;
 (d) one numpy matmul of the ALS factors plus argpartition; (e) implicit's batch recommend.
 Prints and writes JSON.
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ from recommender.book import load_book  # noqa: E402
 from recommender.campaign import CampaignSpec, run_campaign, write_list  # noqa: E402
 from recommender.offers import OfferEngine  # noqa: E402
 from recommender.ranker import served_ranker  # noqa: E402
+from recommender.service import open_decision_log  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "campaign.toml"
 CHUNK = 100_000
@@ -72,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     scale = max(1, args.customers // 100_000)
     spec = replace(base, quotas={p: q * scale for p, q in base.quotas.items()})
     engine = OfferEngine(model)
-    frame, campaign_s = _timed(lambda: run_campaign(engine, book, spec, progress=None))
+    state = Path(args.work) / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    with open_decision_log(state) as decisions:  # the product's campaign logs its decisions
+        frame, campaign_s = _timed(lambda: run_campaign(engine, book, spec, progress=None,
+                                                        decisions=decisions))
     write_list(frame, Path(args.work) / "campaign.parquet")
     cf_engine = OfferEngine(replace(model, served="hybrid"))
     _, campaign_cf_s = _timed(lambda: run_campaign(cf_engine, book, spec, progress=None))
