@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from . import columns as C
 from .catalog import Catalog
-from .data import BankData, validate_customers
+from .data import BankData, load_bank, validate_customers
 from .exceptions import DataValidationError, UnknownCustomerError
 from .ids import IdMap
 from .interactions import confidence_matrix, months_between, present_at, snapshot_matrix
@@ -120,8 +120,6 @@ def load_book(data_dir, model) -> CustomerBook:
     Only the months the model reads are loaded (its lags), unless CF confidence counts
     months held, which needs the whole history.
     """
-    from .data import load_bank
-
     config = model.config
     months = config.acquisition.n_lags if config.cf.weighting == "binary" else None
     bank = load_bank(data_dir, model.catalog, last_snapshots=months)

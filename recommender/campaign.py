@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from .exceptions import ConfigError
 from .offers import OfferEngine
 from .policy import DecisionContext, contact_state
 from .policy_config import CHANNELS
+from .tomlfiles import toml_document, toml_text
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,8 @@ class CampaignSpec:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> CampaignSpec:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"campaign spec not found: {path}")
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        text, source = toml_text(path, "", ConfigError, "campaign spec")
+        values = toml_document(text, source, ConfigError)
         unknown = sorted(set(values) - _SPEC_KEYS)
         if unknown:
             raise ConfigError(f"{path}: unknown keys {unknown}; allowed: {sorted(_SPEC_KEYS)}")
@@ -74,7 +69,7 @@ class CampaignSpec:
             raise ConfigError(f"{path}: missing keys {missing}")
         return cls(**{**values, "products": tuple(values["products"]),
                       "exclude_life_stages": tuple(values.get("exclude_life_stages", ())),
-                      "source": str(path)})
+                      "source": source})
 
     def check(self, engine: OfferEngine) -> None:
         """Refuse what the catalog, policy or stages do not know, naming the key."""

@@ -294,6 +294,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_serving_inputs(parser: argparse.ArgumentParser) -> None:
+    """The bank's extracts and the trained models a command serves from."""
+    parser.add_argument("--data", default="data/demo", help="folder with customers and holdings")
+    parser.add_argument("--models", default="models", help="models folder (uses current)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nbo", description="Next-best-offer recommender")
     parser.add_argument("--log-level", default="INFO")
@@ -337,8 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("audit", help="fairness audit: offer rates by gender and age band")
-    p.add_argument("--data", default="data/demo")
-    p.add_argument("--models", default="models")
+    _add_serving_inputs(p)
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
     p.add_argument("--limit", type=_positive_int, default=5)
     p.add_argument("--channel", choices=CHANNELS)
@@ -352,15 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", choices=CHANNELS, default="branch", help="with --for-product")
     p.add_argument("--out", required=True, help="output file, .parquet or .csv")
     p.add_argument("--report", default="reports/campaign", help="folder for the summary")
-    p.add_argument("--data", default="data/demo")
-    p.add_argument("--models", default="models")
+    _add_serving_inputs(p)
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
     p.add_argument("--state", default="var", help="folder of recorded responses")
     p.set_defaults(func=cmd_campaign)
 
     p = sub.add_parser("recommend", help="offers for customers of the book")
-    p.add_argument("--data", default="data/demo")
-    p.add_argument("--models", default="models")
+    _add_serving_inputs(p)
     p.add_argument("--customer", action="append", required=True, help="repeat for several")
     p.add_argument("--limit", type=_positive_int, default=5)
     p.add_argument("--lang", choices=("en", "zh"), default="en")
@@ -369,8 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("serve", help="run the HTTP service under gunicorn")
-    p.add_argument("--data", default="data/demo")
-    p.add_argument("--models", default="models")
+    _add_serving_inputs(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=8000)
     p.add_argument("--workers", type=_positive_int, default=2)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
+from .tomlfiles import toml_document, toml_text
 
 CF_KINDS = ("als", "item_knn")
 RANKERS = ("auto", "hybrid", "acquisition")
@@ -148,13 +148,9 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"training config file not found: {path}")
-        try:
-            return cls.from_dict(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        text, source = toml_text(path, "", ConfigError, "training config")
+        # from_dict refuses unknown keys itself, naming the allowed ones
+        return cls.from_dict(toml_document(text, source, ConfigError), source)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

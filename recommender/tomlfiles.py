@@ -22,13 +22,14 @@ def toml_text(path: str | Path | None, packaged: str, error: type[Exception],
 
 
 def toml_document(text: str, source: str, error: type[Exception],
-                  top_level: set[str]) -> dict[str, Any]:
-    """The parsed document; invalid TOML or unknown top-level keys raise ``error``."""
+                  top_level: set[str] | None = None) -> dict[str, Any]:
+    """The parsed document; invalid TOML or (when ``top_level`` is given) unknown top-level
+    keys raise ``error``."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{source}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(document) - top_level)
+    unknown = sorted(set(document) - top_level) if top_level is not None else []
     if unknown:
         raise error(f"{source}: unknown top-level keys {unknown}")
     return document
