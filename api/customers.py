@@ -1,39 +1,36 @@
 """Customers: profile, decisions (offers), why-not, recorded responses, and offers for a
 customer described in the request."""
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from recommender.data import CUSTOMER_COLUMNS
 
 from .errors import BadRequest
 from .params import channel_param, intent_param, json_body, lang_param, limit_param
+from .state import current_service
 
 bp = Blueprint("customers", __name__)
 
 
-def _service():
-    return current_app.extensions["nbo"]
-
-
 def _context_params() -> dict:
-    return {"channel": channel_param(), "intent": intent_param(_service().policy.intents)}
+    return {"channel": channel_param(), "intent": intent_param(current_service().policy.intents)}
 
 
 @bp.get("/customers/<customer_id>")
 def profile(customer_id: str):
-    return _service().profile(customer_id, lang_param())
+    return current_service().profile(customer_id, lang_param())
 
 
 @bp.get("/customers/<customer_id>/offers")
 def offers(customer_id: str):
     limit, lang, context = limit_param(), lang_param(), _context_params()
-    return _service().offers(customer_id, limit, lang, **context)
+    return current_service().offers(customer_id, limit, lang, **context)
 
 
 @bp.get("/customers/<customer_id>/offers/<product_id>/why-not")
 def why_not(customer_id: str, product_id: str):
     limit, lang, context = limit_param(), lang_param(), _context_params()
-    return _service().why_not(customer_id, product_id, lang, limit=limit, **context)
+    return current_service().why_not(customer_id, product_id, lang, limit=limit, **context)
 
 
 @bp.post("/customers/<customer_id>/responses")
@@ -47,14 +44,14 @@ def record_response(customer_id: str):
         raise BadRequest(f"missing fields {missing}", fields=missing)
     if not all(isinstance(body[f], str) for f in ("product_id", "outcome", "channel")):
         raise BadRequest("product_id, outcome and channel must be strings")
-    stored = _service().record_response(customer_id, body["product_id"], body["outcome"],
+    stored = current_service().record_response(customer_id, body["product_id"], body["outcome"],
                                         body["channel"])
     return stored, 201
 
 
 @bp.get("/customers/<customer_id>/responses")
 def list_responses(customer_id: str):
-    return {"customer_id": customer_id, "responses": _service().list_responses(customer_id)}
+    return {"customer_id": customer_id, "responses": current_service().list_responses(customer_id)}
 
 
 @bp.post("/offers/score")
@@ -80,5 +77,5 @@ def score():
     customer = {"customer_id": "request", **customer}
     limit, lang = limit_param(body.get("limit", "")), lang_param(body.get("lang", "en"))
     context = {"channel": channel_param(body.get("channel", "")),
-               "intent": intent_param(_service().policy.intents, body.get("intent", ""))}
-    return _service().offers_for_profile(customer, holdings, limit, lang, **context)
+               "intent": intent_param(current_service().policy.intents, body.get("intent", ""))}
+    return current_service().offers_for_profile(customer, holdings, limit, lang, **context)

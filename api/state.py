@@ -1,0 +1,16 @@
+"""Where views find the service they answer from.
+
+Views never keep the service between requests: a hot reload swaps it, and each request
+should read the one current when it started.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from recommender.service import OfferService
+
+
+def current_service() -> OfferService:
+    """The offer service answering this request."""
+    return current_app.extensions["nbo"]
