@@ -6,6 +6,7 @@ hold now" in O(1) for the API, and hands out batches of customers for vectorised
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,16 @@ class CustomerBatch:
 
     def __len__(self) -> int:
         return len(self.customer_ids)
+
+    def take(self, rows: np.ndarray) -> CustomerBatch:
+        """These rows only, in this order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return CustomerBatch(
+            customer_ids=self.customer_ids[rows],
+            profiles=self.profiles.iloc[rows].reset_index(drop=True),
+            held=self.held[rows], confidence=self.confidence[rows], stages=self.stages[rows],
+            lags=tuple(lag[rows] for lag in self.lags),
+            present=None if self.present is None else self.present[rows])
 
 
 class CustomerBook:
@@ -86,6 +97,17 @@ class CustomerBook:
             stages=self.stage_codes[positions],
             lags=tuple(lag[positions] for lag in self.lags), present=self.present[positions],
         )
+
+    def chunks(self, chunk_size: int) -> Iterator[CustomerBatch]:
+        """Every customer, in batches of ``chunk_size``, in book order."""
+        for start in range(0, len(self), chunk_size):
+            yield self.batch(np.arange(start, min(start + chunk_size, len(self))))
+
+    def batches_of(self, customer_ids: np.ndarray, chunk_size: int) -> Iterator[CustomerBatch]:
+        """Batches of exactly these customers, in the order given."""
+        positions = self.ids.to_internal(np.asarray(customer_ids))
+        for start in range(0, len(positions), chunk_size):
+            yield self.batch(positions[start:start + chunk_size])
 
     def held_product_ids(self, position: int) -> list[str]:
         row = self.held[position]

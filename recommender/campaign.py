@@ -17,27 +17,29 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from . import columns as C
-from .book import CustomerBook
+from .book import CustomerBatch
 from .data import read_table
 from .exceptions import ConfigError
 from .offers import OfferEngine
-from .policy import DecisionContext, contact_state
+from .policy import ContactState, DecisionContext, allowed, contact_state, rule_masks
 from .policy_config import CHANNELS
+from .replay import pack_decisions
 from .tomlfiles import toml_document, toml_text
 
 log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("customer_id", "product_id", "rank", "propensity", "priority",
-                  "expected_value", "reason_code")
+                  "expected_value", "reason_code", "life_stage")
 _SPEC_KEYS = {"name", "channel", "intent", "products", "quotas", "max_offers_per_customer",
               "min_propensity", "contact_window_days", "exclude_life_stages",
               "exclude_customers"}
@@ -99,33 +101,27 @@ class CampaignSpec:
 class _Candidates:
     """Bounded pool of (customer, product) pairs that could still win a place."""
 
-    rows: list[np.ndarray] = field(default_factory=list)
-    cols: list[np.ndarray] = field(default_factory=list)
-    values: list[np.ndarray] = field(default_factory=list)
-    propensity: list[np.ndarray] = field(default_factory=list)
-    priority: list[np.ndarray] = field(default_factory=list)
-    sources: list[np.ndarray] = field(default_factory=list)
+    parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
-    def add(self, **parts: np.ndarray) -> None:
-        for name, values in parts.items():
-            getattr(self, name).append(values)
+    def add(self, **columns: np.ndarray) -> None:
+        for name, values in columns.items():
+            self.parts.setdefault(name, []).append(values)
 
     def merged(self) -> dict[str, np.ndarray]:
-        return {name: np.concatenate(getattr(self, name)) if getattr(self, name)
-                else np.empty(0) for name in ("rows", "cols", "values", "propensity",
-                                              "priority", "sources")}
+        return {name: np.concatenate(values) for name, values in self.parts.items()}
 
     def prune(self, keep_per_product: dict[int, int]) -> None:
         """Keep, per product, only the best ``keep`` candidates by value."""
         pool = self.merged()
-        keep = np.zeros(len(pool["rows"]), dtype=bool)
+        if not pool:
+            return
+        keep = np.zeros(len(pool["cols"]), dtype=bool)
         for col, limit in keep_per_product.items():
             idx = np.flatnonzero(pool["cols"] == col)
             if len(idx) > limit:
                 idx = idx[np.argpartition(-pool["values"][idx], limit - 1)[:limit]]
             keep[idx] = True
-        for name, values in pool.items():
-            setattr(self, name, [values[keep]])
+        self.parts = {name: [values[keep]] for name, values in pool.items()}
 
 
 def greedy_assign(customers: np.ndarray, products: np.ndarray, values: np.ndarray,
@@ -154,18 +150,46 @@ def _progress(done: int, total: int, started: float, stream) -> None:
     stream.flush()
 
 
-def _excluded(book: CustomerBook, spec: CampaignSpec) -> np.ndarray:
-    excluded = np.isin(book.stages.ids.to_external(book.stage_codes), spec.exclude_life_stages)
-    if spec.exclude_customers:
-        frame = read_table(spec.exclude_customers)
-        if C.CUSTOMER_ID not in frame.columns:
-            raise ConfigError(f"{spec.exclude_customers}: needs a customer_id column")
-        positions = book.ids.to_internal_lenient(frame[C.CUSTOMER_ID].astype(str))
-        excluded[positions[positions >= 0]] = True
-    return excluded
+class Customers(Protocol):
+    """Every customer a campaign looks at: a CustomerBook in memory, or a bank in parts."""
+
+    snapshot: pd.Timestamp | None
+
+    def __len__(self) -> int: ...
+
+    def chunks(self, chunk_size: int) -> Iterator[CustomerBatch]: ...
+
+    def batches_of(self, customer_ids: np.ndarray, chunk_size: int) -> Iterator[CustomerBatch]: ...
 
 
-def run_campaign(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
+def _excluded_ids(spec: CampaignSpec) -> np.ndarray:
+    if not spec.exclude_customers:
+        return np.empty(0, dtype=object)
+    frame = read_table(spec.exclude_customers)
+    if C.CUSTOMER_ID not in frame.columns:
+        raise ConfigError(f"{spec.exclude_customers}: needs a customer_id column")
+    return frame[C.CUSTOMER_ID].astype(str).str.strip().to_numpy(dtype=object)
+
+
+def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: CampaignSpec,
+             context: DecisionContext, snapshot) -> tuple[ContactState, np.ndarray]:
+    """The batch's contact state, and who was contacted within the campaign's window."""
+    contact = ContactState.empty(len(batch), len(engine.catalog))
+    recent = np.zeros(len(batch), dtype=bool)
+    if responses is None:
+        return contact, recent
+    since = context.now() - timedelta(days=max(spec.contact_window_days, 90))
+    history = responses.contact_history(list(batch.customer_ids), since)
+    contact = contact_state(history, batch.customer_ids, engine.catalog, engine.policy, context,
+                            snapshot)
+    if spec.contact_window_days > 0 and not history.empty:
+        window = context.now() - timedelta(days=spec.contact_window_days)
+        within = history[pd.to_datetime(history["recorded_at"], utc=True) >= window]
+        recent = np.isin(batch.customer_ids, within[C.CUSTOMER_ID].unique())
+    return contact, recent
+
+
+def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
                  responses=None, chunk_size: int = 100_000, progress=sys.stderr,
                  decisions=None) -> pd.DataFrame:
     """The campaign list (OUTPUT_COLUMNS), rules and policy applied, quotas respected.
@@ -174,7 +198,8 @@ def run_campaign(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
     the list a ``decision_id`` column.
     """
     spec.check(engine)
-    context = DecisionContext(channel=spec.channel, intent=spec.intent)
+    # One decision time for the whole campaign, so its log replays as it ran.
+    context = DecisionContext(channel=spec.channel, intent=spec.intent, at=datetime.now(UTC))
     campaign_cols = engine.catalog.ids.to_internal(list(spec.products))
     in_campaign = np.zeros(len(engine.catalog), dtype=bool)
     in_campaign[campaign_cols] = True
@@ -185,126 +210,118 @@ def run_campaign(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
     # the best sum(quotas) pairs of each product loses nothing the greedy would take.
     total = sum(quotas.values())
     keep = {c: max(total, 1) for c in quotas}
-    excluded = _excluded(book, spec)
-    pool, started = _Candidates(), time.perf_counter()
-    for start in range(0, len(book), chunk_size):
-        positions = np.arange(start, min(start + chunk_size, len(book)))
-        batch = book.batch(positions)
-        contact = None
-        if responses is not None:
-            since = context.now() - timedelta(days=max(spec.contact_window_days, 90))
-            history = responses.contact_history(list(batch.customer_ids), since)
-            contact = contact_state(history, batch.customer_ids, engine.catalog, engine.policy,
-                                    context, book.snapshot)
-        scored = engine.score(batch, len(campaign_cols), context, contact)
+    excluded_stages = engine.stages.ids.to_internal_lenient(list(spec.exclude_life_stages))
+    excluded_ids = _excluded_ids(spec)
+    pool, started, done = _Candidates(), time.perf_counter(), 0
+    for chunk in customers.chunks(chunk_size):
+        contact, recent = _contact(engine, responses, chunk, spec, context, customers.snapshot)
+        # Rules first: only customers who may get a campaign product are worth scoring.
+        masks = rule_masks(chunk, engine.catalog, engine.policy, contact, context)
+        worth = allowed(masks)[:, campaign_cols].any(axis=1) & ~recent
+        worth &= ~np.isin(chunk.stages, excluded_stages)
+        worth &= ~np.isin(chunk.customer_ids, excluded_ids)
+        chosen = np.flatnonzero(worth)
+        batch = chunk.take(chosen)
+        scored = engine.score(batch, len(campaign_cols), context, contact.take(chosen))
         ok = np.isfinite(scored.priority) & in_campaign[None, :]
         ok &= scored.propensity >= spec.min_propensity
-        ok &= (~excluded[positions] & (scored.slots > 0))[:, None]
-        if responses is not None and spec.contact_window_days > 0:
-            recent = history[pd.to_datetime(history["recorded_at"], utc=True)
-                             >= context.now() - timedelta(days=spec.contact_window_days)]
-            ok[np.isin(batch.customer_ids, recent[C.CUSTOMER_ID].unique())] = False
+        ok &= (scored.slots > 0)[:, None]
         rows, cols = np.nonzero(ok)
-        pool.add(rows=positions[rows], cols=cols, values=scored.expected_gain[rows, cols],
+        pool.add(ids=batch.customer_ids[rows].astype(object), stages=batch.stages[rows],
+                 cols=cols, values=scored.expected_gain[rows, cols],
                  propensity=scored.propensity[rows, cols], priority=scored.priority[rows, cols],
                  sources=scored.sources[rows])
         pool.prune(keep)
-        _progress(positions[-1] + 1, len(book), started, progress)
+        done += len(chunk)
+        _progress(done, len(customers), started, progress)
     if progress is not None:
         progress.write("\n")
-    candidates = pool.merged()
-    chosen = greedy_assign(candidates["rows"], candidates["cols"], candidates["values"],
-                           quotas, spec.max_offers_per_customer)
-    result = pd.DataFrame({
-        "customer_id": book.ids.to_external(candidates["rows"][chosen].astype(np.int64)),
-        "product_id": engine.catalog.ids.to_external(candidates["cols"][chosen].astype(np.int64)),
-        "propensity": candidates["propensity"][chosen].astype(np.float64),
-        "priority": candidates["priority"][chosen].astype(np.float64),
-        "expected_value": candidates["values"][chosen].astype(np.float64),
-        "reason_code": np.char.add("ranked_by_", candidates["sources"][chosen].astype(str)),
-    })
-    result = result.sort_values(["customer_id", "priority", "product_id"],
-                                ascending=[True, False, True], ignore_index=True)
-    result["rank"] = result.groupby("customer_id").cumcount() + 1
+    result = _assign(engine, pool, quotas, spec)
     log.info("campaign %s: %d offers to %d customers in %.1f s", spec.name, len(result),
              result["customer_id"].nunique(), time.perf_counter() - started)
-    result = result[list(OUTPUT_COLUMNS)]
     if decisions is not None:
-        result = _log_decisions(engine, book, spec, result, responses, context, decisions,
+        result = _log_decisions(engine, customers, spec, result, responses, context, decisions,
                                 chunk_size)
     return result
 
 
-def _log_decisions(engine: OfferEngine, book: CustomerBook, spec: CampaignSpec,
+def _assign(engine: OfferEngine, pool: _Candidates, quotas: dict[int, int],
+            spec: CampaignSpec) -> pd.DataFrame:
+    """The greedy's choice from the pool, as the campaign list (ties: customer id order)."""
+    candidates = pool.merged()
+    if not candidates:
+        kinds = (object, object, np.int64, float, float, float, object, object)
+        return pd.DataFrame({name: pd.Series(dtype=kind)
+                             for name, kind in zip(OUTPUT_COLUMNS, kinds, strict=True)})
+    order_of_id = np.unique(candidates["ids"], return_inverse=True)[1]
+    chosen = greedy_assign(order_of_id, candidates["cols"], candidates["values"], quotas,
+                           spec.max_offers_per_customer)
+    pick = {name: values[chosen] for name, values in candidates.items()}
+    result = pd.DataFrame({
+        "customer_id": pick["ids"].astype(str),
+        "product_id": engine.catalog.ids.to_external(pick["cols"].astype(np.int64)),
+        "propensity": pick["propensity"].astype(np.float64),
+        "priority": pick["priority"].astype(np.float64),
+        "expected_value": pick["values"].astype(np.float64),
+        "reason_code": np.char.add("ranked_by_", pick["sources"].astype(str)),
+        "life_stage": engine.stages.ids.to_external(pick["stages"].astype(np.int64)),
+    })
+    result = result.sort_values(["customer_id", "priority", "product_id"],
+                                ascending=[True, False, True], ignore_index=True)
+    result["rank"] = result.groupby("customer_id").cumcount() + 1
+    return result[list(OUTPUT_COLUMNS)]
+
+
+def _log_decisions(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
                    result: pd.DataFrame, responses, context: DecisionContext, decisions,
                    chunk_size: int) -> pd.DataFrame:
     """One logged decision per customer reached: the inputs it was computed from and the
-    offers the campaign made; ``nbo replay`` recomputes their values."""
-    from .policy import ContactState
-    from .replay import batch_decision_inputs
-
-    ordered = result.sort_values(["customer_id", "rank"], ignore_index=True)
-    customers, first = np.unique(ordered["customer_id"].to_numpy().astype(str),
-                                 return_index=True)
-    bounds = np.append(first, len(ordered))
-    columns = {name: ordered[name].to_numpy() for name in
-               ("product_id", "rank", "propensity", "priority", "expected_value")}
+    offers the campaign made, one encrypted pack per batch; ``nbo replay`` recomputes them."""
+    reached = np.unique(result["customer_id"].to_numpy(dtype=object))
     ids: dict[str, str] = {}
-    limit = len(spec.products)
-    for start in range(0, len(customers), chunk_size):
-        chunk = customers[start:start + chunk_size]
-        batch = book.batch(book.ids.to_internal(chunk))
-        contact = ContactState.empty(len(batch), len(engine.catalog))
-        if responses is not None:
-            since = context.now() - timedelta(days=max(spec.contact_window_days, 90))
-            contact = contact_state(responses.contact_history(list(chunk), since), chunk,
-                                    engine.catalog, engine.policy, context, book.snapshot)
-        inputs = batch_decision_inputs(batch, engine.catalog, contact, context, limit)
-        rows = []
-        for i, cid in enumerate(chunk):
-            lo, hi = bounds[start + i], bounds[start + i + 1]
-            offers = [{"product_id": str(columns["product_id"][j]),
-                       "rank": int(columns["rank"][j]),
-                       "propensity": round(float(columns["propensity"][j]), 6),
-                       "priority": round(float(columns["priority"][j]), 6),
-                       "expected_value": round(float(columns["expected_value"][j]), 6)}
-                      for j in range(lo, hi)]
-            rows.append({
-                "customer_id": str(cid), "source": "batch",
-                "model_version": engine.model.version, "policy_version": engine.policy.version,
-                "policy_text": engine.policy.text,
-                "inputs": {**inputs[i], "campaign": spec.name},
-                "output": {"campaign": spec.name, "offers": offers},
-            })
-        ids.update(zip(chunk, decisions.record_many(rows), strict=True))
+    positions = engine.catalog.ids.to_internal(result["product_id"].to_numpy())
+    for batch in customers.batches_of(reached, chunk_size):
+        contact, _ = _contact(engine, responses, batch, spec, context, customers.snapshot)
+        rows = pd.Index(batch.customer_ids).get_indexer(result["customer_id"])
+        mine = rows >= 0
+        offers = {"row": rows[mine].astype(np.int32), "product": positions[mine],
+                  **{name: result[name].to_numpy()[mine]
+                     for name in ("rank", "propensity", "priority", "expected_value")}}
+        pack = pack_decisions(batch, contact, context, len(spec.products), engine.catalog,
+                              offers, {"campaign": spec.name})
+        ids.update(zip(batch.customer_ids, decisions.record_pack(
+            batch.customer_ids, pack, source="batch", model_version=engine.model.version,
+            policy_version=engine.policy.version, policy_text=engine.policy.text),
+            strict=True))
     return result.assign(decision_id=result["customer_id"].map(ids))
 
 
-def top_customers(engine: OfferEngine, book: CustomerBook, product_id: str, n: int,
+def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n: int,
                   channel: str = "branch", chunk_size: int = 100_000,
                   progress=sys.stderr) -> pd.DataFrame:
     """The ``n`` best customers for one product (the classic target list), policy applied."""
     column = engine.catalog.ids.position(product_id)
     context = DecisionContext(channel=channel)
-    names = ("position", "propensity", "priority", "expected_value")
-    best = {name: np.empty(0) for name in names}
-    started = time.perf_counter()
-    for start in range(0, len(book), chunk_size):
-        positions = np.arange(start, min(start + chunk_size, len(book)))
-        scored = engine.score(book.batch(positions), 1, context)
+    names = ("ids", "propensity", "priority", "expected_value")
+    best = {name: np.empty(0, dtype=object if name == "ids" else np.float64) for name in names}
+    started, done = time.perf_counter(), 0
+    for batch in customers.chunks(chunk_size):
+        scored = engine.score(batch, 1, context)
         ok = np.isfinite(scored.priority[:, column]) & (scored.slots > 0)
-        chunk = {"position": positions[ok], "propensity": scored.propensity[ok, column],
+        chunk = {"ids": batch.customer_ids[ok].astype(object),
+                 "propensity": scored.propensity[ok, column],
                  "priority": scored.priority[ok, column],
                  "expected_value": scored.expected_gain[ok, column]}
         merged = {name: np.concatenate([best[name], chunk[name]]) for name in names}
-        order = np.lexsort((merged["position"], -merged["expected_value"]))[:n]
+        order = np.lexsort((merged["ids"].astype(str), -merged["expected_value"]))[:n]
         best = {name: values[order] for name, values in merged.items()}
-        _progress(positions[-1] + 1, len(book), started, progress)
+        done += len(batch)
+        _progress(done, len(customers), started, progress)
     if progress is not None:
         progress.write("\n")
     return pd.DataFrame({
-        "customer_id": book.ids.to_external(best["position"].astype(np.int64)),
-        "product_id": product_id, "rank": np.arange(1, len(best["position"]) + 1),
+        "customer_id": best["ids"].astype(str),
+        "product_id": product_id, "rank": np.arange(1, len(best["ids"]) + 1),
         "propensity": best["propensity"].astype(np.float64),
         "priority": best["priority"].astype(np.float64),
         "expected_value": best["expected_value"].astype(np.float64),
@@ -330,15 +347,13 @@ def write_list(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def summary(frame: pd.DataFrame, book: CustomerBook, spec: CampaignSpec) -> dict[str, Any]:
+def summary(frame: pd.DataFrame, customers_scored: int, spec: CampaignSpec) -> dict[str, Any]:
     """Offers per product and per life stage, expected uptake and value."""
-    stage = book.stages.ids.to_external(
-        book.stage_codes[book.ids.to_internal(frame["customer_id"])]) if len(frame) else []
     per_product = frame.groupby("product_id").agg(
         offers=("customer_id", "size"), expected_uptake=("propensity", "sum"),
         expected_value=("expected_value", "sum"))
     return {
-        "campaign": spec.name, "channel": spec.channel, "customers_scored": len(book),
+        "campaign": spec.name, "channel": spec.channel, "customers_scored": customers_scored,
         "offers": len(frame), "customers_reached": int(frame["customer_id"].nunique()),
         "expected_uptake": float(frame["propensity"].sum()),
         "expected_value": float(frame["expected_value"].sum()),
@@ -346,7 +361,7 @@ def summary(frame: pd.DataFrame, book: CustomerBook, spec: CampaignSpec) -> dict
                             **{k: float(v) for k, v in per_product.loc[p].items()}}
                         if p in per_product.index else {"quota": spec.quotas[p], "offers": 0.0}
                         for p in spec.products},
-        "per_life_stage": pd.Series(stage, dtype=object).value_counts().to_dict(),
+        "per_life_stage": frame["life_stage"].value_counts().to_dict(),
     }
 
 

@@ -160,7 +160,6 @@ def cmd_audit(args) -> int:
 
 def cmd_campaign(args) -> int:
     from . import artifacts
-    from .book import load_book
     from .campaign import (
         CampaignSpec,
         run_campaign,
@@ -169,28 +168,31 @@ def cmd_campaign(args) -> int:
         write_list,
         write_summary,
     )
+    from .exceptions import ConfigError
     from .offers import OfferEngine
+    from .partition import open_customers
     from .policy_config import load_policy
     from .responses import ResponseStore
     from .service import open_decision_log
 
+    if not args.spec and not args.for_product:
+        raise ConfigError("give --spec campaign.toml, or --for-product ID --top N")
     model = artifacts.load(args.models)
     engine = OfferEngine(model, load_policy(args.policy))
-    book = load_book(args.data, model)
-    if args.for_product:
-        frame = top_customers(engine, book, args.for_product, args.top, args.channel)
-        log.info("wrote %s", write_list(frame, args.out))
-        return 0
-    if not args.spec:
-        from .exceptions import ConfigError
-
-        raise ConfigError("give --spec campaign.toml, or --for-product ID --top N")
-    spec = CampaignSpec.from_toml(args.spec)
-    responses_db = Path(args.state) / "responses.db"
-    responses = ResponseStore(responses_db) if responses_db.exists() else None
-    frame = run_campaign(engine, book, spec, responses, decisions=open_decision_log(args.state))
-    write_list(frame, args.out)
-    report = write_summary(summary(frame, book, spec), args.report)
+    spec = CampaignSpec.from_toml(args.spec) if args.spec else None
+    if spec is not None:
+        spec.check(engine)  # before reading the bank: a typo should not cost a pass over it
+    with open_customers(args.data, model) as customers:
+        if spec is None:
+            frame = top_customers(engine, customers, args.for_product, args.top, args.channel)
+            log.info("wrote %s", write_list(frame, args.out))
+            return 0
+        responses_db = Path(args.state) / "responses.db"
+        responses = ResponseStore(responses_db) if responses_db.exists() else None
+        with open_decision_log(args.state) as decisions:
+            frame = run_campaign(engine, customers, spec, responses, decisions=decisions)
+        write_list(frame, args.out)
+        report = write_summary(summary(frame, len(customers), spec), args.report)
     sys.stdout.write(f"{len(frame):,} offers to {frame['customer_id'].nunique():,} customers "
                      f"written to {args.out}; summary: {report}\n")
     return 0

@@ -39,15 +39,19 @@ class BankData:
     """Validated extracts: one row per customer, one row per (customer, product, snapshot).
 
     ``as_of`` is the date the customers extract describes (tenure is counted to it): the
-    latest snapshot unless the holdings were cut short for an evaluation.
+    latest snapshot unless the holdings were cut short for an evaluation. ``months`` are the
+    snapshot dates of the whole extract when this is one part of it (see partition).
     """
 
     customers: pd.DataFrame
     holdings: pd.DataFrame
     as_of: pd.Timestamp | None = None
+    months: tuple[pd.Timestamp, ...] | None = None
 
     @property
     def snapshots(self) -> list[pd.Timestamp]:
+        if self.months is not None:
+            return list(self.months)
         return [pd.Timestamp(d) for d in sorted(pd.unique(self.holdings[C.SNAPSHOT_DATE]))]
 
     @property

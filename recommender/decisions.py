@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -44,13 +44,20 @@ CREATE TABLE IF NOT EXISTS decisions (id TEXT PRIMARY KEY, created_at TEXT NOT N
 CREATE INDEX IF NOT EXISTS decisions_by_customer ON decisions (customer_hash, created_at);
 CREATE TABLE IF NOT EXISTS policies (policy_version TEXT NOT NULL, policy_hash TEXT PRIMARY KEY,
     policy_text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decision_packs (id TEXT PRIMARY KEY, digest TEXT NOT NULL,
+    payload BLOB NOT NULL);
 """
+# Decisions of a batch job share one encrypted pack (their inputs and outputs, column-wise);
+# each row points at its pack and its row in it. Added to logs created before packs existed.
+_PACK_COLUMNS = (("pack_id", "TEXT"), ("pack_row", "INTEGER"))
 _INSERT = ("INSERT INTO decisions (id, created_at, source, customer_hash, model_version, "
-           "policy_version, inputs_fingerprint, payload, policy_hash) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "policy_version, inputs_fingerprint, payload, policy_hash, pack_id, pack_row) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _SELECT = ("SELECT d.id, d.created_at, d.source, d.customer_hash, d.model_version, "
-           "d.policy_version, d.inputs_fingerprint, d.payload, p.policy_text "
-           "FROM decisions d LEFT JOIN policies p ON p.policy_hash = d.policy_hash")
+           "d.policy_version, d.inputs_fingerprint, d.payload, p.policy_text, d.pack_row, "
+           "k.digest, k.payload FROM decisions d "
+           "LEFT JOIN policies p ON p.policy_hash = d.policy_hash "
+           "LEFT JOIN decision_packs k ON k.id = d.pack_id")
 
 
 class DecisionLogError(RecommenderError, RuntimeError):
@@ -71,6 +78,8 @@ class Decision:
     inputs: dict
     output: dict
     policy_text: str
+    pack: bytes | None = None  # a batch job's shared inputs; replay.unpacked reads row pack_row
+    pack_row: int = -1
 
 
 def load_or_create_key(path: str | Path) -> bytes:
@@ -165,6 +174,10 @@ class DecisionLog:
                 log.warning("decision log %s cannot use WAL mode; writers will block readers",
                             self.path)
             setup.executescript(_SCHEMA)
+            present = {row[1] for row in setup.execute("PRAGMA table_info(decisions)")}
+            for name, kind in _PACK_COLUMNS:
+                if name not in present:
+                    setup.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
         finally:
             setup.close()
 
@@ -216,7 +229,7 @@ class DecisionLog:
         row = (uuid.uuid4().hex, when.astimezone(UTC).isoformat(timespec="microseconds"), source,
                self.customer_hash(customer_id), model_version, policy_version,
                hashlib.sha256(_dumps(plain["inputs"])).hexdigest(),
-               self._fernet.encrypt(_dumps(plain)), policy_hash)
+               self._fernet.encrypt(_dumps(plain)), policy_hash, None, None)
         return row, (policy_version, policy_hash, policy_text)
 
     def record(self, *, customer_id: str, source: str, model_version: str, policy_version: str,
@@ -243,10 +256,36 @@ class DecisionLog:
             self._write(prepared, list(policies.values()))
         return [row[0] for row in prepared]
 
-    def _write(self, rows: list[tuple], policies: list[tuple[str, str, str]]) -> None:
+    def record_pack(self, customer_ids: Sequence[str], pack: bytes, *, source: str,
+                    model_version: str, policy_version: str, policy_text: str,
+                    at: datetime | None = None) -> list[str]:
+        """Record one decision per customer of a batch whose inputs and outputs share ``pack``.
+
+        A campaign logs a hundred thousand decisions a chunk: one encryption of one pack,
+        not one per customer. Row ``i`` of the pack belongs to ``customer_ids[i]``.
+        """
+        ids = [str(c) for c in customer_ids]
+        if not ids:
+            return []
+        row, policy = self._prepare(customer_id=ids[0], source=source,
+                                    model_version=model_version, policy_version=policy_version,
+                                    policy_text=policy_text, inputs={}, output={}, at=at)
+        digest, pack_id = hashlib.sha256(pack).hexdigest(), uuid.uuid4().hex
+        created, policy_hash = row[1], row[8]
+        rows = [(uuid.uuid4().hex, created, source, self.customer_hash(cid), model_version,
+                 policy_version, f"{digest}:{i}", b"", policy_hash, pack_id, i)
+                for i, cid in enumerate(ids)]
+        self._write(rows, [policy], (pack_id, digest, self._fernet.encrypt(pack)))
+        return [r[0] for r in rows]
+
+    def _write(self, rows: list[tuple], policies: list[tuple[str, str, str]],
+               pack: tuple[str, str, bytes] | None = None) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")  # take the write lock first: two writers never deadlock
         try:
+            if pack is not None:
+                conn.execute("INSERT INTO decision_packs (id, digest, payload) VALUES (?, ?, ?)",
+                             pack)
             conn.executemany("INSERT OR IGNORE INTO policies (policy_version, policy_hash, "
                              "policy_text) VALUES (?, ?, ?)", policies)
             conn.executemany(_INSERT, rows)
@@ -257,19 +296,33 @@ class DecisionLog:
             raise
 
     def _decision(self, row: tuple) -> Decision:
-        decision_id, created, source, customer, model, version, digest, payload, text = row
+        (decision_id, created, source, customer, model, version, digest, payload, text,
+         pack_row, pack_digest, pack_payload) = row
+        if not payload and pack_payload is None:
+            raise DecisionLogError(f"decision {decision_id} in {self.path} is inconsistent: the "
+                                   "pack holding its inputs is missing")
         try:
-            plain = json.loads(self._fernet.decrypt(payload))
+            if pack_payload is not None:
+                pack = self._fernet.decrypt(pack_payload)
+                plain = {"inputs": {}, "output": {}}
+            else:
+                pack, plain = None, json.loads(self._fernet.decrypt(payload))
         except InvalidToken as exc:
             raise DecisionLogError(f"decision {decision_id} in {self.path} cannot be decrypted: "
                                    "the key does not match the one it was recorded with") from exc
-        if text is None or fingerprint(plain["inputs"]) != digest:
+        if pack is not None:
+            consistent = (hashlib.sha256(pack).hexdigest() == pack_digest
+                          and digest == f"{pack_digest}:{pack_row}")
+        else:
+            consistent = pack_payload is None and fingerprint(plain["inputs"]) == digest
+        if text is None or not consistent:
             raise DecisionLogError(f"decision {decision_id} in {self.path} is inconsistent: its "
                                    "inputs or policy text do not match what was recorded")
         return Decision(id=decision_id, created_at=datetime.fromisoformat(created), source=source,
                         customer_hash=customer, model_version=model, policy_version=version,
                         inputs_fingerprint=digest, inputs=plain["inputs"], output=plain["output"],
-                        policy_text=text)
+                        policy_text=text, pack=pack,
+                        pack_row=-1 if pack_row is None else int(pack_row))
 
     def get(self, decision_id: str) -> Decision:
         """One decision by id, decrypted: to explain or replay an answer already given."""

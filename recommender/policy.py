@@ -71,6 +71,11 @@ class ContactState:
     accepted_pending: np.ndarray  # (n x P) bool
     shown_today: np.ndarray  # (n,) offers shown today on the context channel
 
+    def take(self, rows: np.ndarray) -> ContactState:
+        """These customers' rows only, in this order."""
+        return ContactState(self.declined_recently[rows], self.paused[rows],
+                            self.accepted_pending[rows], self.shown_today[rows])
+
     @classmethod
     def empty(cls, n: int, n_products: int) -> ContactState:
         blank = np.zeros((n, n_products), dtype=bool)

@@ -7,7 +7,9 @@ model version and policy, and shows the same answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+import json
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,9 +52,13 @@ def decision_inputs(batch: CustomerBatch, i: int, catalog: Catalog, contact: Con
 def batch_decision_inputs(batch: CustomerBatch, catalog: Catalog, contact: ContactState,
                           context: DecisionContext, limit: int,
                           rows: list[int] | None = None) -> list[dict[str, Any]]:
-    """``decision_inputs`` for many customers at once: campaigns log thousands per second."""
+    """``decision_inputs`` for many customers at once."""
+    return _inputs(batch, catalog.ids.external_ids, contact, context, limit, rows)
+
+
+def _inputs(batch: CustomerBatch, names: np.ndarray, contact: ContactState,
+            context: DecisionContext, limit: int, rows: list[int] | None) -> list[dict[str, Any]]:
     rows = list(range(len(batch))) if rows is None else rows
-    names = catalog.ids.external_ids
     profiles = batch.profiles.drop(columns=[C.GENDER], errors="ignore")  # never an input
     records = profiles.iloc[rows].to_dict("records")
     idx = np.asarray(rows, dtype=np.int64)
@@ -84,6 +90,82 @@ def batch_decision_inputs(batch: CustomerBatch, catalog: Catalog, contact: Conta
             "context": ctx, "limit": int(limit),
         })
     return out
+
+
+_PACK_FORMAT = "nbo-decision-pack/1"
+
+
+def pack_decisions(batch: CustomerBatch, contact: ContactState, context: DecisionContext,
+                   limit: int, catalog: Catalog, offers: dict[str, np.ndarray],
+                   extra: dict[str, Any]) -> bytes:
+    """The inputs and offers of a batch's decisions, column-wise, as one ``.npz`` blob.
+
+    ``offers`` holds arrays ``row`` (into the batch), ``product`` (catalog position),
+    ``rank``, ``propensity``, ``priority`` and ``expected_value``; ``extra`` (e.g. the
+    campaign name) goes into every decision. ``unpacked`` turns one row back into the same
+    inputs and output a one-at-a-time decision records.
+    """
+    header = {"format": _PACK_FORMAT, "products": catalog.ids.external_ids.tolist(),
+              "context": {"channel": context.channel, "intent": context.intent,
+                          "at": context.now().isoformat()},
+              "limit": int(limit), "extra": extra, "lags": len(batch.lags)}
+    profiles = io.BytesIO()
+    batch.profiles.drop(columns=[C.GENDER], errors="ignore").to_parquet(profiles, index=False)
+    arrays = {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+              "profiles": np.frombuffer(profiles.getvalue(), dtype=np.uint8),
+              "present": np.asarray(batch.present, dtype=bool),
+              "shown_today": np.asarray(contact.shown_today, dtype=np.int64)}
+    for name in _CONTACT_MASKS:
+        arrays[name] = np.asarray(getattr(contact, name), dtype=bool)
+    for name, matrix in [(f"lag{k}", lag) for k, lag in enumerate(batch.lags)] + [
+            ("confidence", batch.confidence)]:
+        csr = sp.csr_matrix(matrix)
+        csr.sort_indices()
+        arrays.update({f"{name}_indptr": csr.indptr, f"{name}_indices": csr.indices,
+                       f"{name}_data": csr.data})
+    arrays.update({f"offer_{k}": np.asarray(v) for k, v in offers.items()})
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def unpacked(decision: Decision) -> Decision:
+    """A packed (batch) decision with its own inputs and output, as if recorded alone."""
+    if decision.pack is None:
+        return decision
+    with np.load(io.BytesIO(decision.pack), allow_pickle=False) as blob:
+        header = json.loads(blob["header"].tobytes())
+        if header.get("format") != _PACK_FORMAT:
+            raise ValueError(f"decision {decision.id}: unknown pack format {header.get('format')}")
+        i, names = decision.pack_row, np.asarray(header["products"], dtype=object)
+        profiles = pd.read_parquet(io.BytesIO(blob["profiles"].tobytes())).iloc[[i]]
+
+        def row(name: str) -> sp.csr_matrix:
+            indptr = blob[f"{name}_indptr"]
+            lo, hi = indptr[i], indptr[i + 1]
+            return sp.csr_matrix((blob[f"{name}_data"][lo:hi], blob[f"{name}_indices"][lo:hi],
+                                  [0, hi - lo]), shape=(1, len(names)))
+
+        lags = tuple(row(f"lag{k}") for k in range(header["lags"]))
+        batch = CustomerBatch(
+            customer_ids=profiles[C.CUSTOMER_ID].to_numpy(),
+            profiles=profiles.reset_index(drop=True),
+            held=lags[0] if lags else row("confidence"), confidence=row("confidence"),
+            stages=np.zeros(1, dtype=np.int64), lags=lags, present=blob["present"][[i]])
+        contact = ContactState(*[blob[m][[i]] for m in _CONTACT_MASKS],
+                               shown_today=blob["shown_today"][[i]])
+        ctx = header["context"]
+        context = DecisionContext(ctx["channel"], ctx["intent"], datetime.fromisoformat(ctx["at"]))
+        inputs = {**_inputs(batch, names, contact, context, header["limit"], [0])[0],
+                  **header["extra"]}
+        mine = np.flatnonzero(blob["offer_row"] == i)
+        mine = mine[np.argsort(blob["offer_rank"][mine], kind="stable")]
+        offers = [{"product_id": str(names[blob["offer_product"][j]]),
+                   "rank": int(blob["offer_rank"][j]),
+                   **{k: round(float(blob[f"offer_{k}"][j]), 6)
+                      for k in ("propensity", "priority", "expected_value")}} for j in mine]
+    return replace(decision, inputs=inputs, output={**header["extra"], "offers": offers},
+                   pack=None)
 
 
 def _row(ids: list[str], catalog: Catalog, values: dict[str, float] | None = None):
@@ -145,6 +227,7 @@ def _close(a: Any, b: Any) -> bool:
 
 def replay(decision: Decision, models_dir: str | Path) -> Replay:
     """Recompute a logged decision with its own model version and policy text."""
+    decision = unpacked(decision)
     model = artifacts.load(models_dir, decision.model_version)
     engine = OfferEngine(model, parse_policy(decision.policy_text, "decision log policy"))
     batch, contact, context, limit = rebuild(decision.inputs, model.catalog, model.stages)

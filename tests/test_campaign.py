@@ -200,7 +200,7 @@ def test_outputs_and_summary(bank_and_engine, tmp_path):
         assert back["customer_id"].tolist() == frame["customer_id"].tolist()
     with pytest.raises(ConfigError, match="parquet or .csv"):
         write_list(frame, tmp_path / "list.xlsx")
-    result = summary(frame, book, _spec())
+    result = summary(frame, len(book), _spec())
     assert result["offers"] == len(frame)
     assert sum(result["per_life_stage"].values()) == len(frame)
     report = write_summary(result, tmp_path / "report")
@@ -228,7 +228,7 @@ def test_nbo_campaign_command(bank_and_engine, tmp_path, capsys):
 def test_campaign_decisions_are_logged_and_replay_the_same(bank_and_engine, tmp_path):
     """Every customer reached gets a logged batch decision; replaying it recomputes the same
     propensity, priority and expected value for the offers the campaign made."""
-    from recommender.replay import replay
+    from recommender.replay import replay, unpacked
     from recommender.service import open_decision_log
 
     root, engine, book = bank_and_engine
@@ -239,12 +239,109 @@ def test_campaign_decisions_are_logged_and_replay_the_same(bank_and_engine, tmp_
         assert frame.groupby("customer_id")["decision_id"].nunique().eq(1).all()
         assert log.count() == frame["customer_id"].nunique()
         for decision_id in frame["decision_id"].drop_duplicates().head(15):
-            decision = log.get(decision_id)
+            decision = unpacked(log.get(decision_id))
             assert decision.source == "batch"
             rows = frame[frame["decision_id"] == decision_id]
             assert [o["product_id"] for o in decision.output["offers"]] == rows[
                 "product_id"].tolist()
             assert replay(decision, root / "models").same
-        tampered = log.get(frame["decision_id"].iloc[0])
+        tampered = unpacked(log.get(frame["decision_id"].iloc[0]))
         tampered.output["offers"][0]["priority"] *= 2
         assert not replay(tampered, root / "models").same
+
+
+def test_a_campaign_over_the_bank_in_parts_equals_one_over_the_whole_book(bank_and_engine):
+    """Parts bound memory; they must not change a single row of the list."""
+    from recommender.partition import open_customers
+
+    root, engine, book = bank_and_engine
+    whole = run_campaign(engine, book, _spec(max_offers_per_customer=2), progress=None)
+    with open_customers(root / "data", engine.model, part_size=700) as parted:
+        assert parted.bank.parts == 5 and len(parted) == len(book)
+        in_parts = run_campaign(engine, parted, _spec(max_offers_per_customer=2), chunk_size=300,
+                                progress=None)
+        top = top_customers(engine, parted, "bond_fund", 25, progress=None)
+    pd.testing.assert_frame_equal(in_parts, whole)
+    pd.testing.assert_frame_equal(top, top_customers(engine, book, "bond_fund", 25,
+                                                     progress=None))
+
+
+def test_parts_hold_each_customer_once_with_all_their_recent_holdings(bank_and_engine, tmp_path):
+    from recommender.partition import split_bank
+
+    root, engine, book = bank_and_engine
+    customers = pd.read_parquet(root / "data" / "customers.parquet")
+    holdings = pd.read_parquet(root / "data" / "holdings.parquet")
+    for name, frame in (("customers", customers), ("holdings", holdings)):  # CSV reads alike
+        frame.astype(str).to_csv(tmp_path / f"{name}.csv", index=False)
+    latest = sorted(holdings["snapshot_date"].unique())[-2:]
+    for folder in (root / "data", tmp_path):
+        with split_bank(folder, last_snapshots=2, part_size=1000) as bank:
+            parts = [bank.read(i, engine.catalog) for i in range(bank.parts)]
+        ids = pd.concat([p.customers["customer_id"] for p in parts])
+        assert sorted(ids) == sorted(customers["customer_id"])
+        assert sum(len(p.holdings) for p in parts) == holdings["snapshot_date"].isin(latest).sum()
+        assert all(p.snapshots == [pd.Timestamp(d) for d in latest] for p in parts)
+        for p in parts:  # a customer's holdings are in the customer's own part
+            assert set(p.holdings["customer_id"].astype(str)) <= set(p.customers["customer_id"])
+
+
+def test_bad_extracts_are_refused_naming_the_file(bank_and_engine, tmp_path):
+    from recommender.exceptions import DataValidationError
+    from recommender.partition import split_bank
+
+    root, engine, _ = bank_and_engine
+    customers = pd.read_parquet(root / "data" / "customers.parquet")
+    holdings = pd.read_parquet(root / "data" / "holdings.parquet").astype(str)
+    customers.to_parquet(tmp_path / "customers.parquet")
+    holdings.loc[5, "snapshot_date"] = "not a date"
+    holdings.to_csv(tmp_path / "holdings.csv", index=False)
+    with pytest.raises(DataValidationError, match="not a date.*holdings.csv"):
+        split_bank(tmp_path, last_snapshots=2)
+    holdings.loc[5, "snapshot_date"] = holdings.loc[4, "snapshot_date"]
+    holdings.to_csv(tmp_path / "holdings.csv", index=False)
+    pd.concat([customers, customers.head(1)]).to_parquet(tmp_path / "customers.parquet")
+    with (split_bank(tmp_path, last_snapshots=2, part_size=500) as bank,  # same id, same part
+          pytest.raises(DataValidationError, match="duplicate customer id")):
+        for i in range(bank.parts):
+            bank.read(i, engine.catalog)
+
+
+def test_a_tampered_or_missing_campaign_pack_is_refused(bank_and_engine, tmp_path):
+    import sqlite3
+
+    from recommender.decisions import DecisionLogError
+    from recommender.service import open_decision_log
+
+    _, engine, book = bank_and_engine
+    with open_decision_log(tmp_path / "state") as log:
+        frame = run_campaign(engine, book, _spec(), progress=None, decisions=log)
+        first = frame["decision_id"].iloc[0]
+        with sqlite3.connect(log.path) as db:
+            db.execute("UPDATE decisions SET inputs_fingerprint = 'x:0' WHERE id = ?", (first,))
+        with pytest.raises(DecisionLogError, match="inconsistent"):
+            log.get(first)
+        with sqlite3.connect(log.path) as db:
+            db.execute("DELETE FROM decision_packs")
+        with pytest.raises(DecisionLogError, match="pack holding its inputs is missing"):
+            log.get(frame["decision_id"].iloc[1])
+
+
+def test_a_log_made_before_packs_existed_is_upgraded_in_place(tmp_path):
+    """Logs written by earlier versions gain the pack columns and keep their decisions."""
+    import sqlite3
+
+    from recommender.decisions import DecisionLog, load_or_create_key
+
+    path, key = tmp_path / "decisions.db", load_or_create_key(tmp_path / "decision.key")
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE decisions (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, source TEXT "
+            "NOT NULL, customer_hash TEXT NOT NULL, model_version TEXT NOT NULL, policy_version "
+            "TEXT NOT NULL, inputs_fingerprint TEXT NOT NULL, payload BLOB NOT NULL, policy_hash "
+            "TEXT NOT NULL);")
+    with DecisionLog(path, key) as log:
+        decision_id = log.record(customer_id="C1", source="api", model_version="m",
+                                 policy_version="p", policy_text="t", inputs={"a": 1},
+                                 output={"b": 2})
+        assert log.get(decision_id).output == {"b": 2}

@@ -1,0 +1,287 @@
+"""The bank's extracts in parts, so a job over every customer holds one part at a time.
+
+A campaign over ten million customers must not hold ten million customers in memory. One
+streaming pass splits the customers and holdings extracts by a hash of the customer id into
+parts of about ``part_size`` customers (a customer and all their holdings land in the same
+part), keeping only the latest snapshots the model reads. Each part is then read, validated
+and scored on its own, with the snapshot dates of the whole extract so every part sees the
+same months. Peak memory depends on the part size, not on the number of customers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from . import columns as C
+from .book import CustomerBatch, CustomerBook
+from .catalog import Catalog
+from .data import (
+    CUSTOMERS_FILE,
+    HOLDINGS_FILE,
+    BankData,
+    find_extract,
+    validate_customers,
+    validate_holdings,
+)
+from .exceptions import DataValidationError
+from .segments import LifeStageRules
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PART_SIZE = 100_000
+_BATCH_ROWS = 500_000
+
+
+def part_of(customer_ids, parts: int) -> np.ndarray:
+    """The part each customer id belongs to: a stable hash, the same in every process."""
+    values = pc.utf8_trim_whitespace(pa.array(np.asarray(customer_ids, dtype=object),
+                                              pa.string()))
+    hashed = pd.util.hash_array(values.to_numpy(zero_copy_only=False))
+    return (hashed % np.uint64(parts)).astype(np.int64)
+
+
+def _read_batches(path: Path, columns: list[str] | None = None,
+                  where: pc.Expression | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of a Parquet or CSV extract; CSV values stay strings, as read_table does."""
+    if path.suffix.lower() == ".csv":
+        with path.open("rb") as handle:
+            names = pacsv.open_csv(handle).schema.names
+        reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=True,
+            include_columns=columns))
+        for batch in reader:
+            yield batch.filter(where) if where is not None else batch
+        return
+    yield from ds.dataset(path, format="parquet").to_batches(
+        columns=columns, filter=where, batch_size=_BATCH_ROWS)
+
+
+class _Owners:
+    """The part of each row's customer. Extracts written by pandas repeat one dictionary of
+    customer ids in every row group: it is hashed once, then rows only look it up."""
+
+    def __init__(self, parts: int) -> None:
+        self.parts, self._dictionary, self._owner = parts, None, None
+
+    def __call__(self, ids: pa.Array) -> np.ndarray:
+        if not pa.types.is_dictionary(ids.type):
+            return part_of(ids.to_numpy(zero_copy_only=False), self.parts)
+        if self._dictionary is None or not ids.dictionary.equals(self._dictionary):
+            self._dictionary = ids.dictionary
+            self._owner = part_of(ids.dictionary.to_numpy(zero_copy_only=False), self.parts)
+        return self._owner[ids.indices.to_numpy(zero_copy_only=False)]
+
+
+def _compact(column: pa.Array) -> pa.Array:
+    """A dictionary column with only the values its rows use (a part needs its own ids)."""
+    if not pa.types.is_dictionary(column.type):
+        return column
+    used, codes = np.unique(column.indices.to_numpy(zero_copy_only=False), return_inverse=True)
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)),
+                                          column.dictionary.take(pa.array(used)))
+
+
+@dataclass
+class PartedBank:
+    """Customers and recent holdings split into parts on disk; iterate, then ``close``."""
+
+    folder: Path
+    parts: int
+    customers: int
+    snapshots: tuple[pd.Timestamp, ...]
+    source: str
+    owns_folder: bool = True
+
+    def __enter__(self) -> PartedBank:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.owns_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _path(self, name: str, part: int) -> Path:
+        return self.folder / f"{name}-{part:05d}.parquet"
+
+    def read(self, part: int, catalog: Catalog, customer_ids=None) -> BankData:
+        """One part, validated like the whole extracts; only ``customer_ids`` if given."""
+        where = None if customer_ids is None else pc.field(C.CUSTOMER_ID).isin(
+            pa.array(np.asarray(customer_ids, dtype=object), pa.string()))
+        frames = []
+        for name in (CUSTOMERS_FILE, HOLDINGS_FILE):
+            path = self._path(name, part)
+            frames.append(ds.dataset(path).to_table(filter=where).to_pandas()
+                          if path.exists() else None)
+        raw_customers, raw_holdings = frames
+        as_of = self.snapshots[-1] if self.snapshots else None
+        customers = validate_customers(raw_customers, f"{self.source} {CUSTOMERS_FILE}", as_of)
+        if raw_holdings is None:
+            raw_holdings = pd.DataFrame({C.CUSTOMER_ID: pd.Series([], dtype=str),
+                                         C.PRODUCT_ID: pd.Series([], dtype=str),
+                                         C.SNAPSHOT_DATE: pd.Series([], dtype="datetime64[ns]")})
+        holdings = validate_holdings(raw_holdings, catalog, pd.Index(customers[C.CUSTOMER_ID]),
+                                     f"{self.source} {HOLDINGS_FILE}")
+        return BankData(customers, holdings, as_of=as_of, months=self.snapshots)
+
+
+def split_bank(data_dir: str | Path, last_snapshots: int | None,
+               part_size: int = DEFAULT_PART_SIZE, folder: str | Path | None = None) -> PartedBank:
+    """Split the extracts of ``data_dir`` into parts of about ``part_size`` customers.
+
+    Holdings keep only the latest ``last_snapshots`` snapshot dates (all with None). The parts
+    go to ``folder`` (a new temporary folder by default, removed by ``close``).
+    """
+    customers_path = find_extract(data_dir, CUSTOMERS_FILE)
+    holdings_path = find_extract(data_dir, HOLDINGS_FILE)
+    dates = _snapshot_dates(holdings_path)
+    keep = dates[-last_snapshots:] if last_snapshots else dates
+    n_customers = _count_rows(customers_path)
+    parts = max(1, math.ceil(n_customers / part_size))
+    owns = folder is None
+    out = Path(tempfile.mkdtemp(prefix="nbo-parts-") if owns else folder)
+    out.mkdir(parents=True, exist_ok=True)
+    bank = PartedBank(out, parts, n_customers, tuple(keep), str(data_dir), owns)
+    try:
+        _split_file(customers_path, None, parts, bank, CUSTOMERS_FILE)
+        is_csv, where = holdings_path.suffix.lower() == ".csv", None
+        if last_snapshots and not is_csv:  # filter as the file stores dates (ns, us, ...)
+            stored = ds.dataset(holdings_path).schema.field(C.SNAPSHOT_DATE).type
+            where = pc.field(C.SNAPSHOT_DATE).isin(
+                pa.Array.from_pandas(pd.Series(keep, dtype="datetime64[ns]")).cast(stored))
+        _split_file(holdings_path, where, parts, bank, HOLDINGS_FILE,
+                    cast_dates=is_csv and bool(last_snapshots))
+    except BaseException:
+        bank.close()
+        raise
+    log.info("split %d customers of %s into %d parts (%d snapshots kept)", n_customers,
+             data_dir, parts, len(keep))
+    return bank
+
+
+def _count_rows(path: Path) -> int:
+    if path.suffix.lower() == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    return sum(batch.num_rows for batch in _read_batches(path, columns=[C.CUSTOMER_ID]))
+
+
+def _snapshot_dates(path: Path) -> list[pd.Timestamp]:
+    """Every snapshot date of the holdings extract, in order; a bad date names the file."""
+    seen: set = set()
+    if path.suffix.lower() == ".parquet":  # one date per row group: the footer says which
+        meta = pq.ParquetFile(path).metadata
+        column = meta.schema.to_arrow_schema().get_field_index(C.SNAPSHOT_DATE)
+        stats = [meta.row_group(i).column(column).statistics
+                 for i in range(meta.num_row_groups)] if column >= 0 else [None]
+        if all(s is not None and s.has_min_max and s.min == s.max and s.null_count == 0
+               for s in stats):
+            return [pd.Timestamp(d) for d in sorted({s.min for s in stats})]
+    for batch in _read_batches(path, columns=[C.SNAPSHOT_DATE]):
+        seen.update(pc.unique(batch.column(0)).to_pylist())
+    unique = pd.Series(sorted(seen, key=str), dtype=object)
+    parsed = pd.to_datetime(unique, errors="coerce")
+    if parsed.isna().any():
+        bad = unique[parsed.isna()].head(3).tolist()
+        raise DataValidationError(f"snapshot_date values {bad} are not dates", source=str(path),
+                                  column=C.SNAPSHOT_DATE)
+    return [pd.Timestamp(d) for d in np.sort(parsed.unique())]
+
+
+def _split_file(path: Path, where, parts: int, bank: PartedBank, name: str,
+                cast_dates: bool = False) -> None:
+    writers: dict[int, pq.ParquetWriter] = {}
+    owners = _Owners(parts)
+    try:
+        for batch in _read_batches(path, where=None if cast_dates else where):
+            if C.CUSTOMER_ID not in batch.schema.names:
+                raise DataValidationError(f"missing required columns {[C.CUSTOMER_ID]}",
+                                          source=str(path))
+            if cast_dates:  # CSV: compare dates as dates, as the Parquet filter does
+                dates = pd.to_datetime(batch.column(C.SNAPSHOT_DATE).to_pandas(), errors="coerce")
+                batch = batch.filter(pa.array(dates.isin(bank.snapshots).to_numpy()))
+            if batch.num_rows == 0:
+                continue
+            owner = owners(batch.column(C.CUSTOMER_ID))
+            order = np.argsort(owner, kind="stable")
+            bounds = np.searchsorted(owner[order], np.arange(parts + 1))
+            id_column = batch.schema.get_field_index(C.CUSTOMER_ID)
+            for part in range(parts):
+                lo, hi = bounds[part], bounds[part + 1]
+                if lo == hi:
+                    continue
+                piece = pa.Table.from_batches([batch.take(pa.array(order[lo:hi]))])
+                piece = piece.set_column(id_column, C.CUSTOMER_ID,
+                                         _compact(piece.column(id_column).combine_chunks()))
+                if part not in writers:
+                    writers[part] = pq.ParquetWriter(bank._path(name, part), piece.schema)
+                writers[part].write_table(piece.cast(writers[part].schema))
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def iter_books(bank: PartedBank, catalog: Catalog, stages: LifeStageRules,
+               weighting: str, n_lags: int) -> Iterator[CustomerBook]:
+    """Each part's customer book, one at a time."""
+    for part in range(bank.parts):
+        if bank._path(CUSTOMERS_FILE, part).exists():
+            yield CustomerBook(bank.read(part, catalog), catalog, stages, weighting, n_lags)
+
+
+class PartedCustomers:
+    """Every customer of a parted bank, in batches: what campaigns iterate over."""
+
+    def __init__(self, bank: PartedBank, catalog: Catalog, stages: LifeStageRules,
+                 weighting: str = "binary", n_lags: int = 4) -> None:
+        self.bank, self.catalog, self.stages = bank, catalog, stages
+        self.weighting, self.n_lags = weighting, n_lags
+        self.snapshot = bank.snapshots[-1] if bank.snapshots else None
+
+    def __len__(self) -> int:
+        return self.bank.customers
+
+    def __enter__(self) -> PartedCustomers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bank.close()
+
+    def chunks(self, chunk_size: int) -> Iterator[CustomerBatch]:
+        for book in iter_books(self.bank, self.catalog, self.stages, self.weighting,
+                               self.n_lags):
+            yield from book.chunks(chunk_size)
+
+    def batches_of(self, customer_ids: np.ndarray, chunk_size: int) -> Iterator[CustomerBatch]:
+        """Batches of exactly these customers, read part by part."""
+        customer_ids = np.asarray(customer_ids, dtype=object)
+        owner = part_of(customer_ids, self.bank.parts)
+        for part in np.unique(owner):
+            wanted = customer_ids[owner == part]
+            book = CustomerBook(self.bank.read(int(part), self.catalog, wanted), self.catalog,
+                                self.stages, self.weighting, self.n_lags)
+            yield from book.batches_of(wanted, chunk_size)
+
+
+def open_customers(data_dir: str | Path, model, part_size: int = DEFAULT_PART_SIZE,
+                   folder: str | Path | None = None) -> PartedCustomers:
+    """The bank's customers in parts, for a trained model: only the months it reads."""
+    config = model.config
+    binary = config.cf.weighting == "binary"
+    bank = split_bank(data_dir, config.acquisition.n_lags if binary else None, part_size, folder)
+    return PartedCustomers(bank, model.catalog, model.stages, config.cf.weighting,
+                           config.acquisition.n_lags)
