@@ -222,7 +222,8 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
         worth &= ~np.isin(chunk.customer_ids, excluded_ids)
         chosen = np.flatnonzero(worth)
         batch = chunk.take(chosen)
-        scored = engine.score(batch, len(campaign_cols), context, contact.take(chosen))
+        scored = engine.score(batch, len(campaign_cols), context, contact.take(chosen),
+                              {name: mask[chosen] for name, mask in masks.items()})
         ok = np.isfinite(scored.priority) & in_campaign[None, :]
         ok &= scored.propensity >= spec.min_propensity
         ok &= (scored.slots > 0)[:, None]

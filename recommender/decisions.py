@@ -272,7 +272,8 @@ class DecisionLog:
                                     policy_text=policy_text, inputs={}, output={}, at=at)
         digest, pack_id = hashlib.sha256(pack).hexdigest(), uuid.uuid4().hex
         created, policy_hash = row[1], row[8]
-        rows = [(uuid.uuid4().hex, created, source, self.customer_hash(cid), model_version,
+        # Ids follow the pack's (unique) id: in order, so the inserts append to the index.
+        rows = [(f"{pack_id}-{i:07d}", created, source, self.customer_hash(cid), model_version,
                  policy_version, f"{digest}:{i}", b"", policy_hash, pack_id, i)
                 for i, cid in enumerate(ids)]
         self._write(rows, [policy], (pack_id, digest, self._fernet.encrypt(pack)))

@@ -144,13 +144,18 @@ class OfferEngine:
         return shifted / shifted.sum(axis=1, keepdims=True)
 
     def score(self, batch: CustomerBatch, limit: int, context: DecisionContext,
-              contact: ContactState | None = None) -> Scored:
-        """Scores, rule masks and arbitration for a batch (vectorised)."""
+              contact: ContactState | None = None,
+              masks: dict[str, np.ndarray] | None = None) -> Scored:
+        """Scores, rule masks and arbitration for a batch (vectorised).
+
+        ``masks`` are this batch's ``rule_masks`` when the caller has them already.
+        """
         n, n_products = batch.held.shape
         contact = contact or ContactState.empty(n, n_products)
         ranked = self.ranker.score(batch)
         propensity = self.propensity(ranked.scores)
-        masks = rule_masks(batch, self.catalog, self.policy, contact, context)
+        if masks is None:
+            masks = rule_masks(batch, self.catalog, self.policy, contact, context)
         arbitration = arbitrate(propensity, allowed(masks), self.catalog, self.policy, context)
         remaining = np.maximum(self.policy.cap(context.channel) - contact.shown_today, 0)
         slots = np.minimum(max(1, min(int(limit), MAX_OFFERS)), remaining)
