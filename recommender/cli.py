@@ -13,6 +13,7 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/implicit load BLAS
 
+from .keys import ROLES  # noqa: E402 (light: no numpy)
 from .policy_config import CHANNELS  # noqa: E402 (light: no numpy)
 
 log = logging.getLogger("nbo")
@@ -240,6 +241,45 @@ def cmd_serve(args) -> int:
     return 0  # not reached
 
 
+def _keys_file(args) -> Path:
+    return Path(args.file) if args.file else Path(args.state) / "api_keys.toml"
+
+
+def cmd_keys_create(args) -> int:
+    from .keys import create_key
+
+    clear, key = create_key(_keys_file(args), args.role, args.name, args.expires_days)
+    expires = key.expires_at.isoformat() if key.expires_at else "never"
+    sys.stdout.write(f"API key: {clear}\nid: {key.id}  role: {key.role}  expires: {expires}\n")
+    log.info("the key is shown only this once and stored hashed in %s; give it to the client "
+             "now", _keys_file(args))
+    return 0
+
+
+def cmd_keys_list(args) -> int:
+    from .keys import list_keys
+
+    path = _keys_file(args)
+    keys = list_keys(path)
+    if not keys:
+        sys.stdout.write(f"no API keys in {path}\n")
+        return 0
+    sys.stdout.write(f"{'id':<12}{'role':<10}{'created':<27}{'expires':<27}name\n")
+    for key in keys:
+        expires = key.expires_at.isoformat() if key.expires_at else "never"
+        sys.stdout.write(f"{key.id:<12}{key.role:<10}{key.created_at.isoformat():<27}"
+                         f"{expires:<27}{key.name}\n")
+    return 0
+
+
+def cmd_keys_revoke(args) -> int:
+    from .keys import revoke_key
+
+    key = revoke_key(_keys_file(args), args.key_id)
+    sys.stdout.write(f"revoked {key.id} (role {key.role})\n")
+    return 0
+
+
 def _print_examples(bank, stages, host: str, port: int) -> None:
     """Three customers who consented to profiling, hold 2+ products, in different stages."""
     from . import columns as C
@@ -251,19 +291,21 @@ def _print_examples(bank, stages, host: str, port: int) -> None:
                           & customers[C.CUSTOMER_ID].isin(counts[counts >= 2].index)]
     examples = customers.drop_duplicates(C.LIFE_STAGE)[C.CUSTOMER_ID].head(3).tolist()
     base = f"http://{host}:{port}"
-    lines = ["", "Example customers: " + ", ".join(examples), "Example requests:"]
+    lines = ["", "Example customers: " + ", ".join(examples),
+             "Example requests (a key from `nbo keys create --role teller` in $NBO_API_KEY):"]
     first = examples[0] if examples else "C00000001"
-    lines += [f"  curl '{base}/v1/customers/{cid}/offers'" for cid in examples]
+    curl = "curl -H \"Authorization: Bearer $NBO_API_KEY\""
+    lines += [f"  {curl} '{base}/v1/customers/{cid}/offers'" for cid in examples]
     lines += [
-        f"  curl '{base}/v1/customers/{first}/offers?lang=zh&limit=3'",
-        f"  curl '{base}/v1/customers/{first}'",
-        f"  curl '{base}/v1/customers/{first}/offers/mortgage/why-not?lang=zh'",
-        f"  curl -X POST '{base}/v1/customers/{first}/responses' -H 'Content-Type: "
+        f"  {curl} '{base}/v1/customers/{first}/offers?lang=zh&limit=3'",
+        f"  {curl} '{base}/v1/customers/{first}'",
+        f"  {curl} '{base}/v1/customers/{first}/offers/mortgage/why-not?lang=zh'",
+        f"  {curl} -X POST '{base}/v1/customers/{first}/responses' -H 'Content-Type: "
         "application/json' -d '{\"product_id\": \"mobile_banking\", \"outcome\": "
         "\"declined\", \"channel\": \"branch\"}'",
-        f"  curl '{base}/v1/products'",
-        f"  curl '{base}/v1/life-stages'",
-        f"  curl -X POST '{base}/v1/offers/score' -H 'Content-Type: application/json' -d "
+        f"  {curl} '{base}/v1/products'",
+        f"  {curl} '{base}/v1/life-stages'",
+        f"  {curl} -X POST '{base}/v1/offers/score' -H 'Content-Type: application/json' -d "
         "'{\"customer\": {\"age\": 31, \"income\": 180000, \"marital_status\": \"married\", "
         "\"dependants\": 1, \"tenure_months\": 24, \"segment\": \"mass\", \"risk_grade\": "
         "\"C3\", \"residency\": \"resident\", \"consent_profiling\": true}, "
@@ -384,6 +426,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-examples", dest="examples", action="store_false",
                    help="do not print example customers and requests")
     p.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys of the HTTP service: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    p = keys_sub.add_parser("create", help="a new key; printed once, stored hashed")
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--name", default="", help="who or what uses it, e.g. 'branch 12 counter 3'")
+    p.add_argument("--expires-days", type=_positive_int, help="default: never expires")
+    p.set_defaults(func=cmd_keys_create)
+    p = keys_sub.add_parser("list", help="ids, roles, names and dates (never keys or hashes)")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys_sub.add_parser("revoke", help="remove a key; a running service refuses it at once")
+    p.add_argument("key_id", help="the key's id (k_...), as `nbo keys list` shows it")
+    p.set_defaults(func=cmd_keys_revoke)
+    for p in keys_sub.choices.values():
+        p.add_argument("--state", default="var", help="the service's state folder")
+        p.add_argument("--file", help="the keys file (default: <state>/api_keys.toml)")
     return parser
 
 

@@ -15,9 +15,11 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from api.auth import EXTENSION as KEYS_EXTENSION  # noqa: E402
 from recommender.catalog import Catalog, parse_catalog  # noqa: E402
 from recommender.data import BankData, validate_customers, validate_holdings  # noqa: E402
 from recommender.demo import generate  # noqa: E402
+from recommender.keys import create_key  # noqa: E402
 from recommender.segments import LifeStageRules, load_life_stages  # noqa: E402
 
 TINY_CATALOG_TOML = """
@@ -211,3 +213,38 @@ def demo_bank(packaged_catalog, life_stages) -> BankData:
     holdings = validate_holdings(demo.holdings, packaged_catalog,
                                  pd.Index(customers["customer_id"]), "<demo holdings>")
     return BankData(customers=customers, holdings=holdings)
+
+
+def _client_with_key(app, role: str = "admin"):
+    """A test client of ``app`` sending a new key of ``role``, added to the app's keys file."""
+    key, _ = create_key(app.config["API_KEYS_FILE"], role, name=f"test {role}")
+    app.extensions[KEYS_EXTENSION].refresh()  # now, not within the store's second
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
+
+
+@pytest.fixture(scope="session")
+def client_with_key():
+    """``client_with_key(app, role="admin")``: a test client that authenticates as ``role``."""
+    return _client_with_key
+
+
+@pytest.fixture(scope="session")
+def served_demo_bank(demo_bank, packaged_catalog, life_stages, tmp_path_factory) -> dict:
+    """``demo_bank`` written to disk with a hybrid model trained on it (no evaluation, well
+    under a second): ``{"DATA_DIR": ..., "MODELS_DIR": ...}`` for ``create_app``. Give each app
+    its own ``STATE_DIR``, and write nothing into these folders."""
+    from recommender.catalog import catalog_text
+    from recommender.config import TrainConfig
+    from recommender.data import load_bank, write_bank
+    from recommender.segments import life_stages_text
+    from recommender.training import train
+
+    root = tmp_path_factory.mktemp("served_demo_bank")
+    write_bank(demo_bank, root / "data")
+    bank = load_bank(root / "data", packaged_catalog)
+    (cat_text, _), (st_text, _) = catalog_text(), life_stages_text()
+    train(bank, packaged_catalog, life_stages, TrainConfig(ranker="hybrid"), root / "models",
+          cat_text, st_text, run_evaluation=False)
+    return {"DATA_DIR": str(root / "data"), "MODELS_DIR": str(root / "models")}

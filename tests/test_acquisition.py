@@ -664,10 +664,10 @@ def test_served_scores_use_the_lags_the_model_was_trained_with(demo, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def client(demo, served):
+def client(demo, served, client_with_key):
     app = create_app({"DATA_DIR": str(demo.data_dir), "MODELS_DIR": str(served.models_dir),
                       "STATE_DIR": str(served.models_dir.parent / "state")})
-    return app.test_client()
+    return client_with_key(app)
 
 
 def _customer(demo: Demo, consent: bool) -> str:

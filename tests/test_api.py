@@ -87,8 +87,8 @@ def api_app(api_bank):
 
 
 @pytest.fixture
-def api_client(api_app):
-    return api_app.test_client()
+def api_client(api_app, client_with_key):
+    return client_with_key(api_app)
 
 
 @pytest.fixture(scope="session")
@@ -651,9 +651,9 @@ def test_changed_model_sources_over_the_whole_book(api_bank, api_previous_model)
         assert got == {EXPECTED_SOURCE[name]}, (name, got)
 
 
-def test_changed_model_sources_over_http(api_bank, api_previous_model):
+def test_changed_model_sources_over_http(api_bank, api_previous_model, client_with_key):
     _, model, app = api_previous_model
-    client = app.test_client()
+    client = client_with_key(app)
     known = set(_products(client))
     for name, members in _groups(api_bank, model).items():
         for cid in members[:6]:

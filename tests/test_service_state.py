@@ -77,15 +77,15 @@ def app(trained, state):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def client(app, client_with_key):
+    return client_with_key(app)
 
 
 @pytest.fixture(scope="module")
-def chosen(trained, tmp_path_factory) -> dict[str, list[str]]:
+def chosen(trained, tmp_path_factory, client_with_key) -> dict[str, list[str]]:
     """Customers by kind, chosen by asking the service: ``offered`` get at least three offers
     on the branch channel (consenting, no complaint); ``no_consent`` and ``complaint``."""
-    client = _app(trained, tmp_path_factory.mktemp("choose")).test_client()
+    client = client_with_key(_app(trained, tmp_path_factory.mktemp("choose")))
     customers = trained.bank.customers
     plain = customers[customers[C.CONSENT_PROFILING] & ~customers[C.OPEN_COMPLAINT]
                       & ~customers[C.VULNERABLE]]
@@ -272,26 +272,26 @@ def test_shows_recorded_today_use_up_the_channel_cap(client, chosen):
     assert len(_offers(client, customer, "?channel=branch")["offers"]) >= 3  # other channel
 
 
-def test_responses_survive_a_restart(trained, state, client, chosen):
+def test_responses_survive_a_restart(trained, state, client, chosen, client_with_key):
     customer = chosen["offered"][4]
     posted = [_json(_post(client, customer, p, o, ch)) for p, o, ch in
               [("credit_card", "shown", "branch"), ("mortgage", "declined", "email"),
                ("pension_account", "accepted", "call_center")]]
     decision_id = _offers(client, customer)["decision_id"]
-    restarted = _app(trained, state).test_client()
+    restarted = client_with_key(_app(trained, state))
     assert _responses(restarted, customer) == posted[::-1]
     assert "mortgage" not in _offer_ids(_offers(restarted, customer))
     with _decision_log(state) as log:
         assert log.get(decision_id).output["customer_id"] == customer
 
 
-def test_concurrent_posts_from_eight_threads_lose_nothing(app, chosen):
+def test_concurrent_posts_from_eight_threads_lose_nothing(app, chosen, client_with_key):
     customers = chosen["offered"][:4]
     products = ["credit_card", "mortgage", "time_deposit", "bond_fund", "fx_service"]
     start = threading.Barrier(8)
 
     def worker(thread: int) -> list[tuple[int, dict]]:
-        client = app.test_client()  # one client per thread
+        client = client_with_key(app)  # one client (and key) per thread
         start.wait()
         results = []
         for k in range(20):
@@ -308,7 +308,7 @@ def test_concurrent_posts_from_eight_threads_lose_nothing(app, chosen):
     ids = {record["id"] for _, record in results}
     assert len(ids) == 160
     assert app.extensions["nbo"].responses.count() == 160
-    client = app.test_client()
+    client = client_with_key(app)
     stored = [r for c in customers for r in _responses(client, c)]
     assert len(stored) == 160 and {r["id"] for r in stored} == ids
     assert sorted(stored, key=lambda r: r["id"]) == sorted((r for _, r in results),
