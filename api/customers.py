@@ -6,6 +6,7 @@ from flask import Blueprint
 from recommender.data import CUSTOMER_COLUMNS
 
 from .errors import BadRequest
+from .metrics import count_offers
 from .params import channel_param, intent_param, json_body, lang_param, limit_param
 from .state import current_service
 
@@ -24,7 +25,9 @@ def profile(customer_id: str):
 @bp.get("/customers/<customer_id>/offers")
 def offers(customer_id: str):
     limit, lang, context = limit_param(), lang_param(), _context_params()
-    return current_service().offers(customer_id, limit, lang, **context)
+    decision = current_service().offers(customer_id, limit, lang, **context)
+    count_offers(decision["offers"])
+    return decision
 
 
 @bp.get("/customers/<customer_id>/offers/<product_id>/why-not")
@@ -78,4 +81,6 @@ def score():
     limit, lang = limit_param(body.get("limit", "")), lang_param(body.get("lang", "en"))
     context = {"channel": channel_param(body.get("channel", "")),
                "intent": intent_param(current_service().policy.intents, body.get("intent", ""))}
-    return current_service().offers_for_profile(customer, holdings, limit, lang, **context)
+    decision = current_service().offers_for_profile(customer, holdings, limit, lang, **context)
+    count_offers(decision["offers"])
+    return decision

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from recommender.exceptions import DataValidationError, UnknownCustomerError, UnknownIdError
 from recommender.responses import ResponseError
+
+from .observability import redacted_traceback, request_id, route_pattern
 
 log = logging.getLogger(__name__)
 
@@ -59,5 +61,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
-        log.exception("unhandled error")
+        # Named by route and request id, with the message withheld: an exception's message
+        # (or the path) may quote a customer id or profile values.
+        log.error("unhandled %s in %s %s (request_id %s)\n%s", type(exc).__qualname__,
+                  request.method, route_pattern(), request_id(), redacted_traceback(exc))
         return error_response(500, "internal_error", "internal error; see the server log")

@@ -1,14 +1,28 @@
-"""Liveness."""
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: a model and the
+customer book are loaded, so traffic may be sent here)."""
 
 from flask import Blueprint
 
-from .state import current_service
+from .errors import error_response
+from .state import loaded_service
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz():
-    service = current_service()
+    """Cheap and always 200 while the process runs; names the model if one is loaded."""
+    service = loaded_service()
+    if service is None:
+        return {"status": "ok"}
     return {"status": "ok", "model_version": service.engine.model.version,
             "customers": len(service.book)}
+
+
+@bp.get("/readyz")
+def readyz():
+    """503 until a model and the book are loaded: a load balancer sends traffic only here."""
+    service = loaded_service()
+    if service is None or service.engine.model is None or service.book is None:
+        return error_response(503, "not_ready", "no model and customer book are loaded yet")
+    return {"status": "ready", "model_version": service.engine.model.version}

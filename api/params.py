@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from flask import request
@@ -11,6 +13,8 @@ from recommender.service import CHANNELS, LANGUAGES, MAX_OFFERS
 from .errors import BadRequest
 
 DEFAULT_LIMIT = 5
+# ASCII digits only: str.isdigit() also accepts '²' and '①', which int() then refuses.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
 def limit_param(value: Any = None) -> int:
@@ -18,14 +22,22 @@ def limit_param(value: Any = None) -> int:
     raw = request.args.get("limit") if value is None else value
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
-        raw = int(raw)
+    shown = _shown(raw)
+    if isinstance(raw, str) and _WHOLE_NUMBER.fullmatch(raw.strip()):
+        # Seven digits are out of range already; int() of thousands of digits is refused.
+        raw = int(raw) if len(raw.strip()) <= 6 else MAX_OFFERS + 1
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise BadRequest(f"limit must be a whole number, got {raw!r}", parameter="limit")
+        raise BadRequest(f"limit must be a whole number, got {shown}", parameter="limit")
     if not 1 <= raw <= MAX_OFFERS:
-        raise BadRequest(f"limit must be between 1 and {MAX_OFFERS}, got {raw}",
+        raise BadRequest(f"limit must be between 1 and {MAX_OFFERS}, got {shown}",
                          parameter="limit")
     return raw
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """``repr(value)``, cut short: messages quote what was sent, not megabytes of it."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width]}..."
 
 
 def lang_param(value: Any = None) -> str:
@@ -43,6 +55,11 @@ def json_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object "
                          "(Content-Type: application/json)")
+    try:  # JSON may escape lone surrogates (\\ud800): not text, and nothing below can store it
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("the request body holds a string that is not valid Unicode "
+                         "(a lone surrogate escape such as \\ud800)") from None
     return body
 
 
