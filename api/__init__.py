@@ -1,7 +1,8 @@
 """The Flask HTTP service: next-best offers per customer, with reasons.
 
 ``STATE_DIR`` holds what the service writes: recorded responses, the decision log and its
-encryption key.
+encryption key; and, unless ``API_KEYS_FILE`` names another file, ``api_keys.toml`` (see
+``api.auth``).
 
 ``create_app(config)`` takes defaults, then ``NBO_*`` environment variables, then the test
 mapping; the model and the customer book are loaded once into ``app.extensions["nbo"]``.
@@ -17,8 +18,9 @@ from flask import Flask
 from recommender.service import load_service
 
 DEFAULTS = {"DATA_DIR": "data/demo", "MODELS_DIR": "models", "MODEL_VERSION": "current",
-            "POLICY_FILE": None, "STATE_DIR": "var"}
-_ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION", "POLICY_FILE", "STATE_DIR")
+            "POLICY_FILE": None, "STATE_DIR": "var", "API_KEYS_FILE": None}
+_ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION", "POLICY_FILE", "STATE_DIR",
+             "API_KEYS_FILE")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -30,16 +32,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
 
     cfg = app.config
+    cfg["API_KEYS_FILE"] = cfg["API_KEYS_FILE"] or os.path.join(cfg["STATE_DIR"], "api_keys.toml")
     service = cfg.get("SERVICE") or load_service(
         cfg["DATA_DIR"], cfg["MODELS_DIR"], cfg["MODEL_VERSION"], policy_file=cfg["POLICY_FILE"],
         state_dir=cfg["STATE_DIR"],
     )
     app.extensions["nbo"] = service
 
-    from . import customers, errors, health, products
+    from . import auth, customers, errors, health, metrics, observability, openapi, products
 
     errors.register(app)
+    metrics.init_app(app)  # GET /metrics
+    observability.register(app)  # request id, access log, request metrics: first hooks in line
+    auth.init_app(app)  # after observability: refused requests are logged and counted too
+    app.register_blueprint(openapi.bp)  # GET /openapi.json
     app.register_blueprint(health.bp)
     app.register_blueprint(products.bp, url_prefix="/v1")
     app.register_blueprint(customers.bp, url_prefix="/v1")
+    from . import teller
+
+    app.register_blueprint(teller.bp, url_prefix="/teller")  # the teller console: page, assets
     return app
