@@ -109,6 +109,9 @@ class CustomerBook:
         for start in range(0, len(positions), chunk_size):
             yield self.batch(positions[start:start + chunk_size])
 
+    def profiles_at(self, positions: np.ndarray) -> pd.DataFrame:
+        return self.profiles.iloc[positions].reset_index(drop=True)
+
     def held_product_ids(self, position: int) -> list[str]:
         row = self.held[position]
         return self.catalog.ids.to_external(np.sort(row.indices)).tolist()

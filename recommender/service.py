@@ -16,9 +16,10 @@ import numpy as np
 
 from . import artifacts
 from . import columns as C
-from .book import CustomerBatch, CustomerBook, load_book, profile_batch
+from .book import CustomerBatch, CustomerBook, profile_batch
 from .decisions import DecisionLog, load_or_create_key
 from .exceptions import ConfigError
+from .mapped_book import MappedBook, open_book
 from .offers import MAX_OFFERS, OfferEngine
 from .policy import ContactState, DecisionContext, contact_state
 from .policy_config import CHANNELS, PolicyConfig, load_policy
@@ -36,7 +37,7 @@ _PROFILE_FIELDS = (C.AGE, C.INCOME, C.MARITAL_STATUS, C.DEPENDANTS, C.TENURE_MON
 @dataclass
 class OfferService:
     engine: OfferEngine
-    book: CustomerBook
+    book: CustomerBook | MappedBook
     responses: ResponseStore
     decisions: DecisionLog
 
@@ -115,7 +116,7 @@ class OfferService:
     def profile(self, customer_id: str, lang: str = "en") -> dict[str, Any]:
         """Life stage, holdings and the attributes the rules use (never the protected ones)."""
         position = self.book.position(customer_id)
-        row = self.book.profiles.iloc[position]
+        row = self.book.profiles_at(np.array([position])).iloc[0]
         stage = self.stages.stages[int(self.book.stage_codes[position])]
         attributes = {f: plain_value(row[f]) for f in _PROFILE_FIELDS if f in row.index}
         if C.RISK_ASSESSED_ON in row.index:
@@ -174,11 +175,15 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
                  version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
                  state_dir: str | Path = "var") -> OfferService:
     """Load the model version, the policy and the bank's current extracts (validated with the
-    model's catalog), and open the response store and the decision log in ``state_dir``."""
+    model's catalog), and open the response store and the decision log in ``state_dir``.
+
+    The customer book is memory-mapped from ``state_dir/book-cache`` (built there on first
+    use), so every worker of a server shares one copy.
+    """
     decisions = open_decision_log(state_dir)
     model = artifacts.load(models_dir, version)
     policy = load_policy(policy_file)
-    book = load_book(data_dir, model)
+    book = open_book(data_dir, model, Path(state_dir) / "book-cache")
     responses = ResponseStore(Path(state_dir) / "responses.db",
                               product_ids=list(model.catalog.ids.external_ids))
     log.info("serving model %s (%s) with policy %s for %d customers", model.version,

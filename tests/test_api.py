@@ -644,7 +644,7 @@ def test_changed_model_sources_over_the_whole_book(api_bank, api_previous_model)
     service = app.extensions["nbo"]
     book = service.book
     ids = [cid for g in groups.values() for cid in g]
-    batch = book.batch(book.ids.to_internal(ids))
+    batch = book.batch(np.array([book.position(cid) for cid in ids]))
     sources = dict(zip(ids, service.engine.ranker.score(batch).sources, strict=True))
     for name, members in groups.items():
         got = {sources[cid] for cid in members}

@@ -65,7 +65,7 @@ def service(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def customer_id(service) -> str:
-    return str(service.book.ids.to_external(np.array([0]))[0])
+    return str(service.book.batch(np.array([0])).customer_ids[0])
 
 
 admin_bp = Blueprint("test_admin", __name__)

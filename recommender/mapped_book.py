@@ -1,0 +1,196 @@
+"""The customer book as plain arrays on disk, memory-mapped by every server worker.
+
+Building the book from the extracts takes seconds and gigabytes per process at a million
+customers; gunicorn runs several workers and reloads them. The book is therefore built once
+per extract and model shape into a cache folder of ``.npy`` files (ids sorted for lookup,
+profile columns as codes, holdings as CSR arrays), and workers open it with
+``mmap_mode="r"``: the operating system keeps one copy in its page cache for all of them, and
+a worker touches only the pages of the customers it serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .book import CustomerBatch, CustomerBook, load_book
+from .catalog import Catalog
+from .data import CUSTOMERS_FILE, HOLDINGS_FILE, find_extract
+from .exceptions import ArtifactError, UnknownCustomerError
+from .segments import LifeStageRules
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_META = "book.json"
+
+
+def book_key(data_dir: str | Path, model) -> str:
+    """Names the cached book: the extracts (path, size, modification time) and what the model
+    reads from them. A new extract or a model with other lags gets a new folder."""
+    parts = {"format": FORMAT, "lags": model.config.acquisition.n_lags,
+             "weighting": model.config.cf.weighting,
+             "catalog": hashlib.sha256(model.catalog_text.encode()).hexdigest(),
+             "stages": hashlib.sha256(model.stages_text.encode()).hexdigest()}
+    for name in (CUSTOMERS_FILE, HOLDINGS_FILE):
+        path = find_extract(data_dir, name)
+        stat = path.stat()
+        parts[name] = [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def save_book(book: CustomerBook, folder: str | Path) -> Path:
+    """Write ``book`` as arrays under ``folder``, whole or not at all."""
+    folder = Path(folder)
+    partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.partial")
+    partial.mkdir(parents=True)
+    try:
+        ids = book.ids.external_ids.astype(str)
+        order = np.argsort(ids, kind="stable")
+        arrays = {"ids": ids.astype(np.bytes_), "sorted_ids": ids[order].astype(np.bytes_),
+                  "sorted_positions": order.astype(np.int64), "stages": book.stage_codes,
+                  "present": book.present}
+        columns = {}
+        for name in book.profiles.columns:
+            values = book.profiles[name]
+            if getattr(values.dtype, "kind", "O") not in "biufM":  # text: codes + categories
+                categories, codes = np.unique(values.astype(str).to_numpy(), return_inverse=True)
+                arrays[f"profile.{name}"] = codes.astype(np.int32)
+                columns[name] = {"kind": "category", "categories": categories.tolist()}
+            else:
+                arrays[f"profile.{name}"] = values.to_numpy()
+                columns[name] = {"kind": "values", "dtype": str(values.dtype)}
+        matrices = {f"lag{k}": lag for k, lag in enumerate(book.lags)}
+        matrices["confidence"] = book.confidence
+        for name, matrix in matrices.items():
+            csr = sp.csr_matrix(matrix)
+            csr.sort_indices()
+            arrays.update({f"{name}.indptr": csr.indptr.astype(np.int64),
+                           f"{name}.indices": csr.indices.astype(np.int32),
+                           f"{name}.data": csr.data.astype(np.float32)})
+        for name, values in arrays.items():
+            np.save(partial / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
+        meta = {"format": FORMAT, "customers": len(book), "lags": len(book.lags),
+                "weighting": book.weighting, "columns": columns,
+                "snapshot": None if book.snapshot is None else book.snapshot.isoformat(),
+                "products": book.catalog.ids.external_ids.tolist()}
+        (partial / _META).write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            partial.rename(folder)
+        except OSError:  # another process finished the same book first: keep theirs
+            if not (folder / _META).exists():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+class MappedBook:
+    """A saved customer book, memory-mapped; answers like ``CustomerBook`` for serving."""
+
+    def __init__(self, folder: str | Path, catalog: Catalog, stages: LifeStageRules) -> None:
+        self.folder, self.catalog, self.stages = Path(folder), catalog, stages
+        try:
+            meta = json.loads((self.folder / _META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{self.folder}: not a saved customer book ({exc})") from exc
+        if meta.get("format") != FORMAT or meta.get("products") != \
+                catalog.ids.external_ids.tolist():
+            raise ArtifactError(f"{self.folder}: saved for another format or catalog")
+        self.weighting, self._columns = meta["weighting"], meta["columns"]
+        self.snapshot = pd.Timestamp(meta["snapshot"]) if meta["snapshot"] else None
+        self._n = int(meta["customers"])
+
+        def load(name: str) -> np.ndarray:
+            return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+        self._ids, self._sorted = load("ids"), load("sorted_ids")
+        self._sorted_positions, self.stage_codes, self.present = (
+            load("sorted_positions"), load("stages"), load("present"))
+        self._profile = {name: load(f"profile.{name}") for name in self._columns}
+        self._categories = {name: np.asarray(spec["categories"], dtype=object)
+                            for name, spec in self._columns.items()
+                            if spec["kind"] == "category"}
+        shape = (self._n, len(catalog))
+        self.lags = tuple(self._matrix(load, f"lag{k}", shape) for k in range(meta["lags"]))
+        self.confidence = self._matrix(load, "confidence", shape)
+        self.held = self.lags[0] if self.lags else self.confidence
+
+    @staticmethod
+    def _matrix(load, name: str, shape: tuple[int, int]) -> sp.csr_matrix:
+        return sp.csr_matrix((load(f"{name}.data"), load(f"{name}.indices"),
+                              load(f"{name}.indptr")), shape=shape, copy=False)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __contains__(self, customer_id: str) -> bool:
+        return self._find(customer_id) >= 0
+
+    def _find(self, customer_id: str) -> int:
+        key = np.bytes_(str(customer_id).encode())
+        i = int(np.searchsorted(self._sorted, key))
+        if i < self._n and self._sorted[i] == key:
+            return int(self._sorted_positions[i])
+        return -1
+
+    def position(self, customer_id: str) -> int:
+        position = self._find(customer_id)
+        if position < 0:
+            raise UnknownCustomerError(f"customer {customer_id!r} is not in the customer book")
+        return position
+
+    def profiles_at(self, positions: np.ndarray) -> pd.DataFrame:
+        """Profile rows, with the dtypes the validated extract has."""
+        columns = {}
+        for name, spec in self._columns.items():
+            values = self._profile[name][positions]
+            columns[name] = (self._categories[name][values] if spec["kind"] == "category"
+                             else values)
+        return pd.DataFrame(columns)
+
+    def batch(self, positions: np.ndarray) -> CustomerBatch:
+        positions = np.asarray(positions, dtype=np.int64)
+        return CustomerBatch(
+            customer_ids=self._ids[positions].astype(str).astype(object),
+            profiles=self.profiles_at(positions), held=self.held[positions],
+            confidence=self.confidence[positions],
+            stages=np.asarray(self.stage_codes[positions]),
+            lags=tuple(lag[positions] for lag in self.lags),
+            present=np.asarray(self.present[positions]))
+
+    def held_product_ids(self, position: int) -> list[str]:
+        row = self.held[position]
+        return self.catalog.ids.to_external(np.sort(row.indices)).tolist()
+
+
+def open_book(data_dir: str | Path, model, cache_dir: str | Path) -> MappedBook:
+    """The model's customer book from the cache, built from the extracts if missing."""
+    folder = Path(cache_dir) / book_key(data_dir, model)
+    if not (folder / _META).exists():
+        log.info("building the customer book cache %s from %s", folder, data_dir)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        save_book(load_book(data_dir, model), folder)
+        _prune(folder)
+    return MappedBook(folder, model.catalog, model.stages)
+
+
+def _prune(keep: Path, spare: int = 1) -> None:
+    """Remove older cached books, keeping ``spare`` besides ``keep``: a worker that still
+    maps one keeps its pages (unlinked files live until unmapped)."""
+    others = sorted((p for p in keep.parent.iterdir() if p.is_dir() and p != keep
+                     and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime,
+                    reverse=True)
+    for old in others[spare:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["MappedBook", "book_key", "open_book", "save_book"]

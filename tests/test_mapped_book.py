@@ -1,0 +1,67 @@
+"""The memory-mapped customer book answers exactly like the book built from the extracts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommender import artifacts
+from recommender.book import load_book
+from recommender.exceptions import ArtifactError, UnknownCustomerError
+from recommender.mapped_book import MappedBook, book_key, open_book
+
+
+@pytest.fixture(scope="module")
+def model(served_demo_bank):
+    return artifacts.load(served_demo_bank["MODELS_DIR"])
+
+
+def test_batches_equal_the_book_built_from_the_extracts(served_demo_bank, model, tmp_path):
+    data = served_demo_bank["DATA_DIR"]
+    book = load_book(data, model)
+    mapped = open_book(data, model, tmp_path)
+    assert isinstance(mapped, MappedBook) and len(mapped) == len(book)
+    assert mapped.snapshot == book.snapshot
+    positions = np.random.default_rng(3).permutation(len(book))[:300]
+    expected, got = book.batch(positions), mapped.batch(positions)
+    assert got.customer_ids.tolist() == expected.customer_ids.tolist()
+    pd.testing.assert_frame_equal(got.profiles, expected.profiles, check_dtype=True)
+    for a, b in zip((got.held, got.confidence, *got.lags),
+                    (expected.held, expected.confidence, *expected.lags), strict=True):
+        assert (a != b).nnz == 0
+    assert np.array_equal(got.stages, expected.stages)
+    assert np.array_equal(got.present, expected.present)
+    for position in positions[:50]:
+        customer = str(expected.customer_ids[positions.tolist().index(position)])
+        assert mapped.position(customer) == book.position(customer) == position
+        assert mapped.held_product_ids(position) == book.held_product_ids(position)
+    assert np.array_equal(np.asarray(mapped.stage_codes), book.stage_codes)
+    with pytest.raises(UnknownCustomerError, match="C99999999"):
+        mapped.position("C99999999")
+    assert "C99999999" not in mapped
+
+
+def test_the_cache_is_reused_and_follows_new_extracts(served_demo_bank, model, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(served_demo_bank["DATA_DIR"], data)
+    first = open_book(data, model, tmp_path / "cache").folder
+    assert open_book(data, model, tmp_path / "cache").folder == first  # not rebuilt
+    holdings = data / "holdings.parquet"
+    os.utime(holdings, ns=(holdings.stat().st_atime_ns, holdings.stat().st_mtime_ns + 10**9))
+    assert book_key(data, model) != first.name  # a new extract: a new book
+    second = open_book(data, model, tmp_path / "cache").folder
+    assert second != first and second.exists()
+
+
+def test_a_damaged_or_foreign_cache_is_refused(served_demo_bank, model, tmp_path):
+    folder = open_book(served_demo_bank["DATA_DIR"], model, tmp_path).folder
+    (folder / "book.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="not a saved customer book"):
+        MappedBook(folder, model.catalog, model.stages)
+    (folder / "book.json").write_text('{"format": 1, "products": ["x"]}', encoding="utf-8")
+    with pytest.raises(ArtifactError, match="another format or catalog"):
+        MappedBook(folder, model.catalog, model.stages)
