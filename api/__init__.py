@@ -15,8 +15,6 @@ from typing import Any
 
 from flask import Flask
 
-from recommender.service import load_service
-
 DEFAULTS = {"DATA_DIR": "data/demo", "MODELS_DIR": "models", "MODEL_VERSION": "current",
             "POLICY_FILE": None, "STATE_DIR": "var", "API_KEYS_FILE": None}
 _ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION", "POLICY_FILE", "STATE_DIR",
@@ -33,13 +31,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     cfg = app.config
     cfg["API_KEYS_FILE"] = cfg["API_KEYS_FILE"] or os.path.join(cfg["STATE_DIR"], "api_keys.toml")
-    service = cfg.get("SERVICE") or load_service(
-        cfg["DATA_DIR"], cfg["MODELS_DIR"], cfg["MODEL_VERSION"], policy_file=cfg["POLICY_FILE"],
-        state_dir=cfg["STATE_DIR"],
+    from . import (
+        auth,
+        customers,
+        errors,
+        health,
+        metrics,
+        observability,
+        openapi,
+        products,
+        reload,
     )
-    app.extensions["nbo"] = service
 
-    from . import auth, customers, errors, health, metrics, observability, openapi, products
+    app.extensions["nbo"] = cfg.get("SERVICE") or reload.load_at_start(cfg)
 
     errors.register(app)
     metrics.init_app(app)  # GET /metrics
@@ -49,6 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(products.bp, url_prefix="/v1")
     app.register_blueprint(customers.bp, url_prefix="/v1")
+    reload.init_app(app)  # POST /admin/reload; follows reloads of the other workers
     from . import teller
 
     app.register_blueprint(teller.bp, url_prefix="/teller")  # the teller console: page, assets

@@ -57,7 +57,8 @@ SCHEMAS: dict[str, Schema] = {
     "Health": _object({"status": {"const": "ok"}},
                       {"model_version": STR, "customers": {"type": "integer", "minimum": 0}}),
     "Ready": _object({"status": {"const": "ready"}, "model_version": STR}),
-    "Reload": _object({"status": {"enum": ["reloaded", "unchanged"]}, "model_version": STR}),
+    "Reload": _object({"status": {"enum": ["reloaded", "unchanged"]}, "model_version": STR,
+                       "previous_version": STR}),
     "Product": _object({
         "product_id": STR, **_NAMES, "category": STR,
         "risk_grade": {"enum": list(C.PRODUCT_RISK_GRADES)}, "value_weight": NUM,
@@ -269,8 +270,8 @@ PATHS = {
     "/admin/reload": {"post": _operation("admin.reload", "Reload the current model", {
         "200": _response("the model version now served, reloaded or unchanged",
                          _ref("Reload")),
-        "409": _error("a reload is already running, or the new model does not fit the data"),
-        "500": _error("the reload failed; the previous model is still served")})},
+        "409": _error("the new version is missing, corrupt or fails its smoke test; the "
+                      "previous model is still served")})},
 }
 
 DOCUMENT: dict[str, Any] = {

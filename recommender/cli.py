@@ -220,22 +220,32 @@ def cmd_serve(args) -> int:
     from . import artifacts
     from .catalog import load_catalog
     from .data import load_bank
+    from .mapped_book import open_book
     from .segments import load_life_stages
 
-    artifacts.resolve(args.models)  # fail early, with a clear message, if nothing is trained
+    current = artifacts.resolve(args.models)  # fail early, clearly, if nothing is trained
+    # Build the workers' shared customer book now, before gunicorn replaces this process:
+    # workers then only map it. Nothing here trains or scores (DESIGN.md: forked children).
+    open_book(args.data, artifacts.load(args.models), Path(args.state) / "book-cache")
     if args.examples:
-        current = artifacts.resolve(args.models)
         bank = load_bank(args.data, load_catalog(current / "catalog.toml"))
         _print_examples(bank, load_life_stages(current / "life_stages.toml"), args.host,
                         args.port)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
+    metrics_dir = Path(args.state).resolve() / "prometheus"
     os.environ.update({"NBO_DATA_DIR": str(args.data), "NBO_MODELS_DIR": str(args.models),
-                       "NBO_STATE_DIR": str(args.state), "OPENBLAS_NUM_THREADS": "1"})
+                       "NBO_STATE_DIR": str(args.state), "OPENBLAS_NUM_THREADS": "1",
+                       "NBO_BIND": f"{args.host}:{args.port}", "NBO_WORKERS": str(args.workers),
+                       "NBO_THREADS": str(args.threads),
+                       "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     if args.policy:
         os.environ["NBO_POLICY_FILE"] = str(args.policy)
-    command = [gunicorn, "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
-               "--timeout", "60", "--access-logfile", "-", "api.wsgi:app"]
-    log.info("starting: %s", " ".join(command))
+    import api
+
+    config = Path(api.__file__).resolve().parent / "gunicorn_conf.py"
+    command = [gunicorn, "--config", str(config), "api.wsgi:app"]
+    log.info("starting: %s (%d workers x %d threads on %s:%d)", " ".join(command),
+             args.workers, args.threads, args.host, args.port)
     sys.stdout.flush()
     os.execv(command[0], command)
     return 0  # not reached
@@ -420,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=8000)
     p.add_argument("--workers", type=_positive_int, default=2)
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="threads per worker (gthread); 1 = sync workers")
     p.add_argument("--state", default="var",
                    help="folder for recorded responses, the decision log and its key")
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")

@@ -18,7 +18,7 @@ from . import artifacts
 from . import columns as C
 from .book import CustomerBatch, CustomerBook, profile_batch
 from .decisions import DecisionLog, load_or_create_key
-from .exceptions import ConfigError
+from .exceptions import ArtifactError, ConfigError
 from .mapped_book import MappedBook, open_book
 from .offers import MAX_OFFERS, OfferEngine
 from .policy import ContactState, DecisionContext, contact_state
@@ -191,4 +191,41 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
     return OfferService(OfferEngine(model, policy), book, responses, decisions)
 
 
-__all__ = ["CHANNELS", "LANGUAGES", "MAX_OFFERS", "OfferService", "load_service"]
+def smoke_test(service: OfferService, customers: int = 20) -> None:
+    """Decide for a few customers of the book before serving a model: a model that loads but
+    cannot score (wrong shapes, broken calibrator, mismatched book) must never go live."""
+    n = min(customers, len(service.book))
+    if n == 0:
+        raise ArtifactError("smoke test: the customer book is empty")
+    batch = service.book.batch(np.arange(n))
+    context = service.context()
+    try:
+        scored = service.engine.score(batch, MAX_OFFERS, context)
+        service.engine.offers(batch, MAX_OFFERS, context)
+    except Exception as exc:  # any failure here means: do not serve this model
+        raise ArtifactError(f"smoke test of model {service.engine.model.version} failed: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    if not np.isfinite(scored.propensity).all() or (scored.propensity < 0).any():
+        raise ArtifactError(f"smoke test of model {service.engine.model.version}: propensities "
+                            "are not finite probabilities")
+
+
+def reload_service(served: OfferService, data_dir: str | Path, models_dir: str | Path,
+                   version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
+                   state_dir: str | Path = "var") -> OfferService:
+    """The service for ``version`` (verified, smoke-tested), sharing ``served``'s stores.
+
+    Raises ArtifactError (or ConfigError for the policy) and leaves ``served`` untouched when
+    the new version is missing, corrupt or incompatible.
+    """
+    model = artifacts.load(models_dir, version)
+    policy = load_policy(policy_file)
+    book = open_book(data_dir, model, Path(state_dir) / "book-cache")
+    candidate = OfferService(OfferEngine(model, policy), book, served.responses,
+                             served.decisions)
+    smoke_test(candidate)
+    return candidate
+
+
+__all__ = ["CHANNELS", "LANGUAGES", "MAX_OFFERS", "OfferService", "load_service",
+           "reload_service", "smoke_test"]
