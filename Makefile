@@ -7,6 +7,7 @@ DEMO_DATA ?= data/demo
 MODELS ?= models
 HOST ?= 127.0.0.1
 PORT ?= 8000
+STATE ?= var
 
 export OPENBLAS_NUM_THREADS := 1
 
@@ -25,7 +26,9 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/nbo demo-data --customers $(DEMO_CUSTOMERS) --out $(DEMO_DATA)
 	$(BIN)/nbo train --data $(DEMO_DATA) --models $(MODELS)
-	$(BIN)/nbo serve --data $(DEMO_DATA) --models $(MODELS) --host $(HOST) --port $(PORT)
+	$(BIN)/nbo keys create --role teller --name "make demo" --state $(STATE)
+	$(BIN)/nbo serve --data $(DEMO_DATA) --models $(MODELS) --state $(STATE) \
+		--host $(HOST) --port $(PORT)
 
 # Debian's Chromium and ChromeDriver for the teller console's end-to-end tests (selenium),
 # and a small Chinese font for its screenshot; installed when missing (apt-get, with sudo

@@ -301,7 +301,8 @@ def _print_examples(bank, stages, host: str, port: int) -> None:
                           & customers[C.CUSTOMER_ID].isin(counts[counts >= 2].index)]
     examples = customers.drop_duplicates(C.LIFE_STAGE)[C.CUSTOMER_ID].head(3).tolist()
     base = f"http://{host}:{port}"
-    lines = ["", "Example customers: " + ", ".join(examples),
+    lines = ["", f"Teller console: {base}/teller (sign in with a teller key)",
+             "Example customers: " + ", ".join(examples),
              "Example requests (a key from `nbo keys create --role teller` in $NBO_API_KEY):"]
     first = examples[0] if examples else "C00000001"
     curl = "curl -H \"Authorization: Bearer $NBO_API_KEY\""
