@@ -159,17 +159,31 @@ class MappedBook:
 
     def batch(self, positions: np.ndarray) -> CustomerBatch:
         positions = np.asarray(positions, dtype=np.int64)
+        rows = _one_row if len(positions) == 1 else _sliced
+        lags = tuple(rows(lag, positions) for lag in self.lags)
         return CustomerBatch(
             customer_ids=self._ids[positions].astype(str).astype(object),
-            profiles=self.profiles_at(positions), held=self.held[positions],
-            confidence=self.confidence[positions],
-            stages=np.asarray(self.stage_codes[positions]),
-            lags=tuple(lag[positions] for lag in self.lags),
+            profiles=self.profiles_at(positions), held=lags[0] if lags else rows(
+                self.held, positions), confidence=rows(self.confidence, positions),
+            stages=np.asarray(self.stage_codes[positions]), lags=lags,
             present=np.asarray(self.present[positions]))
 
     def held_product_ids(self, position: int) -> list[str]:
         row = self.held[position]
         return self.catalog.ids.to_external(np.sort(row.indices)).tolist()
+
+
+def _sliced(matrix: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
+    return matrix[positions]
+
+
+def _one_row(matrix: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
+    """One customer's row, straight from the mapped arrays (scipy's slicing costs more than
+    the whole answer does otherwise)."""
+    lo, hi = matrix.indptr[positions[0]], matrix.indptr[positions[0] + 1]
+    return sp.csr_matrix((np.array(matrix.data[lo:hi]), np.array(matrix.indices[lo:hi]),
+                          np.array([0, hi - lo], dtype=matrix.indptr.dtype)),
+                         shape=(1, matrix.shape[1]))
 
 
 def open_book(data_dir: str | Path, model, cache_dir: str | Path) -> MappedBook:

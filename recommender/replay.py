@@ -58,21 +58,29 @@ def batch_decision_inputs(batch: CustomerBatch, catalog: Catalog, contact: Conta
 
 def _inputs(batch: CustomerBatch, names: np.ndarray, contact: ContactState,
             context: DecisionContext, limit: int, rows: list[int] | None) -> list[dict[str, Any]]:
-    rows = list(range(len(batch))) if rows is None else rows
+    whole = rows is None or list(rows) == list(range(len(batch)))
+    rows = list(range(len(batch))) if rows is None else list(rows)
     profiles = batch.profiles.drop(columns=[C.GENDER], errors="ignore")  # never an input
-    records = profiles.iloc[rows].to_dict("records")
+    values = profiles.to_numpy(dtype=object) if whole else \
+        profiles.iloc[rows].to_numpy(dtype=object)
+    records = [dict(zip(profiles.columns, row, strict=True)) for row in values]
     idx = np.asarray(rows, dtype=np.int64)
 
+    def rows_of(matrix) -> sp.csr_matrix:  # the API's one-customer batch needs no slicing
+        csr = sp.csr_matrix(matrix if whole else matrix[idx])
+        if not csr.has_sorted_indices:
+            csr = csr.sorted_indices()
+        return csr
+
     def ids(matrix) -> list[list[str]]:
-        csr = sp.csr_matrix(matrix[idx])
-        csr.sort_indices()
+        csr = rows_of(matrix)
         return [names[csr.indices[a:b]].tolist() for a, b in
                 zip(csr.indptr[:-1], csr.indptr[1:], strict=True)]
 
     lags = [ids(lag) for lag in batch.lags]
-    masks = {m: ids(getattr(contact, m)) for m in _CONTACT_MASKS}
-    confidence = sp.csr_matrix(batch.confidence[idx])
-    confidence.sort_indices()
+    masks = {m: [names[np.flatnonzero(row)].tolist() for row in getattr(contact, m)[idx]]
+             for m in _CONTACT_MASKS}
+    confidence = rows_of(batch.confidence)
     ctx = {"channel": context.channel, "intent": context.intent,
            "at": context.now().isoformat()}
     out = []

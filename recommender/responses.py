@@ -238,6 +238,8 @@ class ResponseStore:
                     f"SELECT {', '.join(HISTORY_COLUMNS)} FROM responses WHERE customer_id "
                     f"IN ({', '.join('?' * len(chunk))}) AND recorded_at >= ? "
                     "ORDER BY customer_id, recorded_at, id", (*chunk, start)).fetchall()
+        if not rows:  # most customers, most of the time: skip the conversions
+            return _EMPTY_HISTORY.copy()
         frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
         for column in HISTORY_COLUMNS[:-1]:
             frame[column] = frame[column].astype(str)
@@ -264,6 +266,10 @@ class ResponseStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+
+_EMPTY_HISTORY = pd.DataFrame({
+    **{column: pd.Series([], dtype=object) for column in HISTORY_COLUMNS[:-1]},
+    "recorded_at": pd.Series([], dtype="datetime64[ns, UTC]")})
 
 # A forked child (gunicorn --preload) must open its own connections, never use its parent's.
 _STORES: weakref.WeakSet[ResponseStore] = weakref.WeakSet()

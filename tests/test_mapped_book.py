@@ -39,6 +39,11 @@ def test_batches_equal_the_book_built_from_the_extracts(served_demo_bank, model,
         customer = str(expected.customer_ids[positions.tolist().index(position)])
         assert mapped.position(customer) == book.position(customer) == position
         assert mapped.held_product_ids(position) == book.held_product_ids(position)
+        one, same = mapped.batch(np.array([position])), book.batch(np.array([position]))
+        for a, b in zip((one.held, one.confidence, *one.lags),
+                        (same.held, same.confidence, *same.lags), strict=True):
+            assert a.shape == b.shape and (a != b).nnz == 0  # the one-row fast path
+        pd.testing.assert_frame_equal(one.profiles, same.profiles)
     assert np.array_equal(np.asarray(mapped.stage_codes), book.stage_codes)
     with pytest.raises(UnknownCustomerError, match="C99999999"):
         mapped.position("C99999999")
