@@ -1,0 +1,344 @@
+"""Serving speed at bank scale: offers per second against the server's own floor.
+
+    python scripts/bench_serving.py --customers 1000000 --json bench_serving.json
+
+Generates (or reuses, under --work) a demo bank and a trained model with the `nbo` command in
+child processes, copies the model into a fresh state folder (so a reload can switch versions
+without touching the shared one) and starts the real server, `nbo serve` (gunicorn), in its own
+process group. wrk, a separate process on the same two cores, then drives for --duration
+seconds each, after a warm-up: (a) ``GET /healthz``, the trivial endpoint behind the same
+middleware, the floor of this server and configuration; (b) ``GET /v1/customers/<id>/offers``
+with a mobile key, a random existing customer per request. Half-way through (b) the served
+model is switched to a second version and reloaded (``POST /admin/reload``, or SIGHUP to the
+master with ``--reload-via sighup``); every failed request of the run counts in ``errors``.
+Memory is read from /proc per gunicorn worker: RSS, and PSS, which splits the pages the
+workers share (the memory-mapped book and model) between them. Each run's ``cpu`` splits the
+machine's CPU seconds between the server, wrk and other processes: a large ``others_s`` means
+something else ran on the two cores and the run should be repeated. Prints and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from recommender import artifacts  # noqa: E402
+
+LUA = Path(__file__).resolve().with_name("wrk_offers.lua")
+TARGETS = {"offers_rps/hello_rps": 0.7, "offers_p99_ms": 20.0, "errors": 0}
+_PROBLEMS = re.compile(r"Traceback|\bERROR\b|CRITICAL|WORKER TIMEOUT|was sent SIGKILL|exited with")
+log = logging.getLogger("bench_serving")
+
+
+def _nbo(*args: str, capture: bool = False) -> str:
+    done = subprocess.run([sys.executable, "-m", "recommender.cli", *args], check=True,
+                          stdout=subprocess.PIPE if capture else None, text=True)
+    return done.stdout or ""
+
+
+def _prepare(work: Path, customers: int) -> tuple[Path, Path]:
+    data, models = work / f"bank_{customers}", work / f"models_{customers}"
+    if not (data / "holdings.parquet").is_file():
+        _nbo("demo-data", "--customers", str(customers), "--out", str(data))
+    if not (models / "current").exists():
+        _nbo("train", "--data", str(data), "--models", str(models))
+    return data, models
+
+
+def _served_models(models: Path, state: Path) -> tuple[Path, str, str]:
+    """A models folder of the run's own: the current version and a copy under another name,
+    the version a reload switches to."""
+    source = artifacts.resolve(models)
+    served = state / "models"
+    first, second = source.name, f"{source.name}-reload"
+    shutil.copytree(source, served / first)
+    shutil.copytree(source, served / second)
+    manifest_path = served / second / artifacts.MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest_path.write_text(json.dumps({**manifest, "version": second}, indent=2),
+                             encoding="utf-8")
+    artifacts.set_current(served, first)
+    return served, first, second
+
+
+def _api_key(state: Path, role: str) -> str:
+    printed = _nbo("keys", "create", "--role", role, "--name", "bench_serving", "--state",
+                   str(state), capture=True)
+    match = re.search(r"^API key: (\S+)", printed, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"`nbo keys create` printed no 'API key:' line: {printed!r}")
+    return match.group(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, key: str | None = None, method: str = "GET",
+         timeout: float = 10) -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"{}")
+        except json.JSONDecodeError:
+            return exc.code, {"body": body.decode(errors="replace")[:300]}
+
+
+def _wait_ready(base: str, server: subprocess.Popen, timeout: float) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode} while starting")
+        try:
+            if _get(f"{base}/readyz", timeout=5)[0] == 200:
+                return round(time.perf_counter() - started, 1)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{base}/readyz did not answer 200 within {timeout:.0f} s")
+
+
+def _workers(master: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{master}/task").iterdir():
+        children += [int(p) for p in (task / "children").read_text().split()]
+    return sorted(children)
+
+
+def _proc_kb(path: str, field: str) -> float:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def _memory(master: int) -> dict:
+    pids = _workers(master)
+    rss = [_proc_kb(f"/proc/{p}/status", "VmRSS") / 1024 for p in pids]
+    pss = [_proc_kb(f"/proc/{p}/smaps_rollup", "Pss") / 1024 for p in pids]
+    return {"worker_pids": pids, "rss_mb": [round(v, 1) for v in rss],
+            "pss_mb": [round(v, 1) for v in pss],
+            "master_rss_mb": round(_proc_kb(f"/proc/{master}/status", "VmRSS") / 1024, 1)}
+
+
+def _cpu_s(master: int) -> float:
+    """User + system seconds of the master and its workers (every thread)."""
+    total = 0
+    for pid in [master, *_workers(master)]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14, 15 of stat
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _machine() -> list[int]:
+    """Jiffies of all cores: user nice system idle iowait irq softirq steal (/proc/stat)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def _wrk(url: str, args: argparse.Namespace, seconds: float, extra: list[str], master: int,
+         log_file: Path | None = None) -> dict:
+    """One wrk run, with the CPU the server and wrk used in it: both share the machine."""
+    command = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
+               "-d", f"{seconds:g}s", "--latency", "--timeout", f"{args.wrk_timeout:g}s",
+               "-s", str(LUA), url, "--", *extra]
+    server_before, wrk_before = _cpu_s(master), resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = _machine()
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine = [b - a for a, b in zip(machine_before, _machine(), strict=True)]
+    server_s = _cpu_s(master) - server_before
+    wrk_s = (wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime
+             - wrk_before.ru_stime)
+    busy_s = (sum(machine) - machine[3] - machine[4]) / os.sysconf("SC_CLK_TCK")
+    cpu = {"server_s": round(server_s, 1), "wrk_s": round(wrk_s, 1),
+           "others_s": round(busy_s - server_s - wrk_s, 1),  # not ours: the numbers are off
+           "idle": round((machine[3] + machine[4]) / max(sum(machine), 1), 3)}
+    if cpu["others_s"] > 0.1 * seconds * os.cpu_count():
+        log.warning("other processes used %.0f CPU-s of this %g s run", cpu["others_s"], seconds)
+    if log_file is not None:
+        log_file.write_text(done.stdout + done.stderr, encoding="utf-8")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("bench-json: "))
+    raw = json.loads(line.removeprefix("bench-json: "))
+    errors = {k: raw[k] for k in ("connect", "read", "write", "timeout", "status")}
+    return {"rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+            "requests": raw["requests"], "p50_ms": raw["p50_us"] / 1000,
+            "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+            "max_ms": raw["max_us"] / 1000, "errors": sum(errors.values()),
+            "errors_by_kind": errors, "cpu": cpu}
+
+
+def _reload_later(args, base: str, admin_key: str, master: int, served: Path, version: str,
+                  started: float) -> tuple[threading.Timer, dict]:
+    report: dict = {"via": args.reload_via, "to_version": version}
+
+    def reload() -> None:
+        artifacts.set_current(served, version)
+        report["at_s"] = round(time.perf_counter() - started, 2)
+        sent = time.perf_counter()
+        try:
+            if args.reload_via == "sighup":
+                os.kill(master, signal.SIGHUP)
+            else:
+                code, body = _get(f"{base}/admin/reload", admin_key, "POST", timeout=120)
+                report.update(http_status=code, status=body.get("status"),
+                              model_version=body.get("model_version"), body=body)
+        except OSError as exc:  # a timeout or a refused connection is a result, not a crash
+            report["error"] = repr(exc)
+        report["latency_s"] = round(time.perf_counter() - sent, 3)
+
+    timer = threading.Timer(args.reload_at or args.duration / 2, reload)
+    timer.start()
+    return timer, report
+
+
+def _versions_after(base: str, expected: str, timeout: float = 60, probes: int = 40) -> dict:
+    """Model versions /healthz names over fresh connections, which reach every worker, until
+    all name ``expected``: workers other than the one reloaded follow in the background."""
+    started = time.perf_counter()
+    while True:
+        seen = {str(_get(f"{base}/healthz")[1].get("model_version")) for _ in range(probes)}
+        waited = round(time.perf_counter() - started, 1)
+        if seen == {expected} or waited > timeout:
+            return {"versions_after": sorted(seen), "all_workers_after_s": waited}
+        time.sleep(0.5)
+
+
+def _log_problems(path: Path) -> dict:
+    lines = [x for x in path.read_text(errors="replace").splitlines() if _PROBLEMS.search(x)]
+    return {"path": str(path), "problem_lines": len(lines), "first": lines[:5]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--work", default="bench_work", help="where the bank and model live")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="per worker; 1 = sync workers")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--wrk-timeout", type=float, default=2.0, help="seconds; slower "
+                        "requests count as errors")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per endpoint")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds per endpoint")
+    parser.add_argument("--reload-during", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--reload-via", choices=("http", "sighup"), default="http")
+    parser.add_argument("--reload-at", type=float, help="seconds into the offers run "
+                        "(default: half-way)")
+    parser.add_argument("--port", type=int, default=0, help="default: a free one")
+    parser.add_argument("--startup-timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if shutil.which("wrk") is None:
+        parser.error("wrk not found: apt-get install -y wrk")
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    work = Path(args.work)
+    data, models = _prepare(work, args.customers)
+    state = work / "serve_state"
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    served, first, second = _served_models(models, state)
+    mobile_key, admin_key = _api_key(state, "mobile"), _api_key(state, "admin")
+
+    port = args.port or _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "recommender.cli", "serve", "--data", str(data),
+               "--models", str(served), "--state", str(state), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(args.workers), "--threads",
+               str(args.threads), "--no-examples"]
+    server_log = state / "server.log"
+    with open(server_log, "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # execs gunicorn: same pid, own group
+    timer, reload = None, None
+    try:
+        log.info("waiting for %s/readyz (server log: %s)", base, server_log)
+        startup_s = _wait_ready(base, server, args.startup_timeout)
+        at_ready = _memory(server.pid)
+        code, body = _get(f"{base}/v1/customers/C{1:08d}/offers", mobile_key)
+        if code != 200:
+            raise RuntimeError(f"a first offers request answered {code}: {body}")
+        offers_args = [mobile_key, str(args.customers)]
+        log.info("warm-up and %g s of GET /healthz", args.duration)
+        _wrk(f"{base}/healthz", args, args.warmup, [mobile_key], server.pid)
+        hello = _wrk(f"{base}/healthz", args, args.duration, [mobile_key], server.pid,
+                     state / "wrk_hello.txt")
+        log.info("warm-up and %g s of GET /v1/customers/<id>/offers", args.duration)
+        _wrk(base, args, args.warmup, offers_args, server.pid)
+        if args.reload_during:
+            timer, reload = _reload_later(args, base, admin_key, server.pid, served, second,
+                                          time.perf_counter())
+        offers = _wrk(base, args, args.duration, offers_args, server.pid,
+                      state / "wrk_offers.txt")
+        if timer is not None:
+            timer.join()
+            reload.update(_versions_after(base, second))
+        memory = _memory(server.pid)
+        problems = _log_problems(server_log)  # before the shutdown's own lines
+    finally:
+        if timer is not None:
+            timer.cancel()
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    ratio = offers["rps"] / hello["rps"]
+    errors = offers["errors"] + hello["errors"]
+    result = {
+        "customers": args.customers, "workers": args.workers, "threads": args.threads,
+        "connections": args.connections, "wrk_threads": args.wrk_threads,
+        "duration_s": args.duration, "warmup_s": args.warmup,
+        "wrk_version": (wrk_version.stdout or wrk_version.stderr).split("[")[0].strip(),
+        "startup_s": startup_s, "loadavg_at_start": load_at_start,
+        "offers_rps": offers["rps"], "hello_rps": hello["rps"],
+        "offers_rps/hello_rps": round(ratio, 3),
+        "offers_p50_ms": offers["p50_ms"], "offers_p99_ms": offers["p99_ms"],
+        "hello_p50_ms": hello["p50_ms"], "hello_p99_ms": hello["p99_ms"],
+        "errors": errors,
+        "rss_mb_per_worker": round(sum(memory["rss_mb"]) / len(memory["rss_mb"]), 1),
+        "rss_mb_per_worker_max": max(memory["rss_mb"]),
+        "pss_mb_per_worker": round(sum(memory["pss_mb"]) / len(memory["pss_mb"]), 1),
+        "pss_mb_per_worker_max": max(memory["pss_mb"]),
+        "memory": memory, "memory_at_ready": at_ready,
+        "offers": offers, "hello": hello, "reload": reload,
+        "targets_met": {"offers_rps/hello_rps": ratio >= TARGETS["offers_rps/hello_rps"],
+                        "offers_p99_ms": offers["p99_ms"] <= TARGETS["offers_p99_ms"],
+                        "errors": errors == TARGETS["errors"],
+                        "reload": None if reload is None
+                        else reload.get("versions_after") == [second]},
+        "server_log": problems,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
