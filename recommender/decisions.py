@@ -116,8 +116,24 @@ def load_or_create_key(path: str | Path) -> bytes:
     return key
 
 
+_PLAIN = (str, bool, int, float, type(None))
+
+
 def _jsonable(value: Any, where: str = "value") -> Any:
     """Plain JSON types for numpy and pandas values, so equal inputs always hash alike."""
+    kind = type(value)
+    if kind in _PLAIN:  # most values, checked first: every API decision goes through here
+        return value
+    if kind is dict:
+        plain = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"{where}: key {key!r} is not a str; JSON keys must be strings")
+            plain[key] = item if type(item) in _PLAIN else _jsonable(item, f"{where}.{key}")
+        return plain
+    if kind is list:
+        return [item if type(item) in _PLAIN else _jsonable(item, f"{where}[{i}]")
+                for i, item in enumerate(value)]
     if isinstance(value, np.datetime64):
         value = value.astype("datetime64[us]").item()  # a datetime, or None for NaT
     elif isinstance(value, np.generic):
