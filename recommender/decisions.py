@@ -127,9 +127,9 @@ def _jsonable(value: Any, where: str = "value") -> Any:
     if kind is dict:
         plain = {}
         for key, item in value.items():
-            if type(key) is not str:
+            if not isinstance(key, str):
                 raise TypeError(f"{where}: key {key!r} is not a str; JSON keys must be strings")
-            plain[key] = item if type(item) in _PLAIN else _jsonable(item, f"{where}.{key}")
+            plain[str(key)] = item if type(item) in _PLAIN else _jsonable(item, f"{where}.{key}")
         return plain
     if kind is list:
         return [item if type(item) in _PLAIN else _jsonable(item, f"{where}[{i}]")

@@ -93,6 +93,15 @@ def test_record_then_get_returns_what_was_served(log):
         log.get("0123abcd")
 
 
+def test_numpy_values_and_keys_are_recorded_as_plain_json(log):
+    """Decision inputs carry numpy strings as keys (product names) and numpy numbers."""
+    inputs = {"confidence": {np.str_("bond_fund"): np.float32(1.5)}, "lags": [np.array([1, 2])],
+              "when": np.datetime64("2026-10-31")}
+    decision = log.get(log.record(**{**_row(), "inputs": inputs}))
+    assert decision.inputs == {"confidence": {"bond_fund": 1.5}, "lags": [[1, 2]],
+                               "when": "2026-10-31T00:00:00"}
+
+
 def test_invalid_records_are_refused_and_nothing_is_written(log):
     with pytest.raises(ValueError, match="source"):
         log.record(**_row(source="email"))
