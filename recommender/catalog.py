@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -86,18 +87,26 @@ class Catalog:
         return np.array([getattr(p, name) for p in self.products])
 
     def prerequisite_matrix(self) -> np.ndarray:
-        """Boolean (n_products x n_products): ``[i, j]`` is True when ``j`` requires ``i``."""
-        matrix = np.zeros((len(self), len(self)), dtype=bool)
-        for j, product in enumerate(self.products):
-            matrix[self.ids.to_internal(list(product.prerequisites)), j] = True
-        return matrix
+        """Boolean (n_products x n_products): ``[i, j]`` is True when ``j`` requires ``i``.
+        Read-only, built once: every decision reads it."""
+        return self._matrices[0]
 
     def exclusion_matrix(self) -> np.ndarray:
-        """Boolean (n_products x n_products): holding ``i`` excludes ``j`` (made symmetric)."""
-        matrix = np.zeros((len(self), len(self)), dtype=bool)
+        """Boolean (n_products x n_products): holding ``i`` excludes ``j`` (made symmetric).
+        Read-only, built once."""
+        return self._matrices[1]
+
+    @cached_property
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        requires = np.zeros((len(self), len(self)), dtype=bool)
+        excludes = np.zeros((len(self), len(self)), dtype=bool)
         for j, product in enumerate(self.products):
-            matrix[self.ids.to_internal(list(product.exclusions)), j] = True
-        return matrix | matrix.T
+            requires[self.ids.to_internal(list(product.prerequisites)), j] = True
+            excludes[self.ids.to_internal(list(product.exclusions)), j] = True
+        excludes = excludes | excludes.T
+        for matrix in (requires, excludes):
+            matrix.setflags(write=False)
+        return requires, excludes
 
     def bundle(self, stage_id: str) -> list[str]:
         """Product ids in the life-stage bundle, in catalog order."""
