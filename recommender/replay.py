@@ -60,10 +60,11 @@ def _inputs(batch: CustomerBatch, names: np.ndarray, contact: ContactState,
             context: DecisionContext, limit: int, rows: list[int] | None) -> list[dict[str, Any]]:
     whole = rows is None or list(rows) == list(range(len(batch)))
     rows = list(range(len(batch))) if rows is None else list(rows)
-    profiles = batch.profiles.drop(columns=[C.GENDER], errors="ignore")  # never an input
-    values = profiles.to_numpy(dtype=object) if whole else \
-        profiles.iloc[rows].to_numpy(dtype=object)
-    records = [dict(zip(profiles.columns, row, strict=True)) for row in values]
+    profiles = batch.profiles if whole else batch.profiles.iloc[rows]
+    keep = [i for i, name in enumerate(profiles.columns) if name != C.GENDER]  # never an input
+    names_of = [profiles.columns[i] for i in keep]
+    records = [dict(zip(names_of, row[keep], strict=True))
+               for row in profiles.to_numpy(dtype=object)]
     idx = np.asarray(rows, dtype=np.int64)
 
     def rows_of(matrix) -> sp.csr_matrix:  # the API's one-customer batch needs no slicing
