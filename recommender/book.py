@@ -7,7 +7,8 @@ hold now" in O(1) for the API, and hands out batches of customers for vectorised
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from .data import BankData, load_bank, validate_customers
 from .exceptions import DataValidationError, UnknownCustomerError
 from .ids import IdMap
 from .interactions import confidence_matrix, months_between, present_at, snapshot_matrix
+from .profiles import ProfileArrays
 from .segments import LifeStageRules
 
 DEFAULT_LAGS = 4
@@ -29,7 +31,11 @@ class CustomerBatch:
     """Customers to score together: profiles, holdings and stages, row-aligned.
 
     ``lags`` are the latest snapshots, most recent first (``lags[0]`` is ``held``);
-    ``present[:, j]`` says who was a customer at ``lags[j]``.
+    ``present[:, j]`` says who was a customer at ``lags[j]``. A batch from a book also knows
+    its customers' ``positions`` in the book's ``id_map`` and gets their ``profile_arrays``
+    decoded by the book (``arrays``); any other batch decodes its profiles when first asked.
+    ``arrays`` is not kept by ``dataclasses.replace``, so a batch whose profiles are replaced
+    decodes the new ones.
     """
 
     customer_ids: np.ndarray
@@ -39,9 +45,28 @@ class CustomerBatch:
     stages: np.ndarray
     lags: tuple[sp.csr_matrix, ...] = ()
     present: np.ndarray | None = None
+    positions: np.ndarray | None = None  # rows of these customers in ``id_map``
+    id_map: IdMap | None = None
+    arrays: InitVar[ProfileArrays | None] = None
+
+    def __post_init__(self, arrays: ProfileArrays | None) -> None:
+        if arrays is not None:
+            object.__setattr__(self, "profile_arrays", arrays)
+
+    @cached_property
+    def profile_arrays(self) -> ProfileArrays:
+        """The profile columns the policy and rankers read, as arrays."""
+        return ProfileArrays.of(self.profiles)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
+
+    def rows_in(self, ids: IdMap) -> np.ndarray:
+        """Positions of these customers in ``ids`` (-1 if unknown): no lookup by id when
+        ``ids`` is the map of the book the batch comes from."""
+        if self.positions is not None and ids is self.id_map:
+            return self.positions
+        return ids.to_internal_lenient(self.customer_ids)
 
     def take(self, rows: np.ndarray) -> CustomerBatch:
         """These rows only, in this order."""
@@ -51,7 +76,9 @@ class CustomerBatch:
             profiles=self.profiles.iloc[rows].reset_index(drop=True),
             held=self.held[rows], confidence=self.confidence[rows], stages=self.stages[rows],
             lags=tuple(lag[rows] for lag in self.lags),
-            present=None if self.present is None else self.present[rows])
+            present=None if self.present is None else self.present[rows],
+            positions=None if self.positions is None else self.positions[rows],
+            id_map=self.id_map, arrays=self.profile_arrays.take(rows))
 
 
 class CustomerBook:
@@ -79,6 +106,7 @@ class CustomerBook:
             self.held = self.lags[0]
             self.confidence = confidence_matrix(bank.holdings, shape, self.snapshot, weighting)
         self.stage_codes = stages.assign(self.profiles)
+        self.profile_arrays = ProfileArrays.of(self.profiles)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -89,19 +117,24 @@ class CustomerBook:
         return self.ids.position(customer_id)
 
     def batch(self, positions: np.ndarray) -> CustomerBatch:
-        positions = np.asarray(positions, dtype=np.int64)
+        return self._batch(np.asarray(positions, dtype=np.int64))
+
+    def _batch(self, rows: np.ndarray | slice) -> CustomerBatch:
+        """The customers at ``rows``; a slice (a chunk) copies no profile rows."""
+        positions = np.arange(*rows.indices(len(self))) if isinstance(rows, slice) else rows
         return CustomerBatch(
-            customer_ids=self.ids.to_external(positions),
-            profiles=self.profiles.iloc[positions].reset_index(drop=True),
-            held=self.held[positions], confidence=self.confidence[positions],
-            stages=self.stage_codes[positions],
-            lags=tuple(lag[positions] for lag in self.lags), present=self.present[positions],
+            customer_ids=self.ids.external_ids[rows],
+            profiles=self.profiles.iloc[rows].reset_index(drop=True),
+            held=_csr_rows(self.held, rows), confidence=_csr_rows(self.confidence, rows),
+            stages=self.stage_codes[rows],
+            lags=tuple(_csr_rows(lag, rows) for lag in self.lags), present=self.present[rows],
+            positions=positions, id_map=self.ids, arrays=self.profile_arrays.take(rows),
         )
 
     def chunks(self, chunk_size: int) -> Iterator[CustomerBatch]:
         """Every customer, in batches of ``chunk_size``, in book order."""
         for start in range(0, len(self), chunk_size):
-            yield self.batch(np.arange(start, min(start + chunk_size, len(self))))
+            yield self._batch(slice(start, min(start + chunk_size, len(self))))
 
     def batches_of(self, customer_ids: np.ndarray, chunk_size: int) -> Iterator[CustomerBatch]:
         """Batches of exactly these customers, in the order given."""
@@ -115,6 +148,17 @@ class CustomerBook:
     def held_product_ids(self, position: int) -> list[str]:
         row = self.held[position]
         return self.catalog.ids.to_external(np.sort(row.indices)).tolist()
+
+
+def _csr_rows(matrix: sp.csr_matrix, rows: np.ndarray | slice) -> sp.csr_matrix:
+    """``matrix[rows]``; a range of rows is copied in one piece (scipy checks each entry)."""
+    if not isinstance(rows, slice):
+        return matrix[rows]
+    start, stop, _ = rows.indices(matrix.shape[0])
+    lo, hi = matrix.indptr[start], matrix.indptr[stop]
+    return sp.csr_matrix((matrix.data[lo:hi].copy(), matrix.indices[lo:hi].copy(),
+                          matrix.indptr[start:stop + 1] - lo),
+                         shape=(stop - start, matrix.shape[1]))
 
 
 def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
@@ -148,5 +192,8 @@ def load_book(data_dir, model) -> CustomerBook:
     config = model.config
     months = config.acquisition.n_lags if config.cf.weighting == "binary" else None
     bank = load_bank(data_dir, model.catalog, last_snapshots=months)
-    return CustomerBook(bank, model.catalog, model.stages, config.cf.weighting,
+    book = CustomerBook(bank, model.catalog, model.stages, config.cf.weighting,
                         config.acquisition.n_lags)
+    if book.ids == model.cf.customers:  # the customers the model knows: one map, no lookups
+        book.ids = model.cf.customers
+    return book

@@ -23,9 +23,10 @@ class Calibrator:
     values: np.ndarray  # non-decreasing probabilities
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
-        scores = np.asarray(scores, dtype=np.float64)
-        out = np.interp(np.nan_to_num(scores, neginf=-1e30), self.knots, self.values)
-        return np.where(np.isfinite(scores), out, 0.0).astype(np.float32)
+        """Take-up probabilities; 0 where a score is not finite (a product not to offer)."""
+        out = np.interp(scores, self.knots, self.values)
+        out[~np.isfinite(scores)] = 0.0
+        return out.astype(np.float32)
 
     def to_state(self) -> dict:
         return {"knots": self.knots.tolist(), "values": self.values.tolist()}

@@ -30,7 +30,7 @@ from . import columns as C
 from .book import CustomerBatch
 from .data import read_table
 from .exceptions import ConfigError
-from .offers import OfferEngine
+from .offers import OfferEngine, Scored
 from .policy import ContactState, DecisionContext, allowed, contact_state, rule_masks
 from .policy_config import CHANNELS
 from .replay import pack_decisions
@@ -99,44 +99,75 @@ class CampaignSpec:
 
 @dataclass
 class _Candidates:
-    """Bounded pool of (customer, product) pairs that could still win a place."""
+    """Bounded pool of (customer, product) pairs that could still win a place.
 
+    Pruning keeps, per product, its first ``keep[product]`` pairs in the greedy's order,
+    so the greedy takes the same pairs from a pruned pool as from every pair: when and how
+    often the pool is pruned changes nothing. It is pruned when it holds twice what pruning
+    keeps, which bounds memory without a pass over the pool for every chunk.
+    """
+
+    keep: dict[int, int]  # catalog position -> pairs kept
     parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    size: int = 0
 
     def add(self, **columns: np.ndarray) -> None:
         for name, values in columns.items():
             self.parts.setdefault(name, []).append(values)
+        self.size += len(columns["cols"])
+        if self.size > 2 * sum(self.keep.values()):
+            self.prune()
 
     def merged(self) -> dict[str, np.ndarray]:
         return {name: np.concatenate(values) for name, values in self.parts.items()}
 
-    def prune(self, keep_per_product: dict[int, int]) -> None:
-        """Keep, per product, only the best ``keep`` candidates by value."""
+    def prune(self) -> None:
+        """Keep, per product, its first ``keep[product]`` pairs in the greedy's order."""
         pool = self.merged()
-        if not pool:
-            return
-        keep = np.zeros(len(pool["cols"]), dtype=bool)
-        for col, limit in keep_per_product.items():
+        keep = np.zeros(self.size, dtype=bool)
+        for col, limit in self.keep.items():
             idx = np.flatnonzero(pool["cols"] == col)
-            if len(idx) > limit:
-                idx = idx[np.argpartition(-pool["values"][idx], limit - 1)[:limit]]
-            keep[idx] = True
+            keep[idx[_best(pool["values"][idx], pool["ids"][idx], limit)]] = True
         self.parts = {name: [values[keep]] for name, values in pool.items()}
+        self.size = int(keep.sum())
+
+
+def _best(values: np.ndarray, ids: np.ndarray, limit: int) -> np.ndarray:
+    """Positions of the ``limit`` best values, ties by customer id (the greedy's order)."""
+    if len(values) <= limit:
+        return np.arange(len(values))
+    threshold = np.partition(values, len(values) - limit)[len(values) - limit]
+    above = np.flatnonzero(values > threshold)
+    tied = np.flatnonzero(values == threshold)
+    tied = tied[np.argsort(ids[tied], kind="stable")[:limit - len(above)]]
+    return np.concatenate([above, tied])
 
 
 def greedy_assign(customers: np.ndarray, products: np.ndarray, values: np.ndarray,
                   quotas: dict[int, int], per_customer: int) -> np.ndarray:
-    """Indices of the pairs taken, by decreasing value (ties: customer, then product)."""
+    """Indices of the pairs taken, by decreasing value (ties: customer, then product).
+
+    ``customers`` and ``products`` are small non-negative integer codes.
+    """
     order = np.lexsort((products, customers, -values))
-    taken_by_customer: dict[int, int] = {}
-    room = dict(quotas)
+    if len(order) == 0:
+        return np.empty(0, dtype=np.int64)
+    room = [0] * (max([int(products.max()), *quotas]) + 1)
+    for product, quota in quotas.items():
+        room[product] = quota
+    left = sum(room)
+    taken = [0] * (int(customers.max()) + 1)
     chosen = []
-    for i in order:
-        customer, product = int(customers[i]), int(products[i])
-        if room.get(product, 0) > 0 and taken_by_customer.get(customer, 0) < per_customer:
+    # Plain Python ints and lists: a loop over numpy scalars is several times slower.
+    for i, customer, product in zip(order.tolist(), customers[order].tolist(),
+                                    products[order].tolist(), strict=True):
+        if left == 0:  # every quota is full: nothing more can be taken
+            break
+        if room[product] > 0 and taken[customer] < per_customer:
             chosen.append(i)
+            taken[customer] += 1
             room[product] -= 1
-            taken_by_customer[customer] = taken_by_customer.get(customer, 0) + 1
+            left -= 1
     return np.asarray(chosen, dtype=np.int64)
 
 
@@ -189,6 +220,18 @@ def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: Campaig
     return contact, recent
 
 
+def _pairs(scored: Scored, campaign_cols: np.ndarray,
+           min_propensity: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, catalog positions) of the campaign offers the policy lets through, by row then
+    catalog position."""
+    cols = np.sort(campaign_cols)
+    ok = np.isfinite(scored.priority[:, cols])
+    ok &= scored.propensity[:, cols] >= min_propensity
+    ok &= (scored.slots > 0)[:, None]
+    rows, k = np.nonzero(ok)
+    return rows, cols[k]
+
+
 def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
                  responses=None, chunk_size: int = 100_000, progress=sys.stderr,
                  decisions=None) -> pd.DataFrame:
@@ -201,18 +244,16 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
     # One decision time for the whole campaign, so its log replays as it ran.
     context = DecisionContext(channel=spec.channel, intent=spec.intent, at=datetime.now(UTC))
     campaign_cols = engine.catalog.ids.to_internal(list(spec.products))
-    in_campaign = np.zeros(len(engine.catalog), dtype=bool)
-    in_campaign[campaign_cols] = True
     quotas = {int(c): int(spec.quotas[p]) for c, p in zip(campaign_cols, spec.products,
                                                          strict=True)}
     # The greedy skips a better pair of product p only when p's quota is full or its customer
     # is full with other products' pairs, of which there are at most sum(quotas). So keeping
     # the best sum(quotas) pairs of each product loses nothing the greedy would take.
     total = sum(quotas.values())
-    keep = {c: max(total, 1) for c in quotas}
+    pool = _Candidates(keep={c: max(total, 1) for c in quotas})
     excluded_stages = engine.stages.ids.to_internal_lenient(list(spec.exclude_life_stages))
     excluded_ids = _excluded_ids(spec)
-    pool, started, done = _Candidates(), time.perf_counter(), 0
+    started, done = time.perf_counter(), 0
     for chunk in customers.chunks(chunk_size):
         contact, recent = _contact(engine, responses, chunk, spec, context, customers.snapshot)
         # Rules first: only customers who may get a campaign product are worth scoring.
@@ -223,16 +264,13 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
         chosen = np.flatnonzero(worth)
         batch = chunk.take(chosen)
         scored = engine.score(batch, len(campaign_cols), context, contact.take(chosen),
-                              {name: mask[chosen] for name, mask in masks.items()})
-        ok = np.isfinite(scored.priority) & in_campaign[None, :]
-        ok &= scored.propensity >= spec.min_propensity
-        ok &= (scored.slots > 0)[:, None]
-        rows, cols = np.nonzero(ok)
-        pool.add(ids=batch.customer_ids[rows].astype(object), stages=batch.stages[rows],
+                              {name: np.take(mask, chosen, axis=0)
+                               for name, mask in masks.items()})
+        rows, cols = _pairs(scored, campaign_cols, spec.min_propensity)
+        pool.add(ids=batch.customer_ids[rows], stages=batch.stages[rows],
                  cols=cols, values=scored.expected_gain[rows, cols],
                  propensity=scored.propensity[rows, cols], priority=scored.priority[rows, cols],
                  sources=scored.sources[rows])
-        pool.prune(keep)
         done += len(chunk)
         _progress(done, len(customers), started, progress)
     if progress is not None:

@@ -6,6 +6,8 @@ offer the API would refuse can never appear in a campaign list (and vice versa).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -14,32 +16,34 @@ from . import columns as C
 from .catalog import Catalog
 
 
-def age_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+def age_mask(age: np.ndarray, catalog: Catalog) -> np.ndarray:
     """Boolean (n_customers x n_products): the customer's age is within the product's limits."""
-    age = customers[C.AGE].to_numpy(dtype=np.float64)[:, None]
+    age = np.asarray(age, dtype=np.float64)[:, None]
     return (age >= catalog.column("min_age")[None, :]) & (age <= catalog.column("max_age")[None, :])
 
 
-def income_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+def income_mask(income: np.ndarray, catalog: Catalog) -> np.ndarray:
     """Income at least the product's minimum; an unknown income meets no minimum above zero."""
-    income = customers[C.INCOME].to_numpy(dtype=np.float64)[:, None]
+    income = np.asarray(income, dtype=np.float64)[:, None]
     minimum = catalog.column("min_income")[None, :]
     return (income >= minimum) | (minimum <= 0)
 
 
-def residency_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
-    """The customer's residency is one the product accepts (one lookup per distinct value)."""
-    values, codes = np.unique(customers[C.RESIDENCY].to_numpy().astype(str),
-                              return_inverse=True)
-    accepts = np.array([[value in p.residency for p in catalog.products] for value in values],
-                       dtype=bool).reshape(len(values), len(catalog))
+def residency_mask(codes: np.ndarray, residencies: Sequence[str], catalog: Catalog) -> np.ndarray:
+    """The customer's residency (``residencies[code]``) is one the product accepts: one lookup
+    per distinct value, not per customer."""
+    accepts = np.array([[value in p.residency for p in catalog.products] for value in residencies],
+                       dtype=bool).reshape(len(residencies), len(catalog))
     return accepts[codes]
 
 
 def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
     """Boolean (n_customers x n_products): age, income and residency rules of the catalog."""
-    return (age_mask(customers, catalog) & income_mask(customers, catalog)
-            & residency_mask(customers, catalog))
+    residencies, codes = np.unique(customers[C.RESIDENCY].to_numpy().astype(str),
+                                   return_inverse=True)
+    return (age_mask(customers[C.AGE].to_numpy(dtype=np.float64), catalog)
+            & income_mask(customers[C.INCOME].to_numpy(dtype=np.float64), catalog)
+            & residency_mask(codes.reshape(len(customers)), residencies.tolist(), catalog))
 
 
 def prerequisites_met(held: sp.csr_matrix | np.ndarray, catalog: Catalog) -> np.ndarray:

@@ -9,6 +9,7 @@ customer may get no offer at all when nothing is suitable or worth the contact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from .policy import (
     DecisionContext,
     allowed,
     arbitrate,
+    priority_order,
     rule_masks,
     rule_text,
 )
@@ -122,8 +124,12 @@ class Scored:
     masks: dict[str, np.ndarray]
     priority: np.ndarray
     expected_gain: np.ndarray
-    order: np.ndarray
     slots: np.ndarray  # (n,) number of sales offers allowed
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        """Products by priority (``priority_order``), sorted when first read."""
+        return priority_order(self.priority)
 
 
 class OfferEngine:
@@ -159,11 +165,9 @@ class OfferEngine:
         arbitration = arbitrate(propensity, allowed(masks), self.catalog, self.policy, context)
         remaining = np.maximum(self.policy.cap(context.channel) - contact.shown_today, 0)
         slots = np.minimum(max(1, min(int(limit), MAX_OFFERS)), remaining)
-        complaint = batch.profiles[C.OPEN_COMPLAINT].to_numpy(dtype=bool) if (
-            C.OPEN_COMPLAINT in batch.profiles) else np.zeros(n, dtype=bool)
-        slots[complaint] = 0
+        slots[batch.profile_arrays.open_complaint] = 0
         return Scored(ranked.scores, ranked.sources, propensity, masks, arbitration.priority,
-                      arbitration.expected_gain, arbitration.order, slots)
+                      arbitration.expected_gain, slots)
 
     def offered(self, scored: Scored) -> np.ndarray:
         """(n x MAX_OFFERS) product positions offered, best first, -1 padded (no reasons)."""

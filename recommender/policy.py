@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -73,8 +74,11 @@ class ContactState:
 
     def take(self, rows: np.ndarray) -> ContactState:
         """These customers' rows only, in this order."""
-        return ContactState(self.declined_recently[rows], self.paused[rows],
-                            self.accepted_pending[rows], self.shown_today[rows])
+        def rows_of(mask: np.ndarray) -> np.ndarray:
+            return np.take(mask, rows, axis=0)  # several times faster than mask[rows]
+
+        return ContactState(rows_of(self.declined_recently), rows_of(self.paused),
+                            rows_of(self.accepted_pending), self.shown_today[rows])
 
     @classmethod
     def empty(cls, n: int, n_products: int) -> ContactState:
@@ -132,34 +136,28 @@ def rule_masks(batch: CustomerBatch, catalog: Catalog, policy: PolicyConfig,
                contact: ContactState, context: DecisionContext) -> dict[str, np.ndarray]:
     """Every rule's mask (customers x products, True = this rule blocks the offer)."""
     n, n_products = batch.held.shape
-    profiles = batch.profiles
+    customer = batch.profile_arrays
     held = batch.held.toarray() > 0
     owned = held | contact.accepted_pending
     categories = catalog.column("category")
     risk_level = np.array([p.risk_level for p in catalog.products])
-    customer_risk = np.searchsorted(np.asarray(C.RISK_GRADES),
-                                    profiles[C.RISK_GRADE].to_numpy().astype(str)) + 1
     investment = np.isin(categories, policy.investment_categories)
-    assessed = (pd.to_datetime(profiles[C.RISK_ASSESSED_ON]) if C.RISK_ASSESSED_ON in profiles
-                else pd.Series(pd.NaT, index=profiles.index))
     limit = pd.Timestamp(context.now()).tz_localize(None) - pd.Timedelta(
         days=policy.risk_assessment_valid_days)
-    outdated = (assessed.isna() | (assessed < limit)).to_numpy()
-    flag = {f: profiles[f].to_numpy(dtype=bool) if f in profiles else np.zeros(n, bool)
-            for f in (C.VULNERABLE, C.OPEN_COMPLAINT)}
+    outdated = np.isnat(customer.assessed_on) | (customer.assessed_on < limit.to_datetime64())
     return {
         "already_held": held,
         "accepted_pending": contact.accepted_pending & ~held,
-        "age": ~age_mask(profiles, catalog), "income": ~income_mask(profiles, catalog),
-        "residency": ~residency_mask(profiles, catalog),
+        "age": ~age_mask(customer.age, catalog), "income": ~income_mask(customer.income, catalog),
+        "residency": ~residency_mask(customer.residency, customer.residencies, catalog),
         "prerequisite": ~prerequisites_met(owned, catalog),
         "excluded_by_holding": (owned.astype(np.float32)
                                 @ catalog.exclusion_matrix().astype(np.float32)) > 0,
-        "risk_grade_too_high": risk_level[None, :] > customer_risk[:, None],
+        "risk_grade_too_high": risk_level[None, :] > customer.risk_level[:, None],
         "risk_assessment_outdated": outdated[:, None] & investment[None, :],
-        "vulnerable_credit": flag[C.VULNERABLE][:, None]
+        "vulnerable_credit": customer.vulnerable[:, None]
         & np.isin(categories, policy.credit_categories)[None, :],
-        "open_complaint": np.broadcast_to(flag[C.OPEN_COMPLAINT][:, None], (n, n_products)),
+        "open_complaint": np.broadcast_to(customer.open_complaint[:, None], (n, n_products)),
         "declined_recently": contact.declined_recently,
         "paused_unanswered": contact.paused,
     }
@@ -184,23 +182,31 @@ def context_weights(catalog: Catalog, policy: PolicyConfig,
     return weights * levers
 
 
+def priority_order(priority: np.ndarray) -> np.ndarray:
+    """(n x P) product positions by decreasing priority, ties by catalog order."""
+    # A stable sort keeps catalog order among equal priorities: deterministic ties.
+    return np.argsort(-priority, axis=1, kind="stable")
+
+
 @dataclass(frozen=True)
 class Arbitration:
     priority: np.ndarray  # (n x P), -inf where not offerable or no positive gain
     expected_gain: np.ndarray  # (n x P)
-    order: np.ndarray  # (n x P) product positions by priority, ties by catalog order
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        """``priority_order``, sorted when first read: a campaign reads priorities only."""
+        return priority_order(self.priority)
 
 
 def arbitrate(propensity: np.ndarray, offerable: np.ndarray, catalog: Catalog,
               policy: PolicyConfig, context: DecisionContext) -> Arbitration:
     """Priority and expected gain; products without positive gain are not offered."""
-    value = catalog.column("value_weight").astype(np.float64)
-    gain = propensity * value[None, :] - policy.contact_cost
-    priority = propensity * value[None, :] * context_weights(catalog, policy, context)[None, :]
+    expected_value = propensity * catalog.column("value_weight").astype(np.float64)[None, :]
+    gain = expected_value - policy.contact_cost
+    priority = expected_value * context_weights(catalog, policy, context)[None, :]
     priority = np.where(offerable & (gain > 0), priority, -np.inf)
-    # A stable sort keeps catalog order among equal priorities: deterministic ties.
-    order = np.argsort(-priority, axis=1, kind="stable")
-    return Arbitration(priority, gain, order)
+    return Arbitration(priority, gain)
 
 
 def rule_text(code: str, product_name: str, detail: str, lang: str) -> str:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from . import columns as C
 from .acquisition import AcquisitionRanker
 from .book import CustomerBatch
 from .cf import CFModel
@@ -51,9 +50,25 @@ def log_rates(rates: np.ndarray) -> np.ndarray:
 
 def changed_rows(current: sp.csr_matrix, trained: sp.csr_matrix) -> np.ndarray:
     """Rows whose set of held products differs between two aligned matrices."""
-    a = (current > 0).astype(np.int8)
-    b = (trained > 0).astype(np.int8)
-    return np.diff(abs(a - b).tocsr().indptr) > 0
+    a, b = _held_positions(current), _held_positions(trained)
+    count_a, count_b = np.diff(a.indptr), np.diff(b.indptr)
+    changed = count_a != count_b
+    # Rows holding as many products in both: compare their sorted positions one by one.
+    same_count = ~changed
+    rows = np.repeat(np.flatnonzero(same_count), count_a[same_count])
+    differs = (a.indices[np.repeat(same_count, count_a)]
+               != b.indices[np.repeat(same_count, count_b)])
+    changed[rows[differs]] = True
+    return changed
+
+
+def _held_positions(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The positive entries of each row, positions sorted (what ``changed_rows`` compares)."""
+    matrix = sp.csr_matrix(matrix)
+    if not matrix.has_canonical_format or not (matrix.data > 0).all():
+        matrix = sp.csr_matrix(matrix > 0)
+        matrix.sum_duplicates()
+    return matrix
 
 
 class HybridRanker:
@@ -66,12 +81,12 @@ class HybridRanker:
 
     def score(self, batch: CustomerBatch) -> RankerScores:
         n, n_products = batch.held.shape
-        scores = log_rates(self.rates.for_stages(batch.stages))
+        scores = log_rates(self.rates.by_stage)[batch.stages]  # a log per stage, not per row
         cf_scores = np.full((n, n_products), np.nan, dtype=np.float32)
-        sources = np.full(n, "life_stage_prior", dtype=object)
+        sources = np.full(n, "life_stage_prior")
 
         has_holdings = np.diff(batch.held.indptr) > 0
-        model_rows = self.cf.customers.to_internal_lenient(batch.customer_ids)
+        model_rows = batch.rows_in(self.cf.customers)
         known = (model_rows >= 0) & has_holdings
         unchanged = np.zeros(n, dtype=bool)
         if known.any():
@@ -86,18 +101,18 @@ class HybridRanker:
             cf_scores[fold] = self.cf.fold_in_scores(batch.confidence[fold])
             sources[fold] = "cf_fold_in"
         with_cf = unchanged | fold
-        scores[with_cf] += self.cf_weight * cf_scores[with_cf]
+        np.add(scores, self.cf_weight * cf_scores, out=scores, where=with_cf[:, None])
 
         no_consent = _without_consent(batch, scores, sources, self.rates)
         cf_scores[no_consent] = np.nan
-        return RankerScores(scores=scores.astype(np.float32), sources=sources.astype(str),
+        return RankerScores(scores=scores.astype(np.float32, copy=False), sources=sources,
                             cf_scores=cf_scores)
 
 
 def _without_consent(batch: CustomerBatch, scores: np.ndarray, sources: np.ndarray,
                      rates: AcquisitionRates) -> np.ndarray:
     """Replace the scores of customers who opted out of profiling by bank-wide take-up."""
-    no_consent = ~batch.profiles[C.CONSENT_PROFILING].to_numpy(dtype=bool)
+    no_consent = ~batch.profile_arrays.consent
     scores[no_consent] = log_rates(rates.overall)[None, :]
     sources[no_consent] = "popularity"
     return no_consent
