@@ -55,8 +55,14 @@ def part_of(customer_ids, parts: int) -> np.ndarray:
 
 
 def _read_batches(path: Path, columns: list[str] | None = None,
-                  where: pc.Expression | None = None) -> Iterator[pa.RecordBatch]:
-    """Record batches of a Parquet or CSV extract; CSV values stay strings, as read_table does."""
+                  dates: list[pd.Timestamp] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of a Parquet or CSV extract, only the rows of ``dates`` if given.
+
+    CSV values stay strings, as read_table reads them. Parquet is read one row group at a
+    time (skipping those whose statistics hold none of ``dates``): extracts written from
+    pandas repeat the whole customer dictionary in every row group, and streaming readers
+    keep those dictionaries, so memory grew with the number of customers.
+    """
     if path.suffix.lower() == ".csv":
         with path.open("rb") as handle:
             names = pacsv.open_csv(handle).schema.names
@@ -64,10 +70,29 @@ def _read_batches(path: Path, columns: list[str] | None = None,
             column_types={n: pa.string() for n in names}, strings_can_be_null=True,
             include_columns=columns))
         for batch in reader:
-            yield batch.filter(where) if where is not None else batch
+            yield _on_dates(batch, dates)
         return
-    yield from ds.dataset(path, format="parquet").to_batches(
-        columns=columns, filter=where, batch_size=_BATCH_ROWS)
+    file = pq.ParquetFile(path)
+    column = file.schema_arrow.get_field_index(C.SNAPSHOT_DATE)
+    wanted = None if dates is None else {d.to_datetime64() for d in dates}
+    for group in range(file.metadata.num_row_groups):
+        stats = file.metadata.row_group(group).column(column).statistics if (
+            wanted is not None and column >= 0) else None
+        if stats is not None and stats.has_min_max and not any(
+                np.datetime64(stats.min) <= d <= np.datetime64(stats.max) for d in wanted):
+            continue
+        table = file.read_row_group(group, columns=columns)
+        for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
+            yield _on_dates(batch, dates)
+
+
+def _on_dates(batch: pa.RecordBatch, dates: list[pd.Timestamp] | None) -> pa.RecordBatch:
+    """The rows whose snapshot date is one of ``dates`` (compared as dates, whatever the
+    file's type: a CSV's strings or a Parquet timestamp of any unit)."""
+    if dates is None or C.SNAPSHOT_DATE not in batch.schema.names:
+        return batch
+    parsed = pd.to_datetime(batch.column(C.SNAPSHOT_DATE).to_pandas(), errors="coerce")
+    return batch.filter(pa.array(parsed.isin(dates).to_numpy()))
 
 
 class _Owners:
@@ -159,13 +184,7 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     bank = PartedBank(out, parts, n_customers, tuple(keep), str(data_dir), owns)
     try:
         _split_file(customers_path, None, parts, bank, CUSTOMERS_FILE)
-        is_csv, where = holdings_path.suffix.lower() == ".csv", None
-        if last_snapshots and not is_csv:  # filter as the file stores dates (ns, us, ...)
-            stored = ds.dataset(holdings_path).schema.field(C.SNAPSHOT_DATE).type
-            where = pc.field(C.SNAPSHOT_DATE).isin(
-                pa.Array.from_pandas(pd.Series(keep, dtype="datetime64[ns]")).cast(stored))
-        _split_file(holdings_path, where, parts, bank, HOLDINGS_FILE,
-                    cast_dates=is_csv and bool(last_snapshots))
+        _split_file(holdings_path, keep if last_snapshots else None, parts, bank, HOLDINGS_FILE)
     except BaseException:
         bank.close()
         raise
@@ -202,18 +221,15 @@ def _snapshot_dates(path: Path) -> list[pd.Timestamp]:
     return [pd.Timestamp(d) for d in np.sort(parsed.unique())]
 
 
-def _split_file(path: Path, where, parts: int, bank: PartedBank, name: str,
-                cast_dates: bool = False) -> None:
+def _split_file(path: Path, dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank,
+                name: str) -> None:
     writers: dict[int, pq.ParquetWriter] = {}
     owners = _Owners(parts)
     try:
-        for batch in _read_batches(path, where=None if cast_dates else where):
+        for batch in _read_batches(path, dates=dates):
             if C.CUSTOMER_ID not in batch.schema.names:
                 raise DataValidationError(f"missing required columns {[C.CUSTOMER_ID]}",
                                           source=str(path))
-            if cast_dates:  # CSV: compare dates as dates, as the Parquet filter does
-                dates = pd.to_datetime(batch.column(C.SNAPSHOT_DATE).to_pandas(), errors="coerce")
-                batch = batch.filter(pa.array(dates.isin(bank.snapshots).to_numpy()))
             if batch.num_rows == 0:
                 continue
             owner = owners(batch.column(C.CUSTOMER_ID))
