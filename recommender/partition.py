@@ -107,7 +107,11 @@ class _Owners:
             return part_of(ids.to_numpy(zero_copy_only=False), self.parts)
         if self._dictionary is None or not ids.dictionary.equals(self._dictionary):
             self._dictionary = ids.dictionary
-            self._owner = part_of(ids.dictionary.to_numpy(zero_copy_only=False), self.parts)
+            step = 1 << 18  # as Python strings a slice at a time: the dictionary may be huge
+            self._owner = np.concatenate([np.empty(0, np.int32)] + [
+                part_of(ids.dictionary[i:i + step].to_numpy(zero_copy_only=False),
+                        self.parts).astype(np.int32)
+                for i in range(0, len(ids.dictionary), step)])
         return self._owner[ids.indices.to_numpy(zero_copy_only=False)]
 
 
