@@ -192,6 +192,7 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     except BaseException:
         bank.close()
         raise
+    pa.default_memory_pool().release_unused()  # the split's buffers: not the campaign's peak
     log.info("split %d customers of %s into %d parts (%d snapshots kept)", n_customers,
              data_dir, parts, len(keep))
     return bank
