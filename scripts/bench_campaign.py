@@ -23,7 +23,6 @@ import logging
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -32,6 +31,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from benchdata import prepare  # noqa: E402 (scripts/ is on the path)
 
 from recommender import artifacts  # noqa: E402
 from recommender.book import load_book  # noqa: E402
@@ -44,19 +44,6 @@ from recommender.service import open_decision_log  # noqa: E402
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "campaign.toml"
 CHUNK = 100_000
 log = logging.getLogger("bench_campaign")
-
-
-def _nbo(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "recommender.cli", *args], check=True)
-
-
-def _prepare(work: Path, customers: int) -> tuple[Path, Path]:
-    data, models = work / f"bank_{customers}", work / f"models_{customers}"
-    if not (data / "holdings.parquet").is_file():
-        _nbo("demo-data", "--customers", str(customers), "--out", str(data))
-    if not (models / "current").exists():
-        _nbo("train", "--data", str(data), "--models", str(models))
-    return data, models
 
 
 def _timed(function):
@@ -75,15 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--json", required=True)
     parser.add_argument("--work", default="bench_work", help="where the bank and model live")
+    parser.add_argument("--quota-scale", type=int,
+                        help="multiply the example quotas by this (default: customers / 100,000)")
     parser.add_argument("--campaigns-only", action="store_true",
                         help="time (a) and (b) from disk only: the memory check at 2M customers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    data, models = _prepare(Path(args.work), args.customers)
+    data, models = prepare(Path(args.work), args.customers)
 
     model = artifacts.load(models)
     base = CampaignSpec.from_toml(SPEC)
-    scale = max(1, args.customers // 100_000)
+    scale = args.quota_scale or max(1, args.customers // 100_000)
     spec = replace(base, quotas={p: q * scale for p, q in base.quotas.items()})
     engine = OfferEngine(model)
     state = Path(args.work) / "state"
@@ -105,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     _, campaign_cf_from_disk_s = _timed(campaign_cf)
     peak_campaign = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.campaigns_only:
-        result = {"customers": args.customers, "served": model.served, "offers": offers,
+        result = {"customers": args.customers, "quota_scale": scale, "served": model.served,
+                  "offers": offers,
                   "campaign_s": campaign_s, "campaign_cf_from_disk_s": campaign_cf_from_disk_s,
                   "peak_rss_mb": round(peak_campaign, 1)}
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -38,27 +38,14 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from benchdata import nbo, prepare  # noqa: E402 (scripts/ is on the path)
+
 from recommender import artifacts  # noqa: E402
 
 LUA = Path(__file__).resolve().with_name("wrk_offers.lua")
 TARGETS = {"offers_rps/hello_rps": 0.7, "offers_p99_ms": 20.0, "errors": 0}
 _PROBLEMS = re.compile(r"Traceback|\bERROR\b|CRITICAL|WORKER TIMEOUT|was sent SIGKILL|exited with")
 log = logging.getLogger("bench_serving")
-
-
-def _nbo(*args: str, capture: bool = False) -> str:
-    done = subprocess.run([sys.executable, "-m", "recommender.cli", *args], check=True,
-                          stdout=subprocess.PIPE if capture else None, text=True)
-    return done.stdout or ""
-
-
-def _prepare(work: Path, customers: int) -> tuple[Path, Path]:
-    data, models = work / f"bank_{customers}", work / f"models_{customers}"
-    if not (data / "holdings.parquet").is_file():
-        _nbo("demo-data", "--customers", str(customers), "--out", str(data))
-    if not (models / "current").exists():
-        _nbo("train", "--data", str(data), "--models", str(models))
-    return data, models
 
 
 def _served_models(models: Path, state: Path) -> tuple[Path, str, str]:
@@ -78,7 +65,7 @@ def _served_models(models: Path, state: Path) -> tuple[Path, str, str]:
 
 
 def _api_key(state: Path, role: str) -> str:
-    printed = _nbo("keys", "create", "--role", role, "--name", "bench_serving", "--state",
+    printed = nbo("keys", "create", "--role", role, "--name", "bench_serving", "--state",
                    str(state), capture=True)
     match = re.search(r"^API key: (\S+)", printed, re.MULTILINE)
     if match is None:
@@ -257,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("wrk not found: apt-get install -y wrk")
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(args.work)
-    data, models = _prepare(work, args.customers)
+    data, models = prepare(work, args.customers)
     state = work / "serve_state"
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
