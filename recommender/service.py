@@ -185,7 +185,7 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
     policy = load_policy(policy_file)
     book = open_book(data_dir, model, Path(state_dir) / "book-cache")
     responses = ResponseStore(Path(state_dir) / "responses.db",
-                              product_ids=list(model.catalog.ids.external_ids))
+                              product_ids=[str(p) for p in model.catalog.ids.external_ids])
     log.info("serving model %s (%s) with policy %s for %d customers", model.version,
              model.served, policy.version, len(book))
     return OfferService(OfferEngine(model, policy), book, responses, decisions)
