@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from .segments import LifeStageRules
 log = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 100_000
+CHILD_ABOVE = 200_000  # customers: larger extracts are split in a child process
 _BATCH_ROWS = 500_000
 
 
@@ -170,11 +173,15 @@ class PartedBank:
 
 
 def split_bank(data_dir: str | Path, last_snapshots: int | None,
-               part_size: int = DEFAULT_PART_SIZE, folder: str | Path | None = None) -> PartedBank:
+               part_size: int = DEFAULT_PART_SIZE, folder: str | Path | None = None,
+               in_child: bool | None = None) -> PartedBank:
     """Split the extracts of ``data_dir`` into parts of about ``part_size`` customers.
 
     Holdings keep only the latest ``last_snapshots`` snapshot dates (all with None). The parts
-    go to ``folder`` (a new temporary folder by default, removed by ``close``).
+    go to ``folder`` (a new temporary folder by default, removed by ``close``). The split runs
+    in a child process (``in_child``; by default for more than ``CHILD_ABOVE`` customers):
+    reading an extract's id dictionaries takes memory that grows with the bank, and a child
+    gives all of it back before the campaign scores anyone.
     """
     customers_path = find_extract(data_dir, CUSTOMERS_FILE)
     holdings_path = find_extract(data_dir, HOLDINGS_FILE)
@@ -186,16 +193,29 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     out = Path(tempfile.mkdtemp(prefix="nbo-parts-") if owns else folder)
     out.mkdir(parents=True, exist_ok=True)
     bank = PartedBank(out, parts, n_customers, tuple(keep), str(data_dir), owns)
+    arguments = (customers_path, holdings_path, keep if last_snapshots else None, parts, bank)
+    if in_child is None:
+        in_child = n_customers > CHILD_ABOVE
     try:
-        _split_file(customers_path, None, parts, bank, CUSTOMERS_FILE)
-        _split_file(holdings_path, keep if last_snapshots else None, parts, bank, HOLDINGS_FILE)
+        if in_child:  # spawned, not forked: a fork would copy the caller's loaded models
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                pool.submit(_split_files, *arguments).result()
+        else:
+            _split_files(*arguments)
     except BaseException:
         bank.close()
         raise
-    pa.default_memory_pool().release_unused()  # the split's buffers: not the campaign's peak
     log.info("split %d customers of %s into %d parts (%d snapshots kept)", n_customers,
              data_dir, parts, len(keep))
     return bank
+
+
+def _split_files(customers_path: Path, holdings_path: Path, dates: list[pd.Timestamp] | None,
+                 parts: int, bank: PartedBank) -> None:
+    _split_file(customers_path, None, parts, bank, CUSTOMERS_FILE)
+    _split_file(holdings_path, dates, parts, bank, HOLDINGS_FILE)
+    pa.default_memory_pool().release_unused()
 
 
 def _count_rows(path: Path) -> int:

@@ -286,6 +286,24 @@ def test_parts_hold_each_customer_once_with_all_their_recent_holdings(bank_and_e
             assert set(p.holdings["customer_id"].astype(str)) <= set(p.customers["customer_id"])
 
 
+def test_a_split_in_a_child_process_gives_the_same_parts(bank_and_engine, tmp_path):
+    """Large banks are split in a spawned child (its memory goes back to the system)."""
+    from recommender.exceptions import DataValidationError
+    from recommender.partition import split_bank
+
+    root, engine, _ = bank_and_engine
+    with (split_bank(root / "data", 2, part_size=1000, in_child=True) as child,
+          split_bank(root / "data", 2, part_size=1000, in_child=False) as here):
+        for i in range(here.parts):
+            a, b = child.read(i, engine.catalog), here.read(i, engine.catalog)
+            pd.testing.assert_frame_equal(a.customers, b.customers)
+            pd.testing.assert_frame_equal(a.holdings, b.holdings)
+    (tmp_path / "customers.csv").write_text("customer_id\nC1\n")
+    (tmp_path / "holdings.csv").write_text("product_id,snapshot_date\nx,2026-01-31\n")
+    with pytest.raises(DataValidationError, match="customer_id.*holdings.csv"):  # from the child
+        split_bank(tmp_path, 1, in_child=True).close()
+
+
 def test_bad_extracts_are_refused_naming_the_file(bank_and_engine, tmp_path):
     from recommender.exceptions import DataValidationError
     from recommender.partition import split_bank
