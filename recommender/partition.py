@@ -10,13 +10,14 @@ same months. Peak memory depends on the part size, not on the number of customer
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import multiprocessing
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,16 +194,14 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     out = Path(tempfile.mkdtemp(prefix="nbo-parts-") if owns else folder)
     out.mkdir(parents=True, exist_ok=True)
     bank = PartedBank(out, parts, n_customers, tuple(keep), str(data_dir), owns)
-    arguments = (customers_path, holdings_path, keep if last_snapshots else None, parts, bank)
+    dates = keep if last_snapshots else None
     if in_child is None:
         in_child = n_customers > CHILD_ABOVE
     try:
-        if in_child:  # spawned, not forked: a fork would copy the caller's loaded models
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                pool.submit(_split_files, *arguments).result()
+        if in_child:
+            _split_in_child(customers_path, holdings_path, dates, parts, bank)
         else:
-            _split_files(*arguments)
+            _split_files(customers_path, holdings_path, dates, parts, bank)
     except BaseException:
         bank.close()
         raise
@@ -216,6 +215,32 @@ def _split_files(customers_path: Path, holdings_path: Path, dates: list[pd.Times
     _split_file(customers_path, None, parts, bank, CUSTOMERS_FILE)
     _split_file(holdings_path, dates, parts, bank, HOLDINGS_FILE)
     pa.default_memory_pool().release_unused()
+
+
+def _split_in_child(customers_path: Path, holdings_path: Path,
+                    dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank) -> None:
+    """``_split_files`` in a new Python process (``python -m recommender.partition``): not a
+    fork, which would copy the caller's loaded models, and not multiprocessing's spawn,
+    which re-imports the caller's main module. Its error comes back as the caller's."""
+    job = {"customers": str(customers_path), "holdings": str(holdings_path), "parts": parts,
+           "dates": None if dates is None else [d.isoformat() for d in dates],
+           "folder": str(bank.folder), "snapshots": [d.isoformat() for d in bank.snapshots],
+           "n": bank.customers, "source": bank.source}
+    done = subprocess.run([sys.executable, "-m", "recommender.partition", json.dumps(job)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise DataValidationError(f"splitting the extracts failed: {lines[-1]}",
+                                  source=str(bank.source))
+
+
+def _split_job(job: dict) -> None:
+    """The child's side of ``_split_in_child``."""
+    snapshots = tuple(pd.Timestamp(d) for d in job["snapshots"])
+    bank = PartedBank(Path(job["folder"]), job["parts"], job["n"], snapshots, job["source"],
+                      owns_folder=False)
+    dates = None if job["dates"] is None else [pd.Timestamp(d) for d in job["dates"]]
+    _split_files(Path(job["customers"]), Path(job["holdings"]), dates, job["parts"], bank)
 
 
 def _count_rows(path: Path) -> int:
@@ -326,3 +351,11 @@ def open_customers(data_dir: str | Path, model, part_size: int = DEFAULT_PART_SI
     bank = split_bank(data_dir, config.acquisition.n_lags if binary else None, part_size, folder)
     return PartedCustomers(bank, model.catalog, model.stages, config.cf.weighting,
                            config.acquisition.n_lags)
+
+
+if __name__ == "__main__":  # the split child: python -m recommender.partition '<job json>'
+    try:
+        _split_job(json.loads(sys.argv[1]))
+    except (DataValidationError, OSError, ValueError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2)
