@@ -17,7 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,15 +81,31 @@ def _read_batches(path: Path, columns: list[str] | None = None,
     file = pq.ParquetFile(path)
     column = file.schema_arrow.get_field_index(C.SNAPSHOT_DATE)
     wanted = None if dates is None else {d.to_datetime64() for d in dates}
+    groups = []
     for group in range(file.metadata.num_row_groups):
         stats = file.metadata.row_group(group).column(column).statistics if (
             wanted is not None and column >= 0) else None
-        if stats is not None and stats.has_min_max and not any(
+        if stats is None or not stats.has_min_max or any(
                 np.datetime64(stats.min) <= d <= np.datetime64(stats.max) for d in wanted):
-            continue
-        table = file.read_row_group(group, columns=columns)
-        for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-            yield _on_dates(batch, dates)
+            groups.append(group)
+
+    def read(group: int) -> pa.Table:  # one reader per call: readers are not shared
+        return pq.ParquetFile(path).read_row_group(group, columns=columns)
+
+    # Two row groups decode at once (both cores; Arrow releases the GIL), never more.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: deque = deque()
+        for group in groups:
+            pending.append(pool.submit(read, group))
+            if len(pending) == 2:
+                yield from _batches(pending.popleft().result(), dates)
+        while pending:
+            yield from _batches(pending.popleft().result(), dates)
+
+
+def _batches(table: pa.Table, dates: list[pd.Timestamp] | None) -> Iterator[pa.RecordBatch]:
+    for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
+        yield _on_dates(batch, dates)
 
 
 def _on_dates(batch: pa.RecordBatch, dates: list[pd.Timestamp] | None) -> pa.RecordBatch:
@@ -95,7 +113,11 @@ def _on_dates(batch: pa.RecordBatch, dates: list[pd.Timestamp] | None) -> pa.Rec
     file's type: a CSV's strings or a Parquet timestamp of any unit)."""
     if dates is None or C.SNAPSHOT_DATE not in batch.schema.names:
         return batch
-    parsed = pd.to_datetime(batch.column(C.SNAPSHOT_DATE).to_pandas(), errors="coerce")
+    column = batch.column(C.SNAPSHOT_DATE)
+    if pa.types.is_timestamp(column.type):  # Parquet: compare in the file's own unit
+        wanted = pa.array([d.to_datetime64() for d in dates]).cast(column.type)
+        return batch.filter(pc.is_in(column, value_set=wanted))
+    parsed = pd.to_datetime(column.to_pandas(), errors="coerce")
     return batch.filter(pa.array(parsed.isin(dates).to_numpy()))
 
 
