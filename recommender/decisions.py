@@ -225,7 +225,7 @@ class DecisionLog:
             raise TypeError(f"customer_id must be a str, got {type(customer_id).__name__}")
         if not customer_id:
             raise ValueError("customer_id is empty")
-        return hmac.new(self._hash_key, customer_id.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._hash_key, customer_id.encode(), "sha256").hex()
 
     def _prepare(self, *, customer_id: str, source: str, model_version: str, policy_version: str,
                  policy_text: str, inputs: dict, output: dict, at: datetime | None = None
