@@ -121,19 +121,8 @@ _PLAIN = (str, bool, int, float, type(None))
 
 def _jsonable(value: Any, where: str = "value") -> Any:
     """Plain JSON types for numpy and pandas values, so equal inputs always hash alike."""
-    kind = type(value)
-    if kind in _PLAIN:  # most values, checked first: every API decision goes through here
+    if type(value) in _PLAIN:  # most values, checked first: every API decision goes through here
         return value
-    if kind is dict:
-        plain = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: key {key!r} is not a str; JSON keys must be strings")
-            plain[str(key)] = item if type(item) in _PLAIN else _jsonable(item, f"{where}.{key}")
-        return plain
-    if kind is list:
-        return [item if type(item) in _PLAIN else _jsonable(item, f"{where}[{i}]")
-                for i, item in enumerate(value)]
     if isinstance(value, np.datetime64):
         value = value.astype("datetime64[us]").item()  # a datetime, or None for NaT
     elif isinstance(value, np.generic):
@@ -147,10 +136,11 @@ def _jsonable(value: Any, where: str = "value") -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where}: key {key!r} is not a str; JSON keys must be strings")
-            plain[key] = _jsonable(item, f"{where}.{key}")
+            plain[str(key)] = item if type(item) in _PLAIN else _jsonable(item, f"{where}.{key}")
         return plain
     if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [item if type(item) in _PLAIN else _jsonable(item, f"{where}[{i}]")
+                for i, item in enumerate(value)]
     raise TypeError(f"{where}: {type(value).__name__} cannot be recorded; convert it to a str, "
                     "number, bool, list or dict first")
 
