@@ -22,11 +22,7 @@ from flask import Blueprint, g
 import recommender.keys as keys_module
 from api import create_app
 from api.auth import ROUTE_ROLES, allowed_roles, is_open
-from recommender.catalog import catalog_text, load_catalog
 from recommender.cli import main
-from recommender.config import TrainConfig
-from recommender.data import BankData, load_bank, write_bank
-from recommender.demo import generate
 from recommender.exceptions import ConfigError, RecommenderError
 from recommender.keys import (
     ROLES,
@@ -41,9 +37,7 @@ from recommender.keys import (
     list_keys,
     revoke_key,
 )
-from recommender.segments import life_stages_text, load_life_stages
 from recommender.service import load_service
-from recommender.training import train
 
 ERROR_KEYS = {"code", "message", "details"}
 
@@ -51,16 +45,9 @@ ERROR_KEYS = {"code", "message", "details"}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    root = tmp_path_factory.mktemp("auth_bank")
-    catalog, stages = load_catalog(), load_life_stages()
-    (cat_text, _), (st_text, _) = catalog_text(), life_stages_text()
-    demo = generate(500, 3, 7, catalog, stages)
-    write_bank(BankData(demo.customers, demo.holdings), root / "data")
-    bank = load_bank(root / "data", catalog)
-    train(bank, catalog, stages, TrainConfig(ranker="hybrid"), root / "models", cat_text,
-          st_text, run_evaluation=False)
-    return load_service(root / "data", root / "models", state_dir=root / "state")
+def service(served_demo_bank, tmp_path_factory):
+    return load_service(served_demo_bank["DATA_DIR"], served_demo_bank["MODELS_DIR"],
+                        state_dir=tmp_path_factory.mktemp("auth_state"))
 
 
 @pytest.fixture(scope="module")

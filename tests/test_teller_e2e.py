@@ -23,13 +23,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from api import create_app
-from recommender.catalog import catalog_text
-from recommender.config import TrainConfig
-from recommender.data import load_bank, write_bank
 from recommender.keys import create_key, hash_key
-from recommender.segments import life_stages_text
 from recommender.service import OfferService
-from recommender.training import train
 
 try:
     from selenium import webdriver
@@ -94,19 +89,14 @@ def _add_expired_key(keys_file: Path, role: str = "teller") -> str:
 
 
 @pytest.fixture(scope="module")
-def console(demo_bank, packaged_catalog, life_stages, tmp_path_factory) -> Iterator[Console]:
+def console(served_demo_bank, tmp_path_factory) -> Iterator[Console]:
     """The app over a real HTTP server on 127.0.0.1 (a free port), in a thread."""
     root = tmp_path_factory.mktemp("teller")
-    write_bank(demo_bank, root / "data")
-    bank = load_bank(root / "data", packaged_catalog)
-    (cat_text, _), (st_text, _) = catalog_text(), life_stages_text()
-    train(bank, packaged_catalog, life_stages, TrainConfig(ranker="hybrid"), root / "models",
-          cat_text, st_text, run_evaluation=False)
     keys_file = root / "state" / "api_keys.toml"
     teller_key, _ = create_key(keys_file, "teller", name="e2e teller")
     expired_key = _add_expired_key(keys_file)
-    app = create_app({"DATA_DIR": str(root / "data"), "MODELS_DIR": str(root / "models"),
-                      "STATE_DIR": str(root / "state"), "API_KEYS_FILE": str(keys_file)})
+    app = create_app({**served_demo_bank, "STATE_DIR": str(root / "state"),
+                      "API_KEYS_FILE": str(keys_file)})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="teller-e2e", daemon=True)
     thread.start()
