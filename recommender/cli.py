@@ -218,19 +218,14 @@ def cmd_recommend(args) -> int:
 
 def cmd_serve(args) -> int:
     from . import artifacts
-    from .catalog import load_catalog
-    from .data import load_bank
     from .mapped_book import open_book
-    from .segments import load_life_stages
 
-    current = artifacts.resolve(args.models)  # fail early, clearly, if nothing is trained
+    artifacts.resolve(args.models)  # fail early, clearly, if nothing is trained
     # Build the workers' shared customer book now, before gunicorn replaces this process:
     # workers then only map it. Nothing here trains or scores (DESIGN.md: forked children).
-    open_book(args.data, artifacts.load(args.models), Path(args.state) / "book-cache")
+    book = open_book(args.data, artifacts.load(args.models), Path(args.state) / "book-cache")
     if args.examples:
-        bank = load_bank(args.data, load_catalog(current / "catalog.toml"))
-        _print_examples(bank, load_life_stages(current / "life_stages.toml"), args.host,
-                        args.port)
+        _print_examples(book, args.host, args.port)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
     metrics_dir = Path(args.state).resolve() / "prometheus"
     os.environ.update({"NBO_DATA_DIR": str(args.data), "NBO_MODELS_DIR": str(args.models),
@@ -290,16 +285,26 @@ def cmd_keys_revoke(args) -> int:
     return 0
 
 
-def _print_examples(bank, stages, host: str, port: int) -> None:
-    """Three customers who consented to profiling, hold 2+ products, in different stages."""
+def _print_examples(book, host: str, port: int) -> None:
+    """The first three customers who consented to profiling and hold 2+ products, in
+    different life stages (read from the served book, not the extracts again)."""
+    import numpy as np
+
     from . import columns as C
 
-    latest = bank.holdings[bank.holdings[C.SNAPSHOT_DATE] == max(bank.snapshots)]
-    counts = latest.groupby(C.CUSTOMER_ID, observed=True).size()
-    customers = bank.customers.assign(**{C.LIFE_STAGE: stages.assign_ids(bank.customers)})
-    customers = customers[customers[C.CONSENT_PROFILING]
-                          & customers[C.CUSTOMER_ID].isin(counts[counts >= 2].index)]
-    examples = customers.drop_duplicates(C.LIFE_STAGE)[C.CUSTOMER_ID].head(3).tolist()
+    def consenting_with_two_products():  # in book order, a chunk of profiles at a time
+        candidates = np.flatnonzero(np.diff(book.held.indptr) >= 2)
+        for start in range(0, len(candidates), 50_000):
+            chunk = candidates[start:start + 50_000]
+            yield from chunk[book.profiles_at(chunk)[C.CONSENT_PROFILING].to_numpy(dtype=bool)]
+
+    first_of_stage: dict[int, int] = {}
+    for position in consenting_with_two_products():
+        first_of_stage.setdefault(int(book.stage_codes[position]), int(position))
+        if len(first_of_stage) == 3:
+            break
+    positions = np.array(list(first_of_stage.values()), dtype=np.int64)
+    examples = book.batch(positions).customer_ids.tolist()
     base = f"http://{host}:{port}"
     lines = ["", f"Teller console: {base}/teller (sign in with a teller key)",
              "Example customers: " + ", ".join(examples),
