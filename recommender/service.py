@@ -181,14 +181,21 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
     use), so every worker of a server shares one copy.
     """
     decisions = open_decision_log(state_dir)
-    model = artifacts.load(models_dir, version)
-    policy = load_policy(policy_file)
-    book = open_book(data_dir, model, Path(state_dir) / "book-cache")
+    engine, book = _engine_and_book(data_dir, models_dir, version, policy_file, state_dir)
     responses = ResponseStore(Path(state_dir) / "responses.db",
-                              product_ids=[str(p) for p in model.catalog.ids.external_ids])
-    log.info("serving model %s (%s) with policy %s for %d customers", model.version,
-             model.served, policy.version, len(book))
-    return OfferService(OfferEngine(model, policy), book, responses, decisions)
+                              product_ids=[str(p) for p in engine.catalog.ids.external_ids])
+    log.info("serving model %s (%s) with policy %s for %d customers", engine.model.version,
+             engine.model.served, engine.policy.version, len(book))
+    return OfferService(engine, book, responses, decisions)
+
+
+def _engine_and_book(data_dir: str | Path, models_dir: str | Path, version: str,
+                     policy_file: str | Path | None, state_dir: str | Path,
+                     ) -> tuple[OfferEngine, MappedBook]:
+    """The verified model version with its policy, and its memory-mapped customer book."""
+    model = artifacts.load(models_dir, version)
+    policy = load_policy(policy_file)  # before the book: a bad policy file fails at once
+    return OfferEngine(model, policy), open_book(data_dir, model, Path(state_dir) / "book-cache")
 
 
 def smoke_test(service: OfferService, customers: int = 20) -> None:
@@ -218,11 +225,8 @@ def reload_service(served: OfferService, data_dir: str | Path, models_dir: str |
     Raises ArtifactError (or ConfigError for the policy) and leaves ``served`` untouched when
     the new version is missing, corrupt or incompatible.
     """
-    model = artifacts.load(models_dir, version)
-    policy = load_policy(policy_file)
-    book = open_book(data_dir, model, Path(state_dir) / "book-cache")
-    candidate = OfferService(OfferEngine(model, policy), book, served.responses,
-                             served.decisions)
+    engine, book = _engine_and_book(data_dir, models_dir, version, policy_file, state_dir)
+    candidate = OfferService(engine, book, served.responses, served.decisions)
     smoke_test(candidate)
     return candidate
 
