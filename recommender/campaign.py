@@ -209,7 +209,9 @@ def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: Campaig
     recent = np.zeros(len(batch), dtype=bool)
     if responses is None:
         return contact, recent
-    since = context.now() - timedelta(days=max(spec.contact_window_days, 90))
+    # What the policy reads (as the API does), and the campaign's own contact window.
+    days = max(spec.contact_window_days, engine.policy.history_days)
+    since = context.now() - timedelta(days=days)
     history = responses.contact_history(list(batch.customer_ids), since)
     contact = contact_state(history, batch.customer_ids, engine.catalog, engine.policy, context,
                             snapshot)

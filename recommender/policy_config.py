@@ -66,6 +66,11 @@ class PolicyConfig:
     def intents(self) -> tuple[str, ...]:
         return tuple(self.intent_weights)
 
+    @property
+    def history_days(self) -> int:
+        """How far back the contact rules read recorded responses (cooldown, unanswered)."""
+        return max(self.decline_cooldown_days, self.unanswered_window_days, 1)
+
     def cap(self, channel: str) -> int:
         return self.daily_caps.get(channel, 10**9)
 

@@ -58,7 +58,7 @@ class OfferService:
                                datetime.now(UTC))
 
     def _contact(self, batch: CustomerBatch, context: DecisionContext) -> ContactState:
-        horizon = max(self.policy.decline_cooldown_days, self.policy.unanswered_window_days, 1)
+        horizon = self.policy.history_days
         history = self.responses.contact_history(list(batch.customer_ids),
                                                  context.now() - timedelta(days=horizon))
         return contact_state(history, batch.customer_ids, self.catalog, self.policy, context,

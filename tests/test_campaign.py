@@ -363,3 +363,27 @@ def test_a_log_made_before_packs_existed_is_upgraded_in_place(tmp_path):
                                  policy_version="p", policy_text="t", inputs={"a": 1},
                                  output={"b": 2})
         assert log.get(decision_id).output == {"b": 2}
+
+
+def test_a_campaign_reads_as_much_response_history_as_the_policy(bank_and_engine, tmp_path):
+    """A decline older than 90 days but inside a longer cooldown keeps the product out of the
+    campaign, as it does at the counter."""
+    from dataclasses import replace as replaced
+    from datetime import UTC, datetime, timedelta
+
+    from recommender.responses import ResponseStore
+
+    _, engine, book = bank_and_engine
+    policy = replaced(engine.policy, decline_cooldown_days=200)
+    long_memory = OfferEngine(engine.model, policy)
+    spec = _spec(max_offers_per_customer=1)
+    first = run_campaign(long_memory, book, spec, progress=None)
+    customer, product = first.iloc[0][["customer_id", "product_id"]]
+    store = ResponseStore(tmp_path / "responses.db",
+                          product_ids=[str(p) for p in engine.catalog.ids.external_ids])
+    store.record(customer, product, "declined", "branch",
+                 at=datetime.now(UTC) - timedelta(days=150))
+    again = run_campaign(long_memory, book, spec, responses=store, progress=None)
+    offered = again[again["customer_id"] == customer]["product_id"].tolist()
+    assert product not in offered
+    store.close()
