@@ -6,9 +6,10 @@ hold now" in O(1) for the API, and hands out batches of customers for vectorised
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import InitVar, dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from .data import BankData, load_bank, validate_customers
 from .exceptions import DataValidationError, UnknownCustomerError
 from .ids import IdMap
 from .interactions import confidence_matrix, months_between, present_at, snapshot_matrix
-from .profiles import ProfileArrays
+from .profiles import ProfileArrays, plain_value
 from .segments import LifeStageRules
 
 DEFAULT_LAGS = 4
@@ -36,10 +37,15 @@ class CustomerBatch:
     decoded by the book (``arrays``); any other batch decodes its profiles when first asked.
     ``arrays`` is not kept by ``dataclasses.replace``, so a batch whose profiles are replaced
     decodes the new ones.
+
+    ``profile_frame`` is the profiles table, or a function that builds it: a one-customer
+    answer from precomputed scores never needs the table, and building one costs more than
+    the rest of the answer. ``records``, when given, reads rows' profiles as plain values
+    without the table (``profile_records``).
     """
 
     customer_ids: np.ndarray
-    profiles: pd.DataFrame
+    profile_frame: pd.DataFrame | Callable[[], pd.DataFrame]
     held: sp.csr_matrix  # binary, customers x products
     confidence: sp.csr_matrix  # CF input weighting of ``held``
     stages: np.ndarray
@@ -47,11 +53,27 @@ class CustomerBatch:
     present: np.ndarray | None = None
     positions: np.ndarray | None = None  # rows of these customers in ``id_map``
     id_map: IdMap | None = None
+    records: Callable[[list[int]], list[dict[str, Any]]] | None = None
     arrays: InitVar[ProfileArrays | None] = None
 
     def __post_init__(self, arrays: ProfileArrays | None) -> None:
         if arrays is not None:
             object.__setattr__(self, "profile_arrays", arrays)
+
+    @cached_property
+    def profiles(self) -> pd.DataFrame:
+        """The profiles table, built when first read if the batch was given a function."""
+        frame = self.profile_frame
+        return frame() if callable(frame) else frame
+
+    def profile_records(self, rows: list[int]) -> list[dict[str, Any]]:
+        """These rows' profiles as plain values (str, int, float, bool, ISO dates; None when
+        missing), as a decision records them."""
+        if self.records is not None:
+            return self.records(rows)
+        frame = self.profiles.iloc[rows]
+        return [{name: plain_value(value) for name, value in zip(frame.columns, row, strict=True)}
+                for row in frame.to_numpy(dtype=object)]
 
     @cached_property
     def profile_arrays(self) -> ProfileArrays:
@@ -73,12 +95,12 @@ class CustomerBatch:
         rows = np.asarray(rows, dtype=np.int64)
         return CustomerBatch(
             customer_ids=self.customer_ids[rows],
-            profiles=self.profiles.iloc[rows].reset_index(drop=True),
+            profile_frame=self.profiles.iloc[rows].reset_index(drop=True),
             held=self.held[rows], confidence=self.confidence[rows], stages=self.stages[rows],
             lags=tuple(lag[rows] for lag in self.lags),
             present=None if self.present is None else self.present[rows],
             positions=None if self.positions is None else self.positions[rows],
-            id_map=self.id_map, arrays=self.profile_arrays.take(rows))
+            id_map=self.id_map, arrays=self.profile_arrays.take(rows))  # no records: rows moved
 
 
 class CustomerBook:
@@ -124,7 +146,7 @@ class CustomerBook:
         positions = np.arange(*rows.indices(len(self))) if isinstance(rows, slice) else rows
         return CustomerBatch(
             customer_ids=self.ids.external_ids[rows],
-            profiles=self.profiles.iloc[rows].reset_index(drop=True),
+            profile_frame=self.profiles.iloc[rows].reset_index(drop=True),
             held=_csr_rows(self.held, rows), confidence=_csr_rows(self.confidence, rows),
             stages=self.stage_codes[rows],
             lags=tuple(_csr_rows(lag, rows) for lag in self.lags), present=self.present[rows],
@@ -177,7 +199,7 @@ def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
     held = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (np.zeros(len(cols)), cols)),
                          shape=(1, len(catalog)))
     return CustomerBatch(
-        customer_ids=profiles[C.CUSTOMER_ID].to_numpy(), profiles=profiles, held=held,
+        customer_ids=profiles[C.CUSTOMER_ID].to_numpy(), profile_frame=profiles, held=held,
         confidence=held, stages=stages.assign(profiles), lags=(held,),
         present=np.ones((1, 1), dtype=bool),
     )

@@ -13,24 +13,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import uuid
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from .book import CustomerBatch, CustomerBook, load_book
+from .cache_folders import prune_siblings, written_whole
 from .catalog import Catalog
 from .data import CUSTOMERS_FILE, HOLDINGS_FILE, find_extract
 from .exceptions import ArtifactError, UnknownCustomerError
+from .profiles import ProfileArrays, plain_value
 from .segments import LifeStageRules
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: the decoded ProfileArrays are saved too
 _META = "book.json"
+_DECODED = ("age", "income", "residency", "risk_level", "assessed_on", "consent", "vulnerable",
+            "open_complaint")  # the ProfileArrays fields that are arrays
 
 
 def book_key(data_dir: str | Path, model) -> str:
@@ -49,10 +53,7 @@ def book_key(data_dir: str | Path, model) -> str:
 
 def save_book(book: CustomerBook, folder: str | Path) -> Path:
     """Write ``book`` as arrays under ``folder``, whole or not at all."""
-    folder = Path(folder)
-    partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.partial")
-    partial.mkdir(parents=True)
-    try:
+    with written_whole(folder, _META) as partial:
         ids = book.ids.external_ids.astype(str)
         order = np.argsort(ids, kind="stable")
         arrays = {"ids": ids.astype(np.bytes_), "sorted_ids": ids[order].astype(np.bytes_),
@@ -68,6 +69,8 @@ def save_book(book: CustomerBook, folder: str | Path) -> Path:
             else:
                 arrays[f"profile.{name}"] = values.to_numpy()
                 columns[name] = {"kind": "values", "dtype": str(values.dtype)}
+        decoded = book.profile_arrays  # what the rules read, decoded once here, not per answer
+        arrays.update({f"decoded.{name}": getattr(decoded, name) for name in _DECODED})
         matrices = {f"lag{k}": lag for k, lag in enumerate(book.lags)}
         matrices["confidence"] = book.confidence
         for name, matrix in matrices.items():
@@ -80,17 +83,11 @@ def save_book(book: CustomerBook, folder: str | Path) -> Path:
             np.save(partial / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
         meta = {"format": FORMAT, "customers": len(book), "lags": len(book.lags),
                 "weighting": book.weighting, "columns": columns,
+                "residencies": list(decoded.residencies),
                 "snapshot": None if book.snapshot is None else book.snapshot.isoformat(),
                 "products": book.catalog.ids.external_ids.tolist()}
         (partial / _META).write_text(json.dumps(meta), encoding="utf-8")
-        try:
-            partial.rename(folder)
-        except OSError:  # another process finished the same book first: keep theirs
-            if not (folder / _META).exists():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 class MappedBook:
@@ -110,12 +107,18 @@ class MappedBook:
         self._n = int(meta["customers"])
 
         def load(name: str) -> np.ndarray:
-            return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            # A plain ndarray over the mapping: slices of an np.memmap are memmaps again,
+            # whose bookkeeping costs more than reading one customer's row.
+            return np.asarray(np.load(self.folder / f"{name}.npy", mmap_mode="r",
+                                      allow_pickle=False))
 
         self._ids, self._sorted = load("ids"), load("sorted_ids")
         self._sorted_positions, self.stage_codes, self.present = (
             load("sorted_positions"), load("stages"), load("present"))
         self._profile = {name: load(f"profile.{name}") for name in self._columns}
+        self.profile_arrays = ProfileArrays(
+            residencies=tuple(meta["residencies"]),
+            **{name: load(f"decoded.{name}") for name in _DECODED})
         self._categories = {name: np.asarray(spec["categories"], dtype=object)
                             for name, spec in self._columns.items()
                             if spec["kind"] == "category"}
@@ -157,16 +160,33 @@ class MappedBook:
                              else values)
         return pd.DataFrame(columns)
 
+    def profile_records(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        """Profiles as plain values (``CustomerBatch.profile_records``), without pandas."""
+        columns = {}
+        for name, spec in self._columns.items():
+            values = self._profile[name][positions]
+            if spec["kind"] == "category":
+                columns[name] = self._categories[name][values].tolist()
+            elif values.dtype.kind == "M":
+                columns[name] = [plain_value(pd.Timestamp(v)) for v in values]
+            else:
+                columns[name] = [plain_value(v) for v in values.tolist()]
+        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
     def batch(self, positions: np.ndarray) -> CustomerBatch:
+        """These customers; their profiles table is built only if something reads it."""
         positions = np.asarray(positions, dtype=np.int64)
         rows = _one_row if len(positions) == 1 else _sliced
         lags = tuple(rows(lag, positions) for lag in self.lags)
         return CustomerBatch(
             customer_ids=self._ids[positions].astype(str).astype(object),
-            profiles=self.profiles_at(positions), held=lags[0] if lags else rows(
-                self.held, positions), confidence=rows(self.confidence, positions),
+            profile_frame=partial(self.profiles_at, positions),
+            held=lags[0] if lags else rows(self.held, positions),
+            confidence=rows(self.confidence, positions),
             stages=np.asarray(self.stage_codes[positions]), lags=lags,
-            present=np.asarray(self.present[positions]))
+            present=np.asarray(self.present[positions]),
+            records=lambda rows: self.profile_records(positions[rows]),
+            arrays=self.profile_arrays.take(positions))
 
     def held_product_ids(self, position: int) -> list[str]:
         row = self.held[position]
@@ -193,18 +213,8 @@ def open_book(data_dir: str | Path, model, cache_dir: str | Path) -> MappedBook:
         log.info("building the customer book cache %s from %s", folder, data_dir)
         folder.parent.mkdir(parents=True, exist_ok=True)
         save_book(load_book(data_dir, model), folder)
-        _prune(folder)
+        prune_siblings(folder)
     return MappedBook(folder, model.catalog, model.stages)
-
-
-def _prune(keep: Path, spare: int = 1) -> None:
-    """Remove older cached books, keeping ``spare`` besides ``keep``: a worker that still
-    maps one keeps its pages (unlinked files live until unmapped)."""
-    others = sorted((p for p in keep.parent.iterdir() if p.is_dir() and p != keep
-                     and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime,
-                    reverse=True)
-    for old in others[spare:]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["MappedBook", "book_key", "open_book", "save_book"]

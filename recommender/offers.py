@@ -40,7 +40,7 @@ from .policy import (
     rule_text,
 )
 from .policy_config import PolicyConfig, ServiceAction, load_policy
-from .ranker import served_ranker
+from .ranker import RankerScores, served_ranker
 from .segments import LifeStage
 
 MAX_OFFERS = 20
@@ -151,14 +151,16 @@ class OfferEngine:
 
     def score(self, batch: CustomerBatch, limit: int, context: DecisionContext,
               contact: ContactState | None = None,
-              masks: dict[str, np.ndarray] | None = None) -> Scored:
+              masks: dict[str, np.ndarray] | None = None,
+              ranked: RankerScores | None = None) -> Scored:
         """Scores, rule masks and arbitration for a batch (vectorised).
 
-        ``masks`` are this batch's ``rule_masks`` when the caller has them already.
+        ``masks`` are this batch's ``rule_masks`` and ``ranked`` its ranker scores (from a
+        ``ScoreTable``) when the caller has them already.
         """
         n, n_products = batch.held.shape
         contact = contact or ContactState.empty(n, n_products)
-        ranked = self.ranker.score(batch)
+        ranked = ranked if ranked is not None else self.ranker.score(batch)
         propensity = self.propensity(ranked.scores)
         if masks is None:
             masks = rule_masks(batch, self.catalog, self.policy, contact, context)
@@ -179,21 +181,26 @@ class OfferEngine:
 
     def offers(self, batch: CustomerBatch, limit: int = 5,
                context: DecisionContext | None = None,
-               contact: ContactState | None = None) -> list[OfferList]:
+               contact: ContactState | None = None,
+               ranked: RankerScores | None = None) -> list[OfferList]:
         """One decision per customer of the batch: service actions, offers, notices."""
         context = context or DecisionContext(channel=self.policy.default_channel)
-        scored = self.score(batch, limit, context, contact)
+        scored = self.score(batch, limit, context, contact, ranked=ranked)
         lists = []
+        before = batch.lags[1] if len(batch.lags) > 1 else None
         for i in range(len(batch)):
             stage = self.stages.stages[int(batch.stages[i])]
             source = str(scored.sources[i])
             chosen = [int(p) for p in scored.order[i, : scored.slots[i]]
                       if np.isfinite(scored.priority[i, p])]
+            held_before = frozenset() if before is None else frozenset(
+                before.indices[before.indptr[i]:before.indptr[i + 1]][
+                    before.data[before.indptr[i]:before.indptr[i + 1]] > 0].tolist())
             offers = tuple(
                 Offer(product=self.catalog.products[pos], score=float(scored.scores[i, pos]),
                       rank=r + 1, source=source,
                       reasons=self._reasons(batch, i, pos, stage, source,
-                                            float(scored.scores[i, pos])),
+                                            float(scored.scores[i, pos]), pos in held_before),
                       propensity=float(scored.propensity[i, pos]),
                       priority=float(scored.priority[i, pos]),
                       expected_gain=float(scored.expected_gain[i, pos]))
@@ -227,13 +234,13 @@ class OfferEngine:
 
     def why_not(self, batch: CustomerBatch, product_id: str, limit: int,
                 context: DecisionContext, contact: ContactState | None = None,
-                lang: str = "en") -> dict[str, Any]:
+                lang: str = "en", ranked: RankerScores | None = None) -> dict[str, Any]:
         """Which rules remove one product for the (single) customer of the batch, or why it
         ranks below the offers made."""
         product = self.catalog[product_id]
         pos = self.catalog.ids.position(product_id)
-        scored = self.score(batch, limit, context, contact)
-        customer_grade = str(batch.profiles[C.RISK_GRADE].iloc[0])
+        scored = self.score(batch, limit, context, contact, ranked=ranked)
+        customer_grade = _risk_grade(batch, 0)
         owned = scored.masks["already_held"][0] | scored.masks["accepted_pending"][0]
         rules = []
         for code in RULES:
@@ -281,15 +288,15 @@ class OfferEngine:
                     rule_text(code, product.name_zh, detail_zh, "zh"), lang)
 
     def _reasons(self, batch: CustomerBatch, i: int, pos: int, stage: LifeStage,
-                 source: str, score: float) -> tuple[Reason, ...]:
+                 source: str, score: float, held_before: bool) -> tuple[Reason, ...]:
+        """Why the product is offered; ``held_before``: the customer held it a month ago."""
         product = self.catalog.products[pos]
-        suitability = suitability_reason(product, str(batch.profiles[C.RISK_GRADE].iloc[i]))
+        suitability = suitability_reason(product, _risk_grade(batch, i))
         overall = float(self.model.rates.overall[pos])
         if source == "popularity":
             return (popular_overall_reason(product, overall), suitability)
         stage_rate = float(self.model.rates.by_stage[int(batch.stages[i]), pos])
         if source == "acquisition":
-            held_before = len(batch.lags) > 1 and batch.lags[1][i, pos] > 0
             candidates = (
                 recently_held_reason(product) if held_before else None,
                 next_product_reason(product, float(np.exp(score))),
@@ -307,6 +314,11 @@ class OfferEngine:
             )
         reasons = tuple(r for r in candidates if r is not None)
         return (reasons or (take_up_reason(product, stage, stage_rate),)) + (suitability,)
+
+
+def _risk_grade(batch: CustomerBatch, i: int) -> str:
+    """Customer ``i``'s risk grade (C1-C5), from the decoded profile: no table needed."""
+    return C.RISK_GRADES[int(batch.profile_arrays.risk_level[i]) - 1]
 
 
 def _why(code: str, text_en: str, text_zh: str, lang: str) -> dict[str, str]:

@@ -9,11 +9,23 @@ every batch slices the arrays; a batch built any other way decodes its own few r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import columns as C
+
+
+def plain_value(value: Any) -> Any:
+    """A numpy or pandas scalar as a plain JSON value; missing values become None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.isoformat()
+    return value
 
 
 @dataclass(frozen=True)

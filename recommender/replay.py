@@ -32,17 +32,6 @@ from .segments import LifeStageRules
 _CONTACT_MASKS = ("declined_recently", "paused", "accepted_pending")
 
 
-def plain_value(value: Any) -> Any:
-    """A numpy or pandas scalar as a plain JSON value; missing values become None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return None if pd.isna(value) else value.isoformat()
-    return value
-
-
 def decision_inputs(batch: CustomerBatch, i: int, catalog: Catalog, contact: ContactState,
                     context: DecisionContext, limit: int) -> dict[str, Any]:
     """Everything customer ``i``'s decision depends on, as JSON-able data."""
@@ -60,15 +49,13 @@ def _inputs(batch: CustomerBatch, names: np.ndarray, contact: ContactState,
             context: DecisionContext, limit: int, rows: list[int] | None) -> list[dict[str, Any]]:
     whole = rows is None or list(rows) == list(range(len(batch)))
     rows = list(range(len(batch))) if rows is None else list(rows)
-    profiles = batch.profiles if whole else batch.profiles.iloc[rows]
-    keep = [i for i, name in enumerate(profiles.columns) if name != C.GENDER]  # never an input
-    names_of = [profiles.columns[i] for i in keep]
-    records = [dict(zip(names_of, row[keep], strict=True))
-               for row in profiles.to_numpy(dtype=object)]
+    records = batch.profile_records(rows)
     idx = np.asarray(rows, dtype=np.int64)
 
     def rows_of(matrix) -> sp.csr_matrix:  # the API's one-customer batch needs no slicing
-        csr = sp.csr_matrix(matrix if whole else matrix[idx])
+        csr = matrix if whole else matrix[idx]
+        if not isinstance(csr, sp.csr_matrix):
+            csr = sp.csr_matrix(csr)
         if not csr.has_sorted_indices:
             csr = csr.sorted_indices()
         return csr
@@ -88,7 +75,7 @@ def _inputs(batch: CustomerBatch, names: np.ndarray, contact: ContactState,
     for k, i in enumerate(rows):
         a, b = confidence.indptr[k], confidence.indptr[k + 1]
         out.append({
-            "profile": {key: plain_value(v) for key, v in records[k].items()},
+            "profile": {key: v for key, v in records[k].items() if key != C.GENDER},  # never
             "lags": [lag[k] for lag in lags],
             "present": ([bool(p) for p in batch.present[i]] if batch.present is not None
                         else []),
@@ -158,7 +145,7 @@ def unpacked(decision: Decision) -> Decision:
         lags = tuple(row(f"lag{k}") for k in range(header["lags"]))
         batch = CustomerBatch(
             customer_ids=profiles[C.CUSTOMER_ID].to_numpy(),
-            profiles=profiles.reset_index(drop=True),
+            profile_frame=profiles.reset_index(drop=True),
             held=lags[0] if lags else row("confidence"), confidence=row("confidence"),
             stages=np.zeros(1, dtype=np.int64), lags=lags, present=blob["present"][[i]])
         contact = ContactState(*[blob[m][[i]] for m in _CONTACT_MASKS],
@@ -192,7 +179,7 @@ def rebuild(inputs: dict[str, Any], catalog: Catalog, stages: LifeStageRules,
     confidence = inputs["confidence"]
     held = lags[0] if lags else _row([], catalog)
     batch = CustomerBatch(
-        customer_ids=profiles[C.CUSTOMER_ID].to_numpy(), profiles=profiles, held=held,
+        customer_ids=profiles[C.CUSTOMER_ID].to_numpy(), profile_frame=profiles, held=held,
         confidence=_row(sorted(confidence), catalog, confidence), stages=stages.assign(profiles),
         lags=lags, present=np.array([inputs["present"]], dtype=bool),
     )

@@ -124,7 +124,7 @@ def _transition_batch(bank: BankData, catalog: Catalog, stages: LifeStageRules,
         rng = np.random.default_rng(seed)
         present = np.sort(rng.choice(present, CALIBRATION_SAMPLE, replace=False))
     batch = book.batch(present)
-    batch = replace(batch, profiles=batch.profiles.assign(**{C.CONSENT_PROFILING: True}))
+    batch = replace(batch, profile_frame=batch.profiles.assign(**{C.CONSENT_PROFILING: True}))
     added = acquisitions(batch.held, later[present]).toarray() > 0
     return batch, added, offerable_mask(batch.profiles, batch.held, catalog)
 
@@ -171,7 +171,7 @@ def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: T
     # Rankings are compared on every test customer; the consent policy (non-personalised
     # offers for those who opted out) is a policy applied after ranking, not a ranking.
     batch, labels = book.batch(test), added[test]
-    batch = replace(batch, profiles=batch.profiles.assign(**{C.CONSENT_PROFILING: True}))
+    batch = replace(batch, profile_frame=batch.profiles.assign(**{C.CONSENT_PROFILING: True}))
     allowed = offerable_mask(batch.profiles, batch.held, catalog)
 
     hybrid = HybridRanker(model.cf, model.rates, config.cf_weight).score(batch)

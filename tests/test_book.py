@@ -58,7 +58,7 @@ def test_profiles_decoded_by_the_book_equal_profiles_decoded_by_the_batch(book):
 def test_a_batch_whose_profiles_are_replaced_decodes_the_new_ones(book):
     batch = book.batch(np.arange(50))
     assert batch.profile_arrays.consent.any()
-    refused = replace(batch, profiles=batch.profiles.assign(**{C.CONSENT_PROFILING: False}))
+    refused = replace(batch, profile_frame=batch.profiles.assign(**{C.CONSENT_PROFILING: False}))
     assert not refused.profile_arrays.consent.any()
 
 

@@ -70,3 +70,33 @@ def test_a_damaged_or_foreign_cache_is_refused(served_demo_bank, model, tmp_path
     (folder / "book.json").write_text('{"format": 1, "products": ["x"]}', encoding="utf-8")
     with pytest.raises(ArtifactError, match="another format or catalog"):
         MappedBook(folder, model.catalog, model.stages)
+
+
+def test_plain_profile_records_and_decoded_arrays_equal_the_extracts(served_demo_bank, model,
+                                                                      tmp_path):
+    """What a decision records and what the rules read, without building a profiles table."""
+    data = tmp_path / "data"
+    shutil.copytree(served_demo_bank["DATA_DIR"], data)
+    customers = pd.read_parquet(data / "customers.parquet")
+    customers.loc[::7, "risk_assessed_on"] = None  # never assessed: a missing date
+    customers.loc[::5, "income"] = np.nan  # not declared
+    customers.to_parquet(data / "customers.parquet", index=False)
+    book = load_book(data, model)
+    mapped = open_book(data, model, tmp_path / "cache")
+    positions = np.arange(len(book))
+    expected, got = book.batch(positions), mapped.batch(positions)
+    records = got.profile_records(list(range(len(book))))
+    assert records == expected.profile_records(list(range(len(book))))
+    assert all(type(v) in (str, int, float, bool, type(None))
+               for record in records for v in record.values())
+    assert records[7]["risk_assessed_on"] is None and records[0]["income"] is None  # not NaT
+    assert isinstance(records[1]["risk_assessed_on"], str)
+    for name, values in vars(expected.profile_arrays).items():
+        if isinstance(values, np.ndarray):
+            assert np.array_equal(getattr(got.profile_arrays, name), values, equal_nan=True), name
+        else:
+            assert getattr(got.profile_arrays, name) == values, name
+    one = mapped.batch(np.array([7]))
+    assert one.profile_records([0]) == [records[7]]
+    assert "profiles" not in vars(one)  # the table is built only when something reads it
+    pd.testing.assert_frame_equal(one.profiles, book.batch(np.array([7])).profiles)
