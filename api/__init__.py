@@ -2,7 +2,11 @@
 
 ``STATE_DIR`` holds what the service writes: recorded responses, the decision log and its
 encryption key; and, unless ``API_KEYS_FILE`` names another file, ``api_keys.toml`` (see
-``api.auth``).
+``api.auth``). ``SCORE_TABLES`` says whether answers read the model's precomputed ranker
+scores (``recommender.score_table``): ``use`` (default, when built), ``background`` (build
+them in a child process if missing; ``nbo serve``) or ``off``. ``DECISION_FLUSH_SECONDS``
+above 0 writes the decision log in packs that often instead of once per answer
+(``recommender.decisions.DecisionLog``; ``nbo serve`` uses 0.1).
 
 ``create_app(config)`` takes defaults, then ``NBO_*`` environment variables, then the test
 mapping; the model and the customer book are loaded once into ``app.extensions["nbo"]``.
@@ -16,9 +20,10 @@ from typing import Any
 from flask import Flask
 
 DEFAULTS = {"DATA_DIR": "data/demo", "MODELS_DIR": "models", "MODEL_VERSION": "current",
-            "POLICY_FILE": None, "STATE_DIR": "var", "API_KEYS_FILE": None}
+            "POLICY_FILE": None, "STATE_DIR": "var", "API_KEYS_FILE": None, "SCORE_TABLES": "use",
+            "DECISION_FLUSH_SECONDS": 0.0}
 _ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION", "POLICY_FILE", "STATE_DIR",
-             "API_KEYS_FILE")
+             "API_KEYS_FILE", "SCORE_TABLES", "DECISION_FLUSH_SECONDS")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

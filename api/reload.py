@@ -27,7 +27,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app
 
 from recommender import artifacts
-from recommender.exceptions import RecommenderError
+from recommender.exceptions import ConfigError, RecommenderError
 from recommender.policy_config import load_policy
 from recommender.service import OfferService, load_service, reload_service
 
@@ -129,11 +129,25 @@ def remember_served(state_dir: Path, version: str) -> None:
     partial.replace(path)
 
 
+def _seconds(config, name: str) -> float:
+    value = config[name]
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"{name} (or NBO_{name}) must be a number of seconds >= 0, "
+                          f"got {value!r}")
+    return seconds
+
+
 def load_at_start(config) -> OfferService:
     """The service a worker starts with: ``MODEL_VERSION``, or the last version served when
     that one is broken (logged); without a last version the error stands."""
     state = Path(config["STATE_DIR"])
-    options = {"policy_file": config["POLICY_FILE"], "state_dir": state}
+    options = {"policy_file": config["POLICY_FILE"], "state_dir": state,
+               "score_tables": config["SCORE_TABLES"],
+               "decision_flush_seconds": _seconds(config, "DECISION_FLUSH_SECONDS")}
     try:
         service = load_service(config["DATA_DIR"], config["MODELS_DIR"],
                                config["MODEL_VERSION"], **options)

@@ -219,11 +219,15 @@ def cmd_recommend(args) -> int:
 def cmd_serve(args) -> int:
     from . import artifacts
     from .mapped_book import open_book
+    from .score_table import build_in_child
 
     artifacts.resolve(args.models)  # fail early, clearly, if nothing is trained
     # Build the workers' shared customer book now, before gunicorn replaces this process:
     # workers then only map it. Nothing here trains or scores (DESIGN.md: forked children).
     book = open_book(args.data, artifacts.load(args.models), Path(args.state) / "book-cache")
+    # Every customer's ranker scores, computed once in a child process: an answer then reads
+    # a row instead of running the model (recommender.score_table).
+    build_in_child(args.data, args.models, artifacts.CURRENT, args.state)
     if args.examples:
         _print_examples(book, args.host, args.port)
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
@@ -231,7 +235,8 @@ def cmd_serve(args) -> int:
     os.environ.update({"NBO_DATA_DIR": str(args.data), "NBO_MODELS_DIR": str(args.models),
                        "NBO_STATE_DIR": str(args.state), "OPENBLAS_NUM_THREADS": "1",
                        "NBO_BIND": f"{args.host}:{args.port}", "NBO_WORKERS": str(args.workers),
-                       "NBO_THREADS": str(args.threads),
+                       "NBO_THREADS": str(args.threads), "NBO_SCORE_TABLES": "background",
+                       "NBO_DECISION_FLUSH_SECONDS": "0.1",
                        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     if args.policy:
         os.environ["NBO_POLICY_FILE"] = str(args.policy)

@@ -9,6 +9,7 @@ not customer data: each distinct text is stored once, in clear, under its hash.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
@@ -18,7 +19,9 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -49,6 +52,7 @@ CREATE TABLE IF NOT EXISTS decision_packs (id TEXT PRIMARY KEY, digest TEXT NOT 
 """
 # Decisions of a batch job share one encrypted pack (their inputs and outputs, column-wise);
 # each row points at its pack and its row in it. Added to logs created before packs existed.
+LIST_PACK_FORMAT = "nbo-decision-list/1"  # a pack of queued answers (``flush_seconds``)
 _PACK_COLUMNS = (("pack_id", "TEXT"), ("pack_row", "INTEGER"))
 _INSERT = ("INSERT INTO decisions (id, created_at, source, customer_hash, model_version, "
            "policy_version, inputs_fingerprint, payload, policy_hash, pack_id, pack_row) "
@@ -154,13 +158,36 @@ def fingerprint(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(_dumps(_jsonable(inputs, "inputs"))).hexdigest()
 
 
+def _json_default(value: Any) -> Any:
+    """``json.dumps`` hook for what ``_jsonable`` converts, for whole packs at once."""
+    plain = _jsonable(value)
+    if plain is value:
+        raise TypeError(f"{type(value).__name__} cannot be recorded")
+    return plain
+
+
 class DecisionLog:
-    """Append-only record of served decisions in one SQLite file, shared by threads and workers."""
+    """Append-only record of served decisions in one SQLite file, shared by threads and workers.
+
+    With ``flush_seconds`` > 0, ``record`` queues the decision and returns its id at once; a
+    background thread of each process writes the queue every ``flush_seconds`` as one
+    encrypted pack (one encryption and one commit for hundreds of answers, not one each), and
+    so do ``close``, any read, and the process's exit. The price: a process killed outright
+    (SIGKILL, power cut) loses the decisions of its last ``flush_seconds``. With 0 (the
+    default) each decision is on disk before ``record`` returns.
+    """
 
     fingerprint = staticmethod(fingerprint)
 
-    def __init__(self, path: str | Path, key: bytes) -> None:
+    def __init__(self, path: str | Path, key: bytes, flush_seconds: float = 0.0) -> None:
         self.path = Path(path)
+        if not flush_seconds >= 0:
+            raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
+        self.flush_seconds = float(flush_seconds)
+        self._queue: list[tuple] = []
+        self._queue_lock, self._flush_lock = threading.Lock(), threading.Lock()
+        self._flusher_pid: int | None = None
+        _LOGS.add(self)
         try:
             self._fernet = Fernet(key)
         except (TypeError, ValueError) as exc:
@@ -241,6 +268,9 @@ class DecisionLog:
     def record(self, *, customer_id: str, source: str, model_version: str, policy_version: str,
                policy_text: str, inputs: dict, output: dict, at: datetime | None = None) -> str:
         """Record one served decision; returns its id, for the response to carry."""
+        if self.flush_seconds > 0:
+            return self._enqueue(customer_id, source, model_version, policy_version, policy_text,
+                                 inputs, output, at)
         row, policy = self._prepare(
             customer_id=customer_id, source=source, model_version=model_version, at=at,
             policy_version=policy_version, policy_text=policy_text, inputs=inputs, output=output)
@@ -285,6 +315,83 @@ class DecisionLog:
         self._write(rows, [policy], (pack_id, digest, self._fernet.encrypt(pack)))
         return [r[0] for r in rows]
 
+    def _enqueue(self, customer_id: str, source: str, model_version: str, policy_version: str,
+                 policy_text: str, inputs: dict, output: dict, at: datetime | None) -> str:
+        """Check what can be checked now, queue the decision, and name it."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if not all(isinstance(text, str) and text
+                   for text in (customer_id, model_version, policy_version, policy_text)):
+            raise ValueError("customer_id, model_version, policy_version and policy_text must be "
+                             "non-empty str")
+        if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
+            raise TypeError("inputs and output must be dicts")
+        when = datetime.now(UTC) if at is None else at
+        if when.tzinfo is None:
+            raise ValueError("at must be timezone-aware (UTC); got a naive datetime")
+        decision_id = uuid.uuid4().hex
+        with self._queue_lock:
+            self._queue.append((decision_id, when, source, customer_id, model_version,
+                                policy_version, policy_text, inputs, output))
+        if self._flusher_pid != os.getpid():  # first queued decision of this process
+            self._start_flusher()
+        return decision_id
+
+    def _start_flusher(self) -> None:
+        with self._queue_lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+        owner = weakref.ref(self)
+
+        def run() -> None:
+            while (log_ := owner()) is not None and not log_._closed:
+                seconds = log_.flush_seconds
+                del log_  # hold no reference while asleep: the log may be dropped meanwhile
+                time.sleep(seconds)
+                if (log_ := owner()) is not None and not log_._closed:
+                    log_._flush_quietly()
+
+        threading.Thread(target=run, name="nbo-decision-log", daemon=True).start()
+        atexit.register(_flush_at_exit, owner)
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - kept queued and retried; never kill the thread
+            log.exception("writing queued decisions to %s failed; will retry", self.path)
+
+    def flush(self) -> None:
+        """Write the queued decisions now, as one pack (nothing to do without a queue)."""
+        with self._flush_lock:
+            with self._queue_lock:
+                queued, self._queue = self._queue, []
+            if not queued:
+                return
+            try:
+                self._write_queued(queued)
+            except BaseException:
+                with self._queue_lock:  # back in front, in order: nothing is lost
+                    self._queue[:0] = queued
+                raise
+
+    def _write_queued(self, queued: list[tuple]) -> None:
+        pack = json.dumps({"format": LIST_PACK_FORMAT,
+                           "decisions": [{"inputs": q[7], "output": q[8]} for q in queued]},
+                          default=_json_default, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+        digest, pack_id = hashlib.sha256(pack).hexdigest(), uuid.uuid4().hex
+        policies, rows = {}, []
+        for i, (decision_id, when, source, customer_id, model, version, text, _, _) in \
+                enumerate(queued):
+            policy_hash = policies.setdefault(
+                (version, text), hashlib.sha256(text.encode()).hexdigest())
+            rows.append((decision_id, when.astimezone(UTC).isoformat(timespec="microseconds"),
+                         source, self.customer_hash(customer_id), model, version,
+                         f"{digest}:{i}", b"", policy_hash, pack_id, i))
+        self._write(rows, [(v, h, t) for (v, t), h in policies.items()],
+                    (pack_id, digest, self._fernet.encrypt(pack)))
+
     def _write(self, rows: list[tuple], policies: list[tuple[str, str, str]],
                pack: tuple[str, str, bytes] | None = None) -> None:
         conn = self._connection()
@@ -320,6 +427,8 @@ class DecisionLog:
         if pack is not None:
             consistent = (hashlib.sha256(pack).hexdigest() == pack_digest
                           and digest == f"{pack_digest}:{pack_row}")
+            if consistent and pack[:1] == b"{":  # queued answers: JSON, read here; a batch
+                plain, pack = json.loads(pack)["decisions"][pack_row], None  # pack: replay's
         else:
             consistent = pack_payload is None and fingerprint(plain["inputs"]) == digest
         if text is None or not consistent:
@@ -333,6 +442,7 @@ class DecisionLog:
 
     def get(self, decision_id: str) -> Decision:
         """One decision by id, decrypted: to explain or replay an answer already given."""
+        self.flush()
         row = self._connection().execute(f"{_SELECT} WHERE d.id = ?", (decision_id,)).fetchone()
         if row is None:
             raise DecisionLogError(f"no decision {decision_id} in {self.path}")
@@ -342,6 +452,7 @@ class DecisionLog:
         """A customer's latest decisions, newest first: what an audit or complaint asks for."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
+        self.flush()
         rows = self._connection().execute(
             f"{_SELECT} WHERE d.customer_hash = ? ORDER BY d.created_at DESC, d.rowid DESC "
             "LIMIT ?", (self.customer_hash(customer_id), limit)).fetchall()
@@ -349,10 +460,14 @@ class DecisionLog:
 
     def count(self) -> int:
         """How many decisions are recorded."""
+        self.flush()
         return self._connection().execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
     def close(self) -> None:
-        """Close this process's connections; call it once no thread still uses the log."""
+        """Write what is queued and close this process's connections; call it once no thread
+        still uses the log."""
+        if not self._closed:
+            self.flush()
         with self._lock:
             mine = [entry for entry in self._open if entry[1] == os.getpid()]
             for entry in mine:
@@ -365,3 +480,22 @@ class DecisionLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _flush_at_exit(owner: weakref.ref) -> None:
+    """A process that exits normally (gunicorn's graceful stop too) writes its queue first."""
+    decision_log = owner()
+    if decision_log is not None and not decision_log._closed:
+        decision_log._flush_quietly()
+
+
+def _forget_parents_queue() -> None:
+    """A forked child must not write its parent's queued decisions a second time."""
+    for decision_log in list(_LOGS):
+        decision_log._queue = []
+        decision_log._queue_lock, decision_log._flush_lock = threading.Lock(), threading.Lock()
+
+
+_LOGS: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parents_queue)

@@ -247,6 +247,15 @@ class ResponseStore:
                                               format="ISO8601").astype("datetime64[ns, UTC]")
         return frame
 
+    def any_since(self, customer_id: str, since: datetime) -> bool:
+        """Whether the customer has a response recorded at or after ``since``: one indexed
+        lookup, so the usual answer (no history) costs no table of history."""
+        with self._transaction(None) as conn:
+            return conn.execute("SELECT 1 FROM responses WHERE customer_id = ? AND "
+                                "recorded_at >= ? LIMIT 1",
+                                (_text_id(customer_id, "customer_id"),
+                                 _to_text(_aware(since, "since")))).fetchone() is not None
+
     def count(self) -> int:
         """How many responses the store holds."""
         with self._transaction(None) as conn:

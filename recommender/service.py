@@ -23,8 +23,11 @@ from .mapped_book import MappedBook, open_book
 from .offers import MAX_OFFERS, OfferEngine
 from .policy import ContactState, DecisionContext, contact_state
 from .policy_config import CHANNELS, PolicyConfig, load_policy
-from .replay import decision_inputs, plain_value
+from .profiles import plain_value
+from .ranker import RankerScores
+from .replay import decision_inputs
 from .responses import ResponseStore
+from .score_table import ServedScores
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ class OfferService:
     book: CustomerBook | MappedBook
     responses: ResponseStore
     decisions: DecisionLog
+    scores: ServedScores | None = None  # precomputed ranker scores; None: score live
 
     @property
     def catalog(self):
@@ -58,15 +62,16 @@ class OfferService:
                                datetime.now(UTC))
 
     def _contact(self, batch: CustomerBatch, context: DecisionContext) -> ContactState:
-        horizon = self.policy.history_days
-        history = self.responses.contact_history(list(batch.customer_ids),
-                                                 context.now() - timedelta(days=horizon))
+        since = context.now() - timedelta(days=self.policy.history_days)
+        if len(batch) == 1 and not self.responses.any_since(str(batch.customer_ids[0]), since):
+            return ContactState.empty(1, len(self.catalog))
+        history = self.responses.contact_history(list(batch.customer_ids), since)
         return contact_state(history, batch.customer_ids, self.catalog, self.policy, context,
                              self.book.snapshot)
 
     def _decide(self, batch: CustomerBatch, limit: int, lang: str, context: DecisionContext,
-                contact: ContactState) -> dict[str, Any]:
-        decision = self.engine.offers(batch, limit, context, contact)[0]
+                contact: ContactState, ranked: RankerScores | None = None) -> dict[str, Any]:
+        decision = self.engine.offers(batch, limit, context, contact, ranked)[0]
         versions = {"model_version": self.engine.model.version,
                     "policy_version": self.policy.version}
         logged = {**decision.to_dict("en"), **versions}
@@ -76,14 +81,20 @@ class OfferService:
             policy_text=self.policy.text,
             inputs=decision_inputs(batch, 0, self.catalog, contact, context, limit),
             output=logged)
-        return {**decision.to_dict(lang), **versions, "decision_id": decision_id}
+        answer = logged if lang == "en" else {**decision.to_dict(lang), **versions}
+        return {**answer, "decision_id": decision_id}
+
+    def _ranked(self, position: int) -> RankerScores | None:
+        return self.scores.at(position) if self.scores is not None else None
 
     def offers(self, customer_id: str, limit: int = 5, lang: str = "en",
                channel: str | None = None, intent: str | None = None) -> dict[str, Any]:
         """The decision for a customer of the book (UnknownCustomerError if not)."""
-        batch = self.book.batch(np.array([self.book.position(customer_id)]))
+        position = self.book.position(customer_id)
+        batch = self.book.batch(np.array([position]))
         context = self.context(channel, intent)
-        return self._decide(batch, limit, lang, context, self._contact(batch, context))
+        return self._decide(batch, limit, lang, context, self._contact(batch, context),
+                            self._ranked(position))
 
     def offers_for_profile(self, profile: dict[str, Any], holdings: list[str], limit: int = 5,
                            lang: str = "en", channel: str | None = None,
@@ -98,11 +109,12 @@ class OfferService:
                 channel: str | None = None, intent: str | None = None,
                 limit: int = 5) -> dict[str, Any]:
         """Which rule removes a product for a customer, in both languages."""
-        batch = self.book.batch(np.array([self.book.position(customer_id)]))
+        position = self.book.position(customer_id)
+        batch = self.book.batch(np.array([position]))
         self.catalog.ids.position(product_id)  # UnknownIdError for an unknown product
         context = self.context(channel, intent)
         return self.engine.why_not(batch, product_id, limit, context,
-                                   self._contact(batch, context), lang)
+                                   self._contact(batch, context), lang, self._ranked(position))
 
     def record_response(self, customer_id: str, product_id: str, outcome: str,
                         channel: str) -> dict[str, Any]:
@@ -161,32 +173,40 @@ class OfferService:
         return info
 
 
-def open_decision_log(state_dir: str | Path) -> DecisionLog:
-    """The decision log in ``state_dir``; refuses a log whose key file has gone missing."""
+def open_decision_log(state_dir: str | Path, flush_seconds: float = 0.0) -> DecisionLog:
+    """The decision log in ``state_dir``; refuses a log whose key file has gone missing.
+
+    ``flush_seconds`` > 0 queues answers and writes them in packs (``DecisionLog``)."""
     state = Path(state_dir)
     key_file, decisions_db = state / "decision.key", state / "decisions.db"
     if decisions_db.exists() and not key_file.exists():
         raise ConfigError(f"the decision log {decisions_db} exists but its key {key_file} is "
                           "missing: restore the key file (a new key could not read the log)")
-    return DecisionLog(decisions_db, load_or_create_key(key_file))
+    return DecisionLog(decisions_db, load_or_create_key(key_file), flush_seconds)
 
 
 def load_service(data_dir: str | Path, models_dir: str | Path,
                  version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
-                 state_dir: str | Path = "var") -> OfferService:
+                 state_dir: str | Path = "var", score_tables: str = "use",
+                 decision_flush_seconds: float = 0.0) -> OfferService:
     """Load the model version, the policy and the bank's current extracts (validated with the
     model's catalog), and open the response store and the decision log in ``state_dir``.
 
     The customer book is memory-mapped from ``state_dir/book-cache`` (built there on first
-    use), so every worker of a server shares one copy.
+    use), so every worker of a server shares one copy; so is the model's ``ScoreTable``
+    (``score_tables``: a ``ServedScores`` mode). Decisions are written in packs every
+    ``decision_flush_seconds`` when it is above 0, else one by one (``DecisionLog``).
     """
-    decisions = open_decision_log(state_dir)
+    decisions = open_decision_log(state_dir, decision_flush_seconds)
     engine, book = _engine_and_book(data_dir, models_dir, version, policy_file, state_dir)
     responses = ResponseStore(Path(state_dir) / "responses.db",
                               product_ids=[str(p) for p in engine.catalog.ids.external_ids])
-    log.info("serving model %s (%s) with policy %s for %d customers", engine.model.version,
-             engine.model.served, engine.policy.version, len(book))
-    return OfferService(engine, book, responses, decisions)
+    scores = ServedScores(score_tables, state_dir, book, engine.model, data_dir=data_dir,
+                          models_dir=models_dir)
+    log.info("serving model %s (%s) with policy %s for %d customers (%s)",
+             engine.model.version, engine.model.served, engine.policy.version, len(book),
+             "precomputed scores" if scores.table is not None else "live scoring")
+    return OfferService(engine, book, responses, decisions, scores)
 
 
 def _engine_and_book(data_dir: str | Path, models_dir: str | Path, version: str,
@@ -215,18 +235,28 @@ def smoke_test(service: OfferService, customers: int = 20) -> None:
     if not np.isfinite(scored.propensity).all() or (scored.propensity < 0).any():
         raise ArtifactError(f"smoke test of model {service.engine.model.version}: propensities "
                             "are not finite probabilities")
+    table = service.scores.table if service.scores is not None else None
+    if table is not None and not np.allclose(table.scores[:n], scored.scores, rtol=1e-5,
+                                             atol=1e-6):
+        raise ArtifactError(f"smoke test of model {service.engine.model.version}: its score "
+                            f"table {table.folder} disagrees with the model; delete the folder "
+                            "to have it rebuilt")
 
 
 def reload_service(served: OfferService, data_dir: str | Path, models_dir: str | Path,
                    version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
                    state_dir: str | Path = "var") -> OfferService:
-    """The service for ``version`` (verified, smoke-tested), sharing ``served``'s stores.
+    """The service for ``version`` (verified, smoke-tested), sharing ``served``'s stores and
+    its score table mode.
 
     Raises ArtifactError (or ConfigError for the policy) and leaves ``served`` untouched when
     the new version is missing, corrupt or incompatible.
     """
     engine, book = _engine_and_book(data_dir, models_dir, version, policy_file, state_dir)
-    candidate = OfferService(engine, book, served.responses, served.decisions)
+    mode = served.scores.mode if served.scores is not None else "off"
+    scores = ServedScores(mode, state_dir, book, engine.model, data_dir=data_dir,
+                          models_dir=models_dir)
+    candidate = OfferService(engine, book, served.responses, served.decisions, scores)
     smoke_test(candidate)
     return candidate
 

@@ -1,10 +1,14 @@
 """Decision log: known answers on tiny records; what is on disk is scanned for data in clear."""
 
 import hashlib
+import os
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
@@ -267,3 +271,100 @@ def test_for_customer_is_newest_first_and_limited(log):
     assert [d.id for d in log.for_customer("tie")] == tied[::-1]  # same instant: last first
     with pytest.raises(ValueError, match="limit"):
         log.for_customer(CUSTOMER, limit=0)
+
+
+# -- queued writes (flush_seconds > 0): what a busy server uses -------------------------------
+
+@pytest.fixture
+def queued(tmp_path, key):
+    with DecisionLog(tmp_path / "queued.db", key, flush_seconds=3600) as opened:
+        yield opened  # the background thread sleeps an hour: each test flushes when it says
+
+
+def test_a_queued_decision_is_written_on_the_next_read_whole(queued, tmp_path):
+    ids = [queued.record(**_row(inputs={**PROFILE, "n": n}, output={"rank": n}))
+           for n in range(3)]
+    assert _sql(tmp_path / "queued.db", "SELECT COUNT(*) FROM decisions") == [(0,)]
+    got = queued.get(ids[1])  # a read writes the queue first
+    assert got.inputs == {**PROFILE, "n": 1} and got.output == {"rank": 1}
+    assert got.customer_hash == queued.customer_hash(CUSTOMER) and got.policy_text == POLICY
+    assert queued.count() == 3 and [d.id for d in queued.for_customer(CUSTOMER)] == ids[::-1]
+    packs = _sql(tmp_path / "queued.db", "SELECT COUNT(*) FROM decision_packs")
+    assert packs == [(1,)]  # one encrypted pack for the three answers
+    assert b"987654" not in (tmp_path / "queued.db").read_bytes()  # nothing in clear
+
+
+def test_bad_arguments_are_refused_before_queueing(queued):
+    with pytest.raises(ValueError, match="source"):
+        queued.record(**_row(source="teller"))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        queued.record(**_row(at=datetime(2024, 5, 1)))
+    with pytest.raises(TypeError, match="dicts"):
+        queued.record(**_row(inputs=[1, 2]))
+    assert queued.count() == 0
+
+
+def test_a_failed_write_keeps_the_queue_in_order_for_the_next_flush(queued, monkeypatch):
+    first = queued.record(**_row(output={"rank": 1}))
+    original = DecisionLog._write
+
+    def broken(self, *args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(DecisionLog, "_write", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        queued.flush()
+    second = queued.record(**_row(output={"rank": 2}))
+    monkeypatch.setattr(DecisionLog, "_write", original)
+    queued.flush()
+    assert [d.id for d in queued.for_customer(CUSTOMER)] == [second, first]
+
+
+def test_closing_and_exiting_write_the_queue(tmp_path, key):
+    path = tmp_path / "closing.db"
+    opened = DecisionLog(path, key, flush_seconds=3600)
+    decision_id = opened.record(**_row())
+    opened.close()
+    assert DecisionLog(path, key).get(decision_id).output == OUTPUT
+    script = ("import sys; from recommender.decisions import DecisionLog; "
+              "log = DecisionLog(sys.argv[1], sys.argv[2].encode(), flush_seconds=3600); "
+              "print(log.record(customer_id='C1', source='api', model_version='m', "
+              "policy_version='p', policy_text='t', inputs={'a': 1}, output={'b': 2}))")
+    done = subprocess.run([sys.executable, "-c", script, str(path), key.decode()],
+                          capture_output=True, text=True, check=True)
+    assert DecisionLog(path, key).get(done.stdout.strip()).inputs == {"a": 1}
+
+
+def test_the_background_thread_writes_within_its_interval(tmp_path, key):
+    with DecisionLog(tmp_path / "timed.db", key, flush_seconds=0.05) as timed:
+        timed.record(**_row())
+        deadline = time.monotonic() + 10
+        while _sql(tmp_path / "timed.db", "SELECT COUNT(*) FROM decisions") != [(1,)]:
+            assert time.monotonic() < deadline, "the queued decision was never written"
+            time.sleep(0.02)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_writes_its_parents_queue(queued, tmp_path):
+    queued.record(**_row())
+    child = os.fork()
+    if child == 0:  # the child: its queue must be empty, so this writes nothing
+        queued.flush()
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert _sql(tmp_path / "queued.db", "SELECT COUNT(*) FROM decisions") == [(0,)]
+    assert queued.count() == 1  # the parent's own flush, once
+
+
+def test_a_tampered_pack_of_queued_answers_is_refused(queued, tmp_path, key):
+    decision_id = queued.record(**_row())
+    queued.flush()
+    token = Fernet(key).encrypt(b'{"decisions": [{"inputs": {}, "output": {}}]}')
+    _sql(tmp_path / "queued.db", "UPDATE decision_packs SET payload = ?", (token,))
+    with pytest.raises(DecisionLogError, match="inconsistent"):
+        queued.get(decision_id)
+
+
+def test_flush_seconds_must_be_a_number_of_seconds(tmp_path, key):
+    with pytest.raises(ValueError, match="flush_seconds"):
+        DecisionLog(tmp_path / "x.db", key, flush_seconds=-1)

@@ -16,6 +16,8 @@ from recommender import artifacts
 from recommender.catalog import catalog_text
 from recommender.config import TrainConfig
 from recommender.data import load_bank
+from recommender.exceptions import ConfigError
+from recommender.score_table import ServedScores
 from recommender.segments import life_stages_text
 from recommender.training import train
 
@@ -136,3 +138,44 @@ def test_a_worker_starting_on_a_broken_current_serves_the_last_good_version(
     assert "serving the last good version" in caplog.text
     with pytest.raises(artifacts.ArtifactError):  # nothing good to fall back on
         _app(served_demo_bank, folder, tmp_path / "fresh-state")
+
+
+def _wait_for_table(app, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while app.extensions["nbo"].scores.at(0) is None:
+        assert time.monotonic() < deadline, "the score table was never built"
+        time.sleep(0.1)
+
+
+def test_a_reloaded_model_gets_its_score_table_built_in_the_background(
+        served_demo_bank, models, packaged_catalog, life_stages, tmp_path, client_with_key,
+        monkeypatch):
+    folder, first, _ = models
+    bank = load_bank(served_demo_bank["DATA_DIR"], packaged_catalog)
+    second = train(bank, packaged_catalog, life_stages,  # other scores, so another table
+                   TrainConfig(ranker="hybrid", cf_weight=0.5), folder, catalog_text()[0],
+                   life_stages_text()[0], run_evaluation=False).version
+    artifacts.set_current(folder, first)
+    monkeypatch.setattr(ServedScores, "RECHECK_SECONDS", 0.0)
+    app = create_app({"DATA_DIR": served_demo_bank["DATA_DIR"], "MODELS_DIR": str(folder),
+                      "STATE_DIR": str(tmp_path / "state"), "SCORE_TABLES": "background",
+                      "DECISION_FLUSH_SECONDS": "0.05"})
+    admin = client_with_key(app, "admin")
+    _wait_for_table(app)
+    first_table = app.extensions["nbo"].scores.folder
+    artifacts.set_current(folder, second)
+    assert admin.post("/admin/reload").get_json()["status"] == "reloaded"
+    scores = app.extensions["nbo"].scores
+    assert scores.mode == "background" and scores.folder != first_table  # a model of its own
+    assert admin.get("/v1/customers/C00000001/offers").status_code == 200  # live meanwhile
+    _wait_for_table(app)
+    answer = admin.get("/v1/customers/C00000001/offers").get_json()
+    assert answer["model_version"] == second
+    assert app.extensions["nbo"].decisions.get(answer["decision_id"]).output["offers"] == \
+        answer["offers"]  # queued, and written by the read
+
+
+def test_a_bad_decision_flush_setting_is_refused_naming_it(served_demo_bank, tmp_path):
+    with pytest.raises(ConfigError, match="DECISION_FLUSH_SECONDS.*'soon'"):
+        create_app({**served_demo_bank, "STATE_DIR": str(tmp_path / "state"),
+                    "DECISION_FLUSH_SECONDS": "soon"})

@@ -226,3 +226,14 @@ def test_a_database_of_another_schema_is_left_untouched(tmp_path: Path) -> None:
         ResponseStore(path)
     assert str(path) in str(caught.value)
     assert path.read_bytes() == content
+
+
+def test_any_since_sees_only_that_customers_recent_responses(store: ResponseStore) -> None:
+    at = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    store.record("C1", "P1", "declined", "branch", at=at)
+    store.record("C2", "P1", "shown", "mobile", at=at - timedelta(days=30))
+    assert store.any_since("C1", at) and not store.any_since("C1", at + timedelta(seconds=1))
+    assert store.any_since("C2", at - timedelta(days=31)) and not store.any_since("C2", at)
+    assert not store.any_since("C3", at - timedelta(days=999))
+    with pytest.raises(ResponseError, match="timezone-aware"):
+        store.any_since("C1", datetime(2024, 5, 1))
