@@ -213,8 +213,8 @@ def load(models_dir: str | Path, version: str = CURRENT) -> TrainedModel:
         if _sha256(path) != listed.get(name):
             raise ArtifactError(f"{folder}: {name} does not match its checksum in {MANIFEST}")
     ids = _load_typed(folder / "ids.joblib", dict)
-    customers = IdMap(np.asarray(ids["customers"]), "customer")
-    products = IdMap(np.asarray(ids["products"]), "product")
+    customers = IdMap.saved(np.asarray(ids["customers"]), "customer")
+    products = IdMap.saved(np.asarray(ids["products"]), "product")
     catalog_text = (folder / "catalog.toml").read_text(encoding="utf-8")
     stages_text = (folder / "life_stages.toml").read_text(encoding="utf-8")
     catalog = parse_catalog(catalog_text, str(folder / "catalog.toml"))

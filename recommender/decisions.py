@@ -378,7 +378,7 @@ class DecisionLog:
     def _write_queued(self, queued: list[tuple]) -> None:
         pack = json.dumps({"format": LIST_PACK_FORMAT,
                            "decisions": [{"inputs": q[7], "output": q[8]} for q in queued]},
-                          default=_json_default, sort_keys=True, separators=(",", ":"),
+                          default=_json_default, separators=(",", ":"),
                           ensure_ascii=False).encode()
         digest, pack_id = hashlib.sha256(pack).hexdigest(), uuid.uuid4().hex
         policies, rows = {}, []

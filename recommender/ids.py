@@ -34,8 +34,25 @@ class IdMap:
             raise ValueError(f"duplicate {entity} ids in id map: {dupes}")
         external.setflags(write=False)
         self._external = external
-        self._index = index
+        self._index: pd.Index | None = index
         self.entity = entity
+
+    @classmethod
+    def saved(cls, external_ids: np.ndarray, entity: str = "id") -> IdMap:
+        """The map of ids a map wrote (unique already), with its lookup index built when
+        first used: a server reloading a model of a million customers may never look one
+        up by id, and building the index costs half a second."""
+        ids = cls.__new__(cls)
+        ids._external = np.array(external_ids, dtype=str)
+        ids._external.setflags(write=False)
+        ids._index, ids.entity = None, entity
+        return ids
+
+    @property
+    def _lookup(self) -> pd.Index:
+        if self._index is None:
+            self._index = pd.Index(self._external)
+        return self._index
 
     @classmethod
     def from_values(cls, values: Iterable, entity: str = "id") -> IdMap:
@@ -50,7 +67,7 @@ class IdMap:
         return len(self._external)
 
     def __contains__(self, external_id: object) -> bool:
-        return str(external_id) in self._index
+        return str(external_id) in self._lookup
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, IdMap) and self.entity == other.entity
@@ -75,7 +92,7 @@ class IdMap:
     def to_internal_lenient(self, external_ids: Iterable) -> np.ndarray:
         """Positions of the ids, ``-1`` where an id is unknown."""
         ids = np.asarray(_sequence(external_ids)).astype(str)
-        return self._index.get_indexer(ids).astype(np.int64)
+        return self._lookup.get_indexer(ids).astype(np.int64)
 
     def position(self, external_id: object) -> int:
         """Position of one id; raises ``UnknownIdError``."""
@@ -87,5 +104,5 @@ class IdMap:
     def add_ids(self, external_ids: Iterable) -> IdMap:
         """A new map with the unseen ids appended; existing positions are kept."""
         candidates = pd.unique(np.asarray(_sequence(external_ids)).astype(str))
-        new = candidates[self._index.get_indexer(candidates) < 0]
+        new = candidates[self._lookup.get_indexer(candidates) < 0]
         return IdMap(np.concatenate([self._external, new]), self.entity)

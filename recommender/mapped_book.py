@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import columns as C
 from .book import CustomerBatch, CustomerBook, load_book
 from .cache_folders import prune_siblings, written_whole
 from .catalog import Catalog
@@ -31,7 +32,7 @@ from .segments import LifeStageRules
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: the decoded ProfileArrays are saved too
+FORMAT = 3  # 2: the decoded ProfileArrays are saved too; 3: customer ids are not categories
 _META = "book.json"
 _DECODED = ("age", "income", "residency", "risk_level", "assessed_on", "consent", "vulnerable",
             "open_complaint")  # the ProfileArrays fields that are arrays
@@ -62,7 +63,9 @@ def save_book(book: CustomerBook, folder: str | Path) -> Path:
         columns = {}
         for name in book.profiles.columns:
             values = book.profiles[name]
-            if getattr(values.dtype, "kind", "O") not in "biufM":  # text: codes + categories
+            if name == C.CUSTOMER_ID:  # the ids array already: no million categories
+                columns[name] = {"kind": "ids"}
+            elif getattr(values.dtype, "kind", "O") not in "biufM":  # text: codes + categories
                 categories, codes = np.unique(values.astype(str).to_numpy(), return_inverse=True)
                 arrays[f"profile.{name}"] = codes.astype(np.int32)
                 columns[name] = {"kind": "category", "categories": categories.tolist()}
@@ -115,7 +118,8 @@ class MappedBook:
         self._ids, self._sorted = load("ids"), load("sorted_ids")
         self._sorted_positions, self.stage_codes, self.present = (
             load("sorted_positions"), load("stages"), load("present"))
-        self._profile = {name: load(f"profile.{name}") for name in self._columns}
+        self._profile = {name: load(f"profile.{name}") for name, spec in self._columns.items()
+                         if spec["kind"] != "ids"}
         self.profile_arrays = ProfileArrays(
             residencies=tuple(meta["residencies"]),
             **{name: load(f"decoded.{name}") for name in _DECODED})
@@ -153,20 +157,23 @@ class MappedBook:
 
     def profiles_at(self, positions: np.ndarray) -> pd.DataFrame:
         """Profile rows, with the dtypes the validated extract has."""
-        columns = {}
-        for name, spec in self._columns.items():
-            values = self._profile[name][positions]
-            columns[name] = (self._categories[name][values] if spec["kind"] == "category"
-                             else values)
-        return pd.DataFrame(columns)
+        return pd.DataFrame({name: self._column(name, spec, positions)
+                             for name, spec in self._columns.items()})
+
+    def _column(self, name: str, spec: dict[str, Any], positions: np.ndarray) -> np.ndarray:
+        """One profile column at ``positions``: text as str objects, else its own dtype."""
+        if spec["kind"] == "ids":
+            return self._ids[positions].astype(str).astype(object)
+        values = self._profile[name][positions]
+        return self._categories[name][values] if spec["kind"] == "category" else values
 
     def profile_records(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """Profiles as plain values (``CustomerBatch.profile_records``), without pandas."""
         columns = {}
         for name, spec in self._columns.items():
-            values = self._profile[name][positions]
-            if spec["kind"] == "category":
-                columns[name] = self._categories[name][values].tolist()
+            values = self._column(name, spec, positions)
+            if values.dtype == object:
+                columns[name] = values.tolist()
             elif values.dtype.kind == "M":
                 columns[name] = [plain_value(pd.Timestamp(v)) for v in values]
             else:
