@@ -8,6 +8,7 @@ table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,31 @@ class Calibrator:
         out = np.interp(scores, self.knots, self.values)
         out[~np.isfinite(scores)] = 0.0
         return out.astype(np.float32)
+
+    def score_floor(self, passes: Callable[[np.ndarray], np.ndarray]) -> float:
+        """A score under which no probability ``predict`` gives passes ``passes`` (a test of
+        float32 probabilities that, once true, stays true for larger ones).
+
+        The map is monotone, so a campaign can drop the pairs scored under the floor before
+        calibrating any, then test the few left exactly: the floor is never too high, and
+        within a billionth of a knot interval of the lowest passing score. Below a score
+        ``x``, ``predict`` gives at most its value at ``x`` up to a few float64 roundings, so
+        the floor is a score whose value, rounded up to float32 with room to spare, fails.
+        """
+        def fails_below(scores: np.ndarray) -> np.ndarray:
+            values = np.interp(scores, self.knots, self.values) * (1 + 1e-9)
+            return ~passes(np.nextafter(values.astype(np.float32), np.float32(np.inf)))
+
+        points, floor = self.knots, None
+        for _ in range(3):  # the knots, then twice a finer grid in the interval found
+            passing = np.flatnonzero(~fails_below(points))
+            if len(passing) == 0:  # beyond the last knot the value stays the last one
+                return np.inf if floor is None else float(points[-1])
+            if passing[0] == 0:  # only on the knots: a grid starts where it failed
+                return -np.inf
+            floor = points[passing[0] - 1]
+            points = np.linspace(floor, points[passing[0]], 1025)
+        return float(floor)
 
     def to_state(self) -> dict:
         return {"knots": self.knots.tolist(), "values": self.values.tolist()}

@@ -9,7 +9,13 @@ Greedy assignment: candidate (customer, product) pairs in decreasing expected va
 taken while its customer and its product have room. It is exact when every customer may get
 every product they qualify for, and otherwise within a factor 1/2 of the optimum in theory;
 tests/test_campaign.py compares it with the exact optimum (a linear program, integral for
-this bipartite problem) on small cases and states the gap.
+this bipartite problem) on small cases and states the gap. It is computed in a few
+vectorised rounds of deferred acceptance, which reach the same pairs (``greedy_assign``).
+
+Only the campaign's products are looked at: rules, scores and calibration are computed for
+their columns only, and a pair whose raw score is under the product's floor (where no
+calibrated propensity could pass the minimum propensity and a positive gain) is dropped
+before any is calibrated.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from . import columns as C
 from .book import CustomerBatch
 from .data import read_table
 from .exceptions import ConfigError
-from .offers import OfferEngine, Scored
-from .policy import ContactState, DecisionContext, allowed, contact_state, rule_masks
+from .offers import OfferEngine
+from .policy import ContactState, DecisionContext, allowed, arbitrate, contact_state, rule_masks
 from .policy_config import CHANNELS
+from .ranker import SOURCES
 from .replay import pack_decisions
 from .tomlfiles import toml_document, toml_text
 
@@ -145,30 +152,108 @@ def _best(values: np.ndarray, ids: np.ndarray, limit: int) -> np.ndarray:
 
 def greedy_assign(customers: np.ndarray, products: np.ndarray, values: np.ndarray,
                   quotas: dict[int, int], per_customer: int) -> np.ndarray:
-    """Indices of the pairs taken, by decreasing value (ties: customer, then product).
+    """Indices of the pairs the greedy takes, in its order: by decreasing value (ties:
+    customer, then product), each pair taken while its customer has fewer than
+    ``per_customer`` pairs and its product fewer than its quota (0 if not in ``quotas``).
 
-    ``customers`` and ``products`` are small non-negative integer codes.
+    ``customers`` and ``products`` are small non-negative integer codes, a pair at most once.
+    Computed as deferred acceptance, in rounds: every customer proposes their best pairs not
+    yet refused, every product keeps its ``quota`` best proposals and refuses every pair after
+    them. When both sides rank pairs in one order, the only assignment that no left-out pair
+    would improve for its customer and its product alike is the greedy's, and deferred
+    acceptance ends in it. A round is a few passes over the pairs; a handful of rounds do.
     """
-    order = np.lexsort((products, customers, -values))
-    if len(order) == 0:
+    n = len(values)
+    if n == 0:
         return np.empty(0, dtype=np.int64)
-    room = [0] * (max([int(products.max()), *quotas]) + 1)
-    for product, quota in quotas.items():
-        room[product] = quota
-    left = sum(room)
-    taken = [0] * (int(customers.max()) + 1)
-    chosen = []
-    # Plain Python ints and lists: a loop over numpy scalars is several times slower.
-    for i, customer, product in zip(order.tolist(), customers[order].tolist(),
-                                    products[order].tolist(), strict=True):
-        if left == 0:  # every quota is full: nothing more can be taken
-            break
-        if room[product] > 0 and taken[customer] < per_customer:
-            chosen.append(i)
-            taken[customer] += 1
-            room[product] -= 1
-            left -= 1
-    return np.asarray(chosen, dtype=np.int64)
+    if _sorted_pairs(customers, products):  # as a campaign's pool comes: one sort will do
+        order, grouped = np.argsort(_descending(values), kind="stable"), None
+    else:
+        order = np.lexsort((products, customers, -values))
+        grouped = np.argsort(customers, kind="stable")  # each customer's pairs together
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    ranks, cols, owners = ((rank, products, customers) if grouped is None
+                           else (rank[grouped], products[grouped], customers[grouped]))
+    quota = np.zeros(int(max([int(products.max()), *quotas])) + 1, dtype=np.int64)
+    for product, room in quotas.items():
+        quota[product] = room
+    proposals, queues = _Proposals(owners, per_customer), _Queues(ranks, cols, len(quota))
+    refused_from = np.full(len(quota), n)  # a product refuses pairs ranked from here on
+    while True:
+        proposed = proposals.best(np.where(ranks < refused_from[cols], ranks, n), n)
+        refused = queues.first_over_quota(proposed, quota)
+        if (refused >= refused_from).all():  # no product has more proposals than its quota
+            return order[np.sort(ranks[proposed])]
+        refused_from = np.minimum(refused_from, refused)
+
+
+def _descending(values: np.ndarray) -> np.ndarray:
+    """A key sorting as ``-values``: positive floats (a pool's gains) sort as their bits, and
+    integers sort faster than floats."""
+    if values.dtype == np.float64 and (values > 0).all():
+        return -values.view(np.int64)
+    return -values
+
+
+def _sorted_pairs(customers: np.ndarray, products: np.ndarray) -> bool:
+    """Whether the pairs are sorted by customer, then product."""
+    same = customers[1:] == customers[:-1]
+    return bool((customers[1:] >= customers[:-1]).all()
+                and (products[1:][same] > products[:-1][same]).all())
+
+
+class _Queues:
+    """Each product's pairs in rank order, to find the rank of its first proposal over quota
+    in a few passes, whatever the number of products."""
+
+    def __init__(self, ranks: np.ndarray, cols: np.ndarray, n_products: int) -> None:
+        by_rank = np.empty_like(ranks)
+        by_rank[ranks] = np.arange(len(ranks))
+        kind = np.min_scalar_type(n_products)  # small integers: a radix sort
+        self.order = by_rank[np.argsort(cols[by_rank].astype(kind), kind="stable")]
+        self.ranks = ranks[self.order]
+        self.ends = np.cumsum(np.bincount(cols, minlength=n_products))
+        self.starts = self.ends - np.bincount(cols, minlength=n_products)
+
+    def first_over_quota(self, proposed: np.ndarray, quota: np.ndarray) -> np.ndarray:
+        """Per product, the rank of its proposal number ``quota + 1`` (the number of pairs
+        when it has no more proposals than its quota)."""
+        count = np.concatenate([[0], np.cumsum(proposed[self.order])])  # before each pair
+        refused = np.full(len(quota), len(proposed))
+        over = np.flatnonzero(count[self.ends] - count[self.starts] > quota)
+        first_over = np.searchsorted(count, count[self.starts[over]] + quota[over] + 1)
+        refused[over] = self.ranks[first_over - 1]
+        return refused
+
+
+class _Proposals:
+    """Each customer's ``k`` best open pairs, for pairs grouped by customer. Most customers
+    have one pair, proposed when open: only the others need a reduction per customer."""
+
+    def __init__(self, owners: np.ndarray, k: int) -> None:
+        starts = np.flatnonzero(np.concatenate([[True], owners[1:] != owners[:-1]]))
+        sizes = np.diff(np.append(starts, len(owners)))
+        self.k, self.everything = k, k >= sizes.max()
+        self.shared = np.flatnonzero(np.repeat(sizes > 1, sizes))  # pairs of such customers
+        shared_sizes = sizes[sizes > 1]
+        self.starts = np.cumsum(shared_sizes) - shared_sizes  # in ``shared``
+        self.owner = np.repeat(np.arange(len(shared_sizes)), shared_sizes)
+
+    def best(self, ranks: np.ndarray, missing: int) -> np.ndarray:
+        """Whether each pair is among its customer's ``k`` smallest ranks below ``missing``."""
+        chosen = ranks < missing
+        if self.everything or len(self.shared) == 0:
+            return chosen
+        shared = ranks[self.shared]
+        taken = np.zeros(len(shared), dtype=bool)
+        for _ in range(self.k):
+            best = np.minimum.reduceat(shared, self.starts)[self.owner]
+            hit = (shared == best) & (shared < missing)
+            taken |= hit
+            shared[hit] = missing
+        chosen[self.shared] = taken
+        return chosen
 
 
 def _progress(done: int, total: int, started: float, stream) -> None:
@@ -222,16 +307,98 @@ def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: Campaig
     return contact, recent
 
 
-def _pairs(scored: Scored, campaign_cols: np.ndarray,
-           min_propensity: float) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, catalog positions) of the campaign offers the policy lets through, by row then
-    catalog position."""
-    cols = np.sort(campaign_cols)
-    ok = np.isfinite(scored.priority[:, cols])
-    ok &= scored.propensity[:, cols] >= min_propensity
-    ok &= (scored.slots > 0)[:, None]
-    rows, k = np.nonzero(ok)
-    return rows, cols[k]
+# Scoring a customer with CF costs less than copying them out of the chunk; the acquisition
+# ranker costs a thousand times more, so it scores only the customers the rules let through.
+_SCORE_WHOLE_CHUNKS = ("hybrid",)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every chunk of one campaign shares: its products, context and exclusions."""
+
+    spec: CampaignSpec
+    context: DecisionContext
+    cols: np.ndarray  # catalog positions of the campaign's products, in catalog order
+    floors: np.ndarray  # per product: scores under it cannot pass (-inf: uncalibrated)
+    excluded_stages: np.ndarray
+    excluded_ids: np.ndarray
+
+    @classmethod
+    def of(cls, engine: OfferEngine, spec: CampaignSpec, context: DecisionContext) -> _Plan:
+        cols = np.sort(engine.catalog.ids.to_internal(list(spec.products)))
+        return cls(spec, context, cols, _score_floors(engine, cols, spec.min_propensity,
+                                                       context),
+                   engine.stages.ids.to_internal_lenient(list(spec.exclude_life_stages)),
+                   _excluded_ids(spec))
+
+
+def _score_floors(engine: OfferEngine, cols: np.ndarray, min_propensity: float,
+                  context: DecisionContext) -> np.ndarray:
+    """Per campaign product, the raw score under which its calibrated propensity can pass
+    neither the minimum propensity nor a positive gain (the calibration is monotone)."""
+    calibrator = engine.model.calibrator
+    if calibrator is None:  # a softmax share depends on the other products' scores
+        return np.full(len(cols), -np.inf)
+
+    def passes(propensity: np.ndarray, col: int) -> np.ndarray:
+        # The tests _candidates applies to every pair, on the same float32 propensities.
+        gain = arbitrate(propensity, True, engine.catalog, engine.policy, context,
+                         np.full(len(propensity), col))
+        return np.isfinite(gain.priority) & (propensity >= min_propensity)
+
+    return np.array([calibrator.score_floor(lambda p, c=int(c): passes(p, c)) for c in cols])
+
+
+def _reachable(chunk: CustomerBatch, contact: ContactState, recent: np.ndarray,
+               plan: _Plan, engine: OfferEngine) -> np.ndarray:
+    """Customers the campaign may contact: not recently contacted nor excluded, and with
+    room left on the channel today (``OfferEngine.score``'s slots; an open complaint
+    leaves none, which its rule already says)."""
+    ok = ~recent & ~np.isin(chunk.stages, plan.excluded_stages)
+    if len(plan.excluded_ids):
+        ok &= ~np.isin(chunk.customer_ids, plan.excluded_ids)
+    return ok & (contact.shown_today < engine.policy.cap(plan.context.channel))
+
+
+def _candidates(engine: OfferEngine, chunk: CustomerBatch, contact: ContactState,
+                recent: np.ndarray, plan: _Plan) -> dict[str, np.ndarray]:
+    """The chunk's pairs the policy lets through, by row then catalog position: what the
+    API would offer (``OfferEngine.score``), for the campaign's products only."""
+    masks = rule_masks(chunk, engine.catalog, engine.policy, contact, plan.context, plan.cols)
+    ok = allowed(masks) & _reachable(chunk, contact, recent, plan, engine)[:, None]
+    batch = chunk
+    if engine.ranker.name not in _SCORE_WHOLE_CHUNKS:
+        worth = np.flatnonzero(ok.any(axis=1))
+        batch, ok = chunk.take(worth), ok[worth]
+    calibrated = engine.model.calibrator is not None
+    ranked = engine.ranker.score(batch, plan.cols if calibrated else None)
+    if calibrated:
+        ok = (ranked.scores >= plan.floors) & ok  # the rest cannot pass: never calibrated
+    rows, k = np.divmod(np.flatnonzero(ok), len(plan.cols))  # by row, then column
+    if calibrated:
+        propensity = engine.propensity(ranked.scores[rows, k])
+    else:
+        propensity = engine.propensity(ranked.scores)[:, plan.cols][rows, k]
+    cols = plan.cols[k]
+    arbitration = arbitrate(propensity, True, engine.catalog, engine.policy, plan.context, cols)
+    keep = np.isfinite(arbitration.priority) & (propensity >= plan.spec.min_propensity)
+    rows = rows[keep]
+    return {"ids": batch.customer_ids[rows], "stages": batch.stages[rows], "cols": cols[keep],
+            "values": arbitration.expected_gain[keep], "propensity": propensity[keep],
+            "priority": arbitration.priority[keep], "sources": _source_codes(ranked.sources)[rows]}
+
+
+def _source_codes(sources: np.ndarray) -> np.ndarray:
+    """Each row's source as its position in ``SOURCES``: a byte per pair, not a string."""
+    codes = np.zeros(len(sources), dtype=np.int8)  # SOURCES[0]
+    rest = np.flatnonzero(sources != SOURCES[0])  # most rows: then the others are few
+    for code, source in enumerate(SOURCES[1:], start=1):
+        found = sources[rest] == source
+        codes[rest[found]] = code
+        rest = rest[~found]
+    if len(rest):
+        raise ValueError(f"unknown ranker sources {sorted(set(sources[rest]))}")
+    return codes
 
 
 def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
@@ -253,26 +420,11 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
     # the best sum(quotas) pairs of each product loses nothing the greedy would take.
     total = sum(quotas.values())
     pool = _Candidates(keep={c: max(total, 1) for c in quotas})
-    excluded_stages = engine.stages.ids.to_internal_lenient(list(spec.exclude_life_stages))
-    excluded_ids = _excluded_ids(spec)
+    plan = _Plan.of(engine, spec, context)
     started, done = time.perf_counter(), 0
     for chunk in customers.chunks(chunk_size):
         contact, recent = _contact(engine, responses, chunk, spec, context, customers.snapshot)
-        # Rules first: only customers who may get a campaign product are worth scoring.
-        masks = rule_masks(chunk, engine.catalog, engine.policy, contact, context)
-        worth = allowed(masks)[:, campaign_cols].any(axis=1) & ~recent
-        worth &= ~np.isin(chunk.stages, excluded_stages)
-        worth &= ~np.isin(chunk.customer_ids, excluded_ids)
-        chosen = np.flatnonzero(worth)
-        batch = chunk.take(chosen)
-        scored = engine.score(batch, len(campaign_cols), context, contact.take(chosen),
-                              {name: np.take(mask, chosen, axis=0)
-                               for name, mask in masks.items()})
-        rows, cols = _pairs(scored, campaign_cols, spec.min_propensity)
-        pool.add(ids=batch.customer_ids[rows], stages=batch.stages[rows],
-                 cols=cols, values=scored.expected_gain[rows, cols],
-                 propensity=scored.propensity[rows, cols], priority=scored.priority[rows, cols],
-                 sources=scored.sources[rows])
+        pool.add(**_candidates(engine, chunk, contact, recent, plan))
         done += len(chunk)
         _progress(done, len(customers), started, progress)
     if progress is not None:
@@ -286,31 +438,49 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
     return result
 
 
+def _id_order(ids: np.ndarray) -> np.ndarray:
+    """Codes that sort as the ids do. The pool holds each customer's pairs together, and
+    customers come in id order from a book: then no string needs sorting."""
+    if len(ids) and (ids[1:] >= ids[:-1]).all():
+        return np.r_[0, np.cumsum(ids[1:] != ids[:-1])]
+    return np.unique(ids, return_inverse=True)[1].reshape(len(ids))
+
+
 def _assign(engine: OfferEngine, pool: _Candidates, quotas: dict[int, int],
             spec: CampaignSpec) -> pd.DataFrame:
-    """The greedy's choice from the pool, as the campaign list (ties: customer id order)."""
+    """The greedy's choice from the pool, as the campaign list: by customer id, then by
+    decreasing priority (ties: product id)."""
     candidates = pool.merged()
     if not candidates:
         kinds = (object, object, np.int64, float, float, float, object, object)
         return pd.DataFrame({name: pd.Series(dtype=kind)
                              for name, kind in zip(OUTPUT_COLUMNS, kinds, strict=True)})
-    order_of_id = np.unique(candidates["ids"], return_inverse=True)[1]
+    order_of_id = _id_order(candidates["ids"])
     chosen = greedy_assign(order_of_id, candidates["cols"], candidates["values"], quotas,
                            spec.max_offers_per_customer)
+    by_product_id = np.argsort(np.argsort(engine.catalog.ids.external_ids, kind="stable"))
+    chosen = chosen[np.lexsort((by_product_id[candidates["cols"][chosen]],
+                                -candidates["priority"][chosen], order_of_id[chosen]))]
     pick = {name: values[chosen] for name, values in candidates.items()}
+    customer = order_of_id[chosen]
+    first = np.r_[True, customer[1:] != customer[:-1]]
+    rank = np.arange(len(chosen)) - np.flatnonzero(first)[np.cumsum(first) - 1] + 1
     result = pd.DataFrame({
         "customer_id": pick["ids"].astype(str),
-        "product_id": engine.catalog.ids.to_external(pick["cols"].astype(np.int64)),
+        "product_id": _strings(engine.catalog.ids.external_ids, pick["cols"]),
+        "rank": rank,
         "propensity": pick["propensity"].astype(np.float64),
         "priority": pick["priority"].astype(np.float64),
         "expected_value": pick["values"].astype(np.float64),
-        "reason_code": np.char.add("ranked_by_", pick["sources"].astype(str)),
-        "life_stage": engine.stages.ids.to_external(pick["stages"].astype(np.int64)),
+        "reason_code": _strings([f"ranked_by_{s}" for s in SOURCES], pick["sources"]),
+        "life_stage": _strings(engine.stages.ids.external_ids, pick["stages"]),
     })
-    result = result.sort_values(["customer_id", "priority", "product_id"],
-                                ascending=[True, False, True], ignore_index=True)
-    result["rank"] = result.groupby("customer_id").cumcount() + 1
     return result[list(OUTPUT_COLUMNS)]
+
+
+def _strings(values, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``values[codes]`` as a pandas string column, converting each distinct value once."""
+    return pd.array(np.asarray(values, dtype=str), dtype="str").take(codes.astype(np.int64))
 
 
 def _log_decisions(engine: OfferEngine, customers: Customers, spec: CampaignSpec,

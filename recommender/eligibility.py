@@ -15,26 +15,42 @@ import scipy.sparse as sp
 from . import columns as C
 from .catalog import Catalog
 
+# Every mask below has one column per catalog product, or, given ``products`` (catalog
+# positions), one per product listed: a campaign asks about its few products only. Masks are
+# computed product by product, as the transpose of a products x customers array: each
+# product is then a contiguous pass over the customers, several times faster than rows of a
+# few products each when customers are many.
+Products = np.ndarray | None
 
-def age_mask(age: np.ndarray, catalog: Catalog) -> np.ndarray:
+
+def product_columns(values: np.ndarray, products: Products) -> np.ndarray:
+    """Per-product values (products on the last axis) restricted to ``products``; masks
+    computed product by product stay so (each product's customers contiguous)."""
+    return values if products is None else np.take(values.T, products, axis=0).T
+
+
+def age_mask(age: np.ndarray, catalog: Catalog, products: Products = None) -> np.ndarray:
     """Boolean (n_customers x n_products): the customer's age is within the product's limits."""
-    age = np.asarray(age, dtype=np.float64)[:, None]
-    return (age >= catalog.column("min_age")[None, :]) & (age <= catalog.column("max_age")[None, :])
+    age = np.asarray(age, dtype=np.float64)[None, :]
+    low = product_columns(catalog.column("min_age"), products)[:, None]
+    high = product_columns(catalog.column("max_age"), products)[:, None]
+    return ((age >= low) & (age <= high)).T
 
 
-def income_mask(income: np.ndarray, catalog: Catalog) -> np.ndarray:
+def income_mask(income: np.ndarray, catalog: Catalog, products: Products = None) -> np.ndarray:
     """Income at least the product's minimum; an unknown income meets no minimum above zero."""
-    income = np.asarray(income, dtype=np.float64)[:, None]
-    minimum = catalog.column("min_income")[None, :]
-    return (income >= minimum) | (minimum <= 0)
+    income = np.asarray(income, dtype=np.float64)[None, :]
+    minimum = product_columns(catalog.column("min_income"), products)[:, None]
+    return ((income >= minimum) | (minimum <= 0)).T
 
 
-def residency_mask(codes: np.ndarray, residencies: Sequence[str], catalog: Catalog) -> np.ndarray:
+def residency_mask(codes: np.ndarray, residencies: Sequence[str], catalog: Catalog,
+                   products: Products = None) -> np.ndarray:
     """The customer's residency (``residencies[code]``) is one the product accepts: one lookup
     per distinct value, not per customer."""
     accepts = np.array([[value in p.residency for p in catalog.products] for value in residencies],
                        dtype=bool).reshape(len(residencies), len(catalog))
-    return accepts[codes]
+    return np.take(product_columns(accepts, products).T, codes, axis=1).T
 
 
 def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
@@ -46,13 +62,101 @@ def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
             & residency_mask(codes.reshape(len(customers)), residencies.tolist(), catalog))
 
 
-def prerequisites_met(held: sp.csr_matrix | np.ndarray, catalog: Catalog) -> np.ndarray:
+_WORD = 64  # products per word of a holding set (bit p & 63 of word p >> 6)
+_FEW = 64  # customers: up to this many, holding sets are read from a dense matrix
+
+
+def holding_sets(held: sp.spmatrix | np.ndarray) -> np.ndarray:
+    """Each customer's held products (entries > 0) as bits: (n_words x n_customers) uint64,
+    product p being bit p % 64 of word p // 64. The holdings rules are then a few integer
+    operations per product, not dense customers x products matrices."""
+    if held.shape[0] <= _FEW:  # a decision for one customer: fewer steps through dense bits
+        dense = held.toarray() if sp.issparse(held) else np.asarray(held)
+        return product_words((dense > 0).T)
+    if not (sp.issparse(held) and held.format == "csr"):
+        held = sp.csr_matrix(held)
+    if not (held.data > 0).all():
+        held = _summed(held)
+    sets = _bit_sums(held)
+    # Distinct bits add up without carries: the popcount is then the number of entries.
+    if (np.bitwise_count(sets).sum(axis=0, dtype=np.int64) != np.diff(held.indptr)).any():
+        sets = _bit_sums(_summed(held))  # a product listed twice in a row
+    return sets
+
+
+def _summed(held: sp.csr_matrix) -> sp.csr_matrix:
+    """One entry per held product: duplicates summed, what is not > 0 dropped."""
+    held = held.copy()
+    held.sum_duplicates()
+    held.data = (held.data > 0).astype(np.float32)
+    held.eliminate_zeros()
+    return held
+
+
+def _bit_sums(held: sp.csr_matrix) -> np.ndarray:
+    """Per row and word, the sum of 2 ** (product % 64) over the row's entries: a running
+    sum differenced at the row starts, several times faster than a reduction per row
+    (uint64 arithmetic wraps, and stays exact for the difference)."""
+    indices = held.indices.astype(np.uint64)
+    sets = np.empty((-(-held.shape[1] // _WORD), held.shape[0]), dtype=np.uint64)
+    for word in range(len(sets)):
+        bits = np.uint64(1) << (indices & np.uint64(_WORD - 1))
+        if len(sets) > 1:
+            bits[indices >> np.uint64(6) != word] = 0  # 2 ** 6 == _WORD
+        running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(bits, dtype=np.uint64)])
+        sets[word] = running[held.indptr[1:]] - running[held.indptr[:-1]]
+    return sets
+
+
+def holds(sets: np.ndarray, products: np.ndarray) -> np.ndarray:
+    """Boolean (n_customers x len(products)): the customer holds the product."""
+    products = np.asarray(products, dtype=np.uint64)
+    bits = sets[(products >> np.uint64(6)).astype(np.intp)] >> (products & np.uint64(63))[:, None]
+    return (bits & np.uint64(1)).astype(bool).T
+
+
+def holds_all(sets: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Boolean (n_customers x n_columns): the customer holds every product marked in the
+    column of ``words`` (``product_words`` of a products x columns matrix)."""
+    result = np.ones((words.shape[1], sets.shape[1]), dtype=bool)
+    for held, mask in zip(sets, words, strict=True):
+        result &= (held[None, :] & mask[:, None]) == mask[:, None]
+    return result.T
+
+
+def holds_any(sets: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Boolean (n_customers x n_columns): the customer holds a product marked in the column."""
+    result = np.zeros((words.shape[1], sets.shape[1]), dtype=bool)
+    for held, mask in zip(sets, words, strict=True):
+        result |= (held[None, :] & mask[:, None]) != 0
+    return result.T
+
+
+_CACHED_WORDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def product_words(marked: np.ndarray) -> np.ndarray:
+    """(n_words x n_columns) uint64: the products marked in each column of ``marked``
+    (n_products x n_columns bool) as bits. A catalog builds its matrices once, read-only:
+    their bits are computed once too (a decision for one customer needs them every time)."""
+    cached = _CACHED_WORDS.get(id(marked))
+    if cached is not None and cached[0] is marked:
+        return cached[1]
+    n_words = -(-marked.shape[0] // _WORD)
+    padded = np.zeros((n_words * _WORD, marked.shape[1]), dtype=bool)
+    padded[:marked.shape[0]] = marked
+    packed = np.packbits(padded, axis=0, bitorder="little")  # 8 bytes a word, low bits first
+    words = np.ascontiguousarray(packed.T).view("<u8").T
+    if not marked.flags.writeable:
+        _CACHED_WORDS[id(marked)] = (marked, words)
+    return words
+
+
+def prerequisites_met(held: sp.spmatrix | np.ndarray, catalog: Catalog,
+                      products: Products = None) -> np.ndarray:
     """Boolean (n_customers x n_products): every prerequisite of the product is held."""
-    required = catalog.prerequisite_matrix()
-    held_f = held.astype(np.float32)
-    count = held_f @ required.astype(np.float32)
-    count = np.asarray(count.todense()) if sp.issparse(count) else np.asarray(count)
-    return count >= required.sum(axis=0)[None, :]
+    words = product_words(catalog.prerequisite_matrix())
+    return holds_all(holding_sets(held), product_columns(words, products))
 
 
 def offerable_mask(customers: pd.DataFrame, held: sp.csr_matrix | np.ndarray,

@@ -19,7 +19,18 @@ import pandas as pd
 from . import columns as C
 from .book import CustomerBatch
 from .catalog import Catalog
-from .eligibility import age_mask, income_mask, prerequisites_met, residency_mask
+from .eligibility import (
+    Products,
+    age_mask,
+    holding_sets,
+    holds,
+    holds_all,
+    holds_any,
+    income_mask,
+    product_columns,
+    product_words,
+    residency_mask,
+)
 from .policy_config import PolicyConfig
 
 # Rule code -> (English, Chinese) text; {product} is the product's name.
@@ -133,34 +144,54 @@ def contact_state(history: pd.DataFrame, customer_ids: np.ndarray, catalog: Cata
 
 
 def rule_masks(batch: CustomerBatch, catalog: Catalog, policy: PolicyConfig,
-               contact: ContactState, context: DecisionContext) -> dict[str, np.ndarray]:
-    """Every rule's mask (customers x products, True = this rule blocks the offer)."""
-    n, n_products = batch.held.shape
+               contact: ContactState, context: DecisionContext,
+               products: Products = None) -> dict[str, np.ndarray]:
+    """Every rule's mask (customers x products, True = this rule blocks the offer).
+
+    Given ``products`` (catalog positions), the masks have one column per product listed,
+    equal to those columns of the full masks: a campaign asks about its few products only.
+    Like the eligibility masks, they are computed product by product (transposes of
+    products x customers arrays).
+    """
     customer = batch.profile_arrays
-    held = batch.held.toarray() > 0
-    owned = held | contact.accepted_pending
-    categories = catalog.column("category")
-    risk_level = np.array([p.risk_level for p in catalog.products])
+    held = holding_sets(batch.held)
+    owned = held  # what prerequisites and exclusions read: held or accepted since the extract
+    if contact.accepted_pending.any():
+        owned = held | holding_sets(contact.accepted_pending)
+    categories = product_columns(catalog.column("category"), products)
+    risk_level = product_columns(np.array([p.risk_level for p in catalog.products]), products)
     investment = np.isin(categories, policy.investment_categories)
+    credit = np.isin(categories, policy.credit_categories)
     limit = pd.Timestamp(context.now()).tz_localize(None) - pd.Timedelta(
         days=policy.risk_assessment_valid_days)
     outdated = np.isnat(customer.assessed_on) | (customer.assessed_on < limit.to_datetime64())
+    held = holds(held, np.arange(len(catalog)) if products is None else products)
+    pending = _contact_columns(contact.accepted_pending, products)
     return {
         "already_held": held,
-        "accepted_pending": contact.accepted_pending & ~held,
-        "age": ~age_mask(customer.age, catalog), "income": ~income_mask(customer.income, catalog),
-        "residency": ~residency_mask(customer.residency, customer.residencies, catalog),
-        "prerequisite": ~prerequisites_met(owned, catalog),
-        "excluded_by_holding": (owned.astype(np.float32)
-                                @ catalog.exclusion_matrix().astype(np.float32)) > 0,
-        "risk_grade_too_high": risk_level[None, :] > customer.risk_level[:, None],
-        "risk_assessment_outdated": outdated[:, None] & investment[None, :],
-        "vulnerable_credit": customer.vulnerable[:, None]
-        & np.isin(categories, policy.credit_categories)[None, :],
-        "open_complaint": np.broadcast_to(customer.open_complaint[:, None], (n, n_products)),
-        "declined_recently": contact.declined_recently,
-        "paused_unanswered": contact.paused,
+        "accepted_pending": pending & ~held,
+        "age": ~age_mask(customer.age, catalog, products),
+        "income": ~income_mask(customer.income, catalog, products),
+        "residency": ~residency_mask(customer.residency, customer.residencies, catalog, products),
+        "prerequisite": ~holds_all(owned, product_columns(
+            product_words(catalog.prerequisite_matrix()), products)),
+        "excluded_by_holding": holds_any(owned, product_columns(
+            product_words(catalog.exclusion_matrix()), products)),
+        "risk_grade_too_high": (risk_level[:, None] > customer.risk_level[None, :]).T,
+        "risk_assessment_outdated": (investment[:, None] & outdated[None, :]).T,
+        "vulnerable_credit": (credit[:, None] & customer.vulnerable[None, :]).T,
+        "open_complaint": np.broadcast_to(customer.open_complaint[None, :],
+                                          (len(categories), len(batch))).T,
+        "declined_recently": _contact_columns(contact.declined_recently, products),
+        "paused_unanswered": _contact_columns(contact.paused, products),
     }
+
+
+def _contact_columns(mask: np.ndarray, products: Products) -> np.ndarray:
+    """A contact mask's columns; most customers have no history: then a blank, quickly."""
+    if products is None or mask.any():
+        return product_columns(mask, products)
+    return np.zeros((len(products), len(mask)), dtype=bool).T
 
 
 def allowed(masks: dict[str, np.ndarray]) -> np.ndarray:
@@ -200,11 +231,20 @@ class Arbitration:
 
 
 def arbitrate(propensity: np.ndarray, offerable: np.ndarray, catalog: Catalog,
-              policy: PolicyConfig, context: DecisionContext) -> Arbitration:
-    """Priority and expected gain; products without positive gain are not offered."""
-    expected_value = propensity * catalog.column("value_weight").astype(np.float64)[None, :]
+              policy: PolicyConfig, context: DecisionContext,
+              products: np.ndarray | None = None) -> Arbitration:
+    """Priority and expected gain; products without positive gain are not offered.
+
+    ``products`` are the catalog positions of ``propensity``'s values, broadcast against it
+    (columns, or one per value for a flat list of pairs); every product in order when None.
+    """
+    value = catalog.column("value_weight").astype(np.float64)
+    weights = context_weights(catalog, policy, context)
+    if products is not None:
+        value, weights = value[products], weights[products]
+    expected_value = propensity * value
     gain = expected_value - policy.contact_cost
-    priority = expected_value * context_weights(catalog, policy, context)[None, :]
+    priority = expected_value * weights
     priority = np.where(offerable & (gain > 0), priority, -np.inf)
     return Arbitration(priority, gain)
 

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from .acquisition import AcquisitionRanker
 from .book import CustomerBatch
 from .cf import CFModel
+from .eligibility import holding_sets
 from .popularity import AcquisitionRates
 
 SOURCES = ("cf", "cf_fold_in", "life_stage_prior", "acquisition", "popularity")
@@ -48,27 +49,25 @@ def log_rates(rates: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(rates, _RATE_FLOOR))
 
 
-def changed_rows(current: sp.csr_matrix, trained: sp.csr_matrix) -> np.ndarray:
-    """Rows whose set of held products differs between two aligned matrices."""
-    a, b = _held_positions(current), _held_positions(trained)
-    count_a, count_b = np.diff(a.indptr), np.diff(b.indptr)
-    changed = count_a != count_b
-    # Rows holding as many products in both: compare their sorted positions one by one.
-    same_count = ~changed
-    rows = np.repeat(np.flatnonzero(same_count), count_a[same_count])
-    differs = (a.indices[np.repeat(same_count, count_a)]
-               != b.indices[np.repeat(same_count, count_b)])
-    changed[rows[differs]] = True
-    return changed
+def changed_rows(current: sp.spmatrix, trained: sp.spmatrix) -> np.ndarray:
+    """Rows whose set of held products (entries > 0) differs between two aligned matrices."""
+    current, trained = sp.csr_matrix(current), sp.csr_matrix(trained)
+    if (np.array_equal(current.indptr, trained.indptr)  # as when the book is the extract
+            and np.array_equal(current.indices, trained.indices)  # the model was trained on
+            and (current.data > 0).all() and (trained.data > 0).all()):
+        return np.zeros(current.shape[0], dtype=bool)
+    return (holding_sets(current) != holding_sets(trained)).any(axis=0)
 
 
-def _held_positions(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """The positive entries of each row, positions sorted (what ``changed_rows`` compares)."""
-    matrix = sp.csr_matrix(matrix)
-    if not matrix.has_canonical_format or not (matrix.data > 0).all():
-        matrix = sp.csr_matrix(matrix > 0)
-        matrix.sum_duplicates()
-    return matrix
+def _rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """``matrix[rows]``; a slice when the rows follow each other, as a book's chunks do."""
+    if not (len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()):
+        return matrix[rows]
+    start, stop = int(rows[0]), int(rows[-1]) + 1  # scipy's slicing checks every entry
+    low, high = matrix.indptr[start], matrix.indptr[stop]
+    return sp.csr_matrix((matrix.data[low:high], matrix.indices[low:high],
+                          matrix.indptr[start:stop + 1] - low), shape=(stop - start,
+                                                                        matrix.shape[1]))
 
 
 class HybridRanker:
@@ -79,41 +78,45 @@ class HybridRanker:
     def __init__(self, cf: CFModel, rates: AcquisitionRates, cf_weight: float = 1.0) -> None:
         self.cf, self.rates, self.cf_weight = cf, rates, cf_weight
 
-    def score(self, batch: CustomerBatch) -> RankerScores:
-        n, n_products = batch.held.shape
-        scores = log_rates(self.rates.by_stage)[batch.stages]  # a log per stage, not per row
-        cf_scores = np.full((n, n_products), np.nan, dtype=np.float32)
+    def score(self, batch: CustomerBatch, products: np.ndarray | None = None) -> RankerScores:
+        """Scores of every product, or only of ``products`` (catalog positions; the same
+        values as those columns of all scores): a campaign reads its few products only."""
+        cols = slice(None) if products is None else np.asarray(products)
+        # A log per stage, not per row.
+        scores = np.take(log_rates(self.rates.by_stage)[:, cols], batch.stages, axis=0)
+        n, width = scores.shape
+        cf_scores = np.full((n, width), np.nan, dtype=np.float32)
         sources = np.full(n, "life_stage_prior")
 
         has_holdings = np.diff(batch.held.indptr) > 0
         model_rows = batch.rows_in(self.cf.customers)
-        known = (model_rows >= 0) & has_holdings
         unchanged = np.zeros(n, dtype=bool)
-        if known.any():
-            idx = np.flatnonzero(known)
-            same = ~changed_rows(batch.held[idx], self.cf.user_items[model_rows[idx]])
-            unchanged[idx[same]] = True
+        if (known := (model_rows >= 0) & has_holdings).any():
+            idx = np.flatnonzero(model_rows >= 0)  # usually every row: no copy of ``held``
+            current = batch.held if len(idx) == n else batch.held[idx]
+            same = ~changed_rows(current, _rows(self.cf.user_items, model_rows[idx]))
+            unchanged[idx] = same & known[idx]
         if unchanged.any():
-            cf_scores[unchanged] = self.cf.scores(model_rows[unchanged])
+            cf_scores[unchanged] = self.cf.scores(model_rows[unchanged])[:, cols]
             sources[unchanged] = "cf"
         fold = has_holdings & ~unchanged
         if fold.any():
-            cf_scores[fold] = self.cf.fold_in_scores(batch.confidence[fold])
+            cf_scores[fold] = self.cf.fold_in_scores(batch.confidence[fold])[:, cols]
             sources[fold] = "cf_fold_in"
         with_cf = unchanged | fold
         np.add(scores, self.cf_weight * cf_scores, out=scores, where=with_cf[:, None])
 
-        no_consent = _without_consent(batch, scores, sources, self.rates)
+        no_consent = _without_consent(batch, scores, sources, self.rates, cols)
         cf_scores[no_consent] = np.nan
         return RankerScores(scores=scores.astype(np.float32, copy=False), sources=sources,
                             cf_scores=cf_scores)
 
 
 def _without_consent(batch: CustomerBatch, scores: np.ndarray, sources: np.ndarray,
-                     rates: AcquisitionRates) -> np.ndarray:
+                     rates: AcquisitionRates, cols: slice | np.ndarray = slice(None)) -> np.ndarray:
     """Replace the scores of customers who opted out of profiling by bank-wide take-up."""
     no_consent = ~batch.profile_arrays.consent
-    scores[no_consent] = log_rates(rates.overall)[None, :]
+    scores[no_consent] = log_rates(rates.overall)[cols][None, :]
     sources[no_consent] = "popularity"
     return no_consent
 
@@ -126,12 +129,15 @@ class AcquisitionScorer:
     def __init__(self, model: AcquisitionRanker, rates: AcquisitionRates) -> None:
         self.model, self.rates = model, rates
 
-    def score(self, batch: CustomerBatch) -> RankerScores:
+    def score(self, batch: CustomerBatch, products: np.ndarray | None = None) -> RankerScores:
+        """Scores of every product, or only of ``products`` (catalog positions)."""
         probabilities = self.model.predict(list(batch.lags), batch.present, batch.profiles,
                                            batch.stages)
         scores = log_rates(probabilities)
         sources = np.full(len(batch), "acquisition", dtype=object)
         _without_consent(batch, scores, sources, self.rates)
+        if products is not None:
+            scores = scores[:, products]
         return RankerScores(scores=scores.astype(np.float32), sources=sources.astype(str))
 
 
