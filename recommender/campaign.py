@@ -352,12 +352,11 @@ def _score_floors(engine: OfferEngine, cols: np.ndarray, min_propensity: float,
 def _reachable(chunk: CustomerBatch, contact: ContactState, recent: np.ndarray,
                plan: _Plan, engine: OfferEngine) -> np.ndarray:
     """Customers the campaign may contact: not recently contacted nor excluded, and with
-    room left on the channel today (``OfferEngine.score``'s slots; an open complaint
-    leaves none, which its rule already says)."""
+    a slot left on the channel today (``OfferEngine.slots``, as the API counts them)."""
     ok = ~recent & ~np.isin(chunk.stages, plan.excluded_stages)
     if len(plan.excluded_ids):
         ok &= ~np.isin(chunk.customer_ids, plan.excluded_ids)
-    return ok & (contact.shown_today < engine.policy.cap(plan.context.channel))
+    return ok & (engine.slots(chunk, 1, plan.context, contact) > 0)
 
 
 def _candidates(engine: OfferEngine, chunk: CustomerBatch, contact: ContactState,

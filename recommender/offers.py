@@ -165,11 +165,17 @@ class OfferEngine:
         if masks is None:
             masks = rule_masks(batch, self.catalog, self.policy, contact, context)
         arbitration = arbitrate(propensity, allowed(masks), self.catalog, self.policy, context)
+        return Scored(ranked.scores, ranked.sources, propensity, masks, arbitration.priority,
+                      arbitration.expected_gain, self.slots(batch, limit, context, contact))
+
+    def slots(self, batch: CustomerBatch, limit: int, context: DecisionContext,
+              contact: ContactState) -> np.ndarray:
+        """(n,) how many sales offers each customer may get: ``limit`` (1 to MAX_OFFERS), no
+        more than the channel's daily cap leaves, none during an open complaint."""
         remaining = np.maximum(self.policy.cap(context.channel) - contact.shown_today, 0)
         slots = np.minimum(max(1, min(int(limit), MAX_OFFERS)), remaining)
         slots[batch.profile_arrays.open_complaint] = 0
-        return Scored(ranked.scores, ranked.sources, propensity, masks, arbitration.priority,
-                      arbitration.expected_gain, slots)
+        return slots
 
     def offered(self, scored: Scored) -> np.ndarray:
         """(n x MAX_OFFERS) product positions offered, best first, -1 padded (no reasons)."""
