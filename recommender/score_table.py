@@ -159,8 +159,18 @@ class ServedScores:
 
     def _open(self) -> bool:
         if (self.folder / _META).exists():
-            self.table = ScoreTable(self.folder, self.book)
+            try:
+                self.table = ScoreTable(self.folder, self.book)
+            except ArtifactError as exc:
+                self.discard(str(exc))
         return self.table is not None
+
+    def discard(self, reason: str) -> None:
+        """Stop reading a table that is unusable: answers are scored live (slower, still
+        right). It is a cache, so it never stops the service; deleting its folder has the
+        next start (or reload) build it again."""
+        log.error("not using the score table %s: %s; scoring live", self.folder, reason)
+        self.table, self.mode = None, "off"
 
     def at(self, position: int) -> RankerScores | None:
         """The customer's precomputed scores, or None while there is no table."""
