@@ -57,6 +57,23 @@ NOTICES = {
 }
 
 
+# Keys of an answer that hold wording, in either language: the catalog of the model version
+# and the policy regenerate them from what was decided (``decided``).
+WORDING = frozenset({"name", "name_en", "name_zh", "text", "text_en", "text_zh",
+                     "talking_points", "description"})
+
+
+def decided(answer: Any) -> Any:
+    """What a decision record keeps of an answer: the products, ranks, scores, sources,
+    reason codes with their evidence, notices and actions; not their wording (the texts are
+    four fifths of an answer's bytes, and ``nbo replay`` shows them again)."""
+    if isinstance(answer, dict):
+        return {k: decided(v) for k, v in answer.items() if k not in WORDING}
+    if isinstance(answer, list):
+        return [decided(item) for item in answer]
+    return answer
+
+
 def _notice(code: str, lang: str) -> dict[str, str]:
     english, chinese = NOTICES[code]
     return {"code": code, "text": chinese if lang == "zh" else english, "text_en": english,

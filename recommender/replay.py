@@ -24,7 +24,7 @@ from .book import CustomerBatch
 from .catalog import Catalog
 from .data import validate_customers
 from .decisions import Decision
-from .offers import OfferEngine
+from .offers import OfferEngine, decided
 from .policy import ContactState, DecisionContext
 from .policy_config import parse_policy
 from .segments import LifeStageRules
@@ -204,8 +204,9 @@ class Replay:
 
 
 def _comparable(output: dict[str, Any]) -> dict[str, Any]:
-    """The decision itself: offers, their order, scores and reasons; not ids or timing."""
-    return {k: v for k, v in output.items() if k not in ("decision_id", "customer_id")}
+    """The decision itself: offers, their order, scores and reasons; not ids, timing or
+    wording (records made before ``decided`` kept the English texts too)."""
+    return {k: v for k, v in decided(output).items() if k not in ("decision_id", "customer_id")}
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -239,4 +240,4 @@ def replay(decision: Decision, models_dir: str | Path) -> Replay:
         return Replay(decision, {"campaign": decision.inputs["campaign"], "offers": offers})
     result = engine.offers(batch, limit, context, contact)[0].to_dict("en")
     result["model_version"], result["policy_version"] = model.version, engine.policy.version
-    return Replay(decision, result)
+    return Replay(decision, result)  # with its wording: what the customer was told

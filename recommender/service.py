@@ -20,7 +20,7 @@ from .book import CustomerBatch, CustomerBook, profile_batch
 from .decisions import DecisionLog, load_or_create_key
 from .exceptions import ArtifactError, ConfigError
 from .mapped_book import MappedBook, open_book
-from .offers import MAX_OFFERS, OfferEngine
+from .offers import MAX_OFFERS, OfferEngine, decided
 from .policy import ContactState, DecisionContext, contact_state
 from .policy_config import CHANNELS, PolicyConfig, load_policy
 from .profiles import plain_value
@@ -74,14 +74,13 @@ class OfferService:
         decision = self.engine.offers(batch, limit, context, contact, ranked)[0]
         versions = {"model_version": self.engine.model.version,
                     "policy_version": self.policy.version}
-        logged = {**decision.to_dict("en"), **versions}
+        answer = {**decision.to_dict(lang), **versions}
         decision_id = self.decisions.record(
             customer_id=str(batch.customer_ids[0]), source="api",
             model_version=versions["model_version"], policy_version=versions["policy_version"],
             policy_text=self.policy.text,
             inputs=decision_inputs(batch, 0, self.catalog, contact, context, limit),
-            output=logged)
-        answer = logged if lang == "en" else {**decision.to_dict(lang), **versions}
+            output=decided(answer))  # the same in either language
         return {**answer, "decision_id": decision_id}
 
     def _ranked(self, position: int) -> RankerScores | None:

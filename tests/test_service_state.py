@@ -28,6 +28,7 @@ from recommender.data import BankData, load_bank, write_bank
 from recommender.decisions import DecisionLog, load_or_create_key
 from recommender.demo import generate
 from recommender.exceptions import ConfigError
+from recommender.offers import decided
 from recommender.replay import replay
 from recommender.segments import life_stages_text, load_life_stages
 from recommender.service import load_service
@@ -342,7 +343,10 @@ def test_every_decision_is_logged_and_replays_the_same(trained, state, client, c
             assert decision.source == "api"
             result = replay(decision, trained.models_dir)
             assert result.same, body["decision_id"]
-            assert result.output["offers"] == decision.output["offers"]
+            assert decided(result.output["offers"]) == decision.output["offers"]
+            assert decision.output == decided({k: v for k, v in body.items()
+                                               if k != "decision_id"})  # no wording logged
+            assert all(r["text_en"] for o in result.output["offers"] for r in o["reasons"])
             assert [o["product_id"] for o in result.output["offers"]] == _offer_ids(body)
             assert result.output["model_version"] == body["model_version"]
         assert log.count() == len(served) + 1  # and the one read before the decline
@@ -399,8 +403,9 @@ def test_nbo_replay_prints_same_true(trained, state, client, chosen, capsys):
     assert printed["same"] is True and printed["decision_id"] == body["decision_id"]
     assert printed["model_version"] == body["model_version"]
     assert printed["policy_version"] == body["policy_version"] == "policy-2026.1"
-    assert printed["replayed"]["offers"] == printed["logged"]["offers"]
+    assert decided(printed["replayed"]["offers"]) == printed["logged"]["offers"]
     assert [o["product_id"] for o in printed["replayed"]["offers"]] == _offer_ids(body)
+    assert printed["replayed"]["offers"][0]["reasons"][0]["text_zh"]  # the wording, again
 
 
 def test_nbo_replay_of_an_unknown_decision_fails_cleanly(trained, state, client, chosen):
