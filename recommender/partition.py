@@ -254,6 +254,7 @@ def _split_in_child(customers_path: Path, holdings_path: Path,
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         raise DataValidationError(f"splitting the extracts failed: {lines[-1]}",
                                   source=str(bank.source))
+    log.info("split in a child process; its peak memory: %s", done.stdout.strip() or "unknown")
 
 
 def _split_job(job: dict) -> None:
@@ -375,9 +376,22 @@ def open_customers(data_dir: str | Path, model, part_size: int = DEFAULT_PART_SI
                            config.acquisition.n_lags)
 
 
+def _own_peak() -> str:
+    """This process's own peak resident memory (VmHWM: since its exec, unlike ru_maxrss,
+    which also counts the parent's pages a fork shared)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return f"{int(line.split()[1]) / 1024:.0f} MB"
+    except (OSError, ValueError):
+        pass
+    return "unknown"
+
+
 if __name__ == "__main__":  # the split child: python -m recommender.partition '<job json>'
     try:
         _split_job(json.loads(sys.argv[1]))
     except (DataValidationError, OSError, ValueError) as exc:
         sys.stderr.write(f"{exc}\n")
         sys.exit(2)
+    sys.stdout.write(_own_peak() + "\n")
