@@ -149,7 +149,7 @@ class ServedScores:
             raise ConfigError(f"score table mode must be one of {list(MODES)}, got {mode!r}")
         self.mode, self.book, self.table = mode, book, None
         self.folder = table_folder(state_dir, book, model)
-        self._next_check = 0.0
+        self._next_check, self._discarded = 0.0, False
         if mode == "off" or self._open():
             return
         if mode == "background" and data_dir is not None and models_dir is not None:
@@ -170,13 +170,13 @@ class ServedScores:
         right). It is a cache, so it never stops the service; deleting its folder has the
         next start (or reload) build it again."""
         log.error("not using the score table %s: %s; scoring live", self.folder, reason)
-        self.table, self.mode = None, "off"
+        self.table, self._discarded = None, True
 
     def at(self, position: int) -> RankerScores | None:
         """The customer's precomputed scores, or None while there is no table."""
         if self.table is None:
             now = time.monotonic()
-            if self.mode == "off" or now < self._next_check:
+            if self.mode == "off" or self._discarded or now < self._next_check:
                 return None
             self._next_check = now + self.RECHECK_SECONDS
             if not self._open():
