@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from scipy.optimize import linprog
 
+from recommender.assignment import greedy_assign
 from recommender.book import CustomerBook
 from recommender.campaign import (
     OUTPUT_COLUMNS,
     CampaignSpec,
-    greedy_assign,
     run_campaign,
     summary,
     top_customers,

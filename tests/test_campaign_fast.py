@@ -20,9 +20,10 @@ import scipy.sparse as sp
 from recommender import campaign as campaign_module
 from recommender import columns as C
 from recommender import training
+from recommender.assignment import greedy_assign
 from recommender.book import CustomerBook
 from recommender.calibration import Calibrator
-from recommender.campaign import CampaignSpec, _candidates, _Plan, greedy_assign
+from recommender.campaign import CampaignSpec, _candidates, _Plan
 from recommender.catalog import load_catalog
 from recommender.config import TrainConfig
 from recommender.data import BankData, validate_customers, validate_holdings

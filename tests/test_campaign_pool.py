@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.campaign import _Candidates, greedy_assign
+from recommender.assignment import greedy_assign
+from recommender.campaign import _Candidates
 from recommender.ranker import changed_rows
 
 
