@@ -166,6 +166,22 @@ def _json_default(value: Any) -> Any:
     return plain
 
 
+def _checked(source: str, model_version: str, policy_version: str, policy_text: str,
+             inputs: Any, output: Any, at: datetime | None) -> datetime:
+    """The decision's time (now if ``at`` is None), once its arguments pass the checks."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if not all(isinstance(text, str) and text
+               for text in (model_version, policy_version, policy_text)):
+        raise ValueError("model_version, policy_version and policy_text must be non-empty str")
+    when = datetime.now(UTC) if at is None else at
+    if when.tzinfo is None:
+        raise ValueError("at must be timezone-aware (UTC); got a naive datetime")
+    if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
+        raise TypeError("inputs and output must be dicts")
+    return when
+
+
 class DecisionLog:
     """Append-only record of served decisions in one SQLite file, shared by threads and workers.
 
@@ -247,16 +263,7 @@ class DecisionLog:
     def _prepare(self, *, customer_id: str, source: str, model_version: str, policy_version: str,
                  policy_text: str, inputs: dict, output: dict, at: datetime | None = None
                  ) -> tuple[tuple, tuple[str, str, str]]:
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        if not all(isinstance(text, str) and text
-                   for text in (model_version, policy_version, policy_text)):
-            raise ValueError("model_version, policy_version and policy_text must be non-empty str")
-        when = datetime.now(UTC) if at is None else at
-        if when.tzinfo is None:
-            raise ValueError("at must be timezone-aware (UTC); got a naive datetime")
-        if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
-            raise TypeError("inputs and output must be dicts")
+        when = _checked(source, model_version, policy_version, policy_text, inputs, output, at)
         plain = {"inputs": _jsonable(inputs, "inputs"), "output": _jsonable(output, "output")}
         policy_hash = hashlib.sha256(policy_text.encode()).hexdigest()
         row = (uuid.uuid4().hex, when.astimezone(UTC).isoformat(timespec="microseconds"), source,
@@ -317,21 +324,12 @@ class DecisionLog:
 
     def _enqueue(self, customer_id: str, source: str, model_version: str, policy_version: str,
                  policy_text: str, inputs: dict, output: dict, at: datetime | None) -> str:
-        """Check what can be checked now, queue the decision, and name it."""
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        if not all(isinstance(text, str) and text
-                   for text in (customer_id, model_version, policy_version, policy_text)):
-            raise ValueError("customer_id, model_version, policy_version and policy_text must be "
-                             "non-empty str")
-        if not isinstance(inputs, Mapping) or not isinstance(output, Mapping):
-            raise TypeError("inputs and output must be dicts")
-        when = datetime.now(UTC) if at is None else at
-        if when.tzinfo is None:
-            raise ValueError("at must be timezone-aware (UTC); got a naive datetime")
+        """Check what can be checked now (as ``record`` does), queue the decision, name it."""
+        when = _checked(source, model_version, policy_version, policy_text, inputs, output, at)
+        customer = self.customer_hash(customer_id)
         decision_id = uuid.uuid4().hex
         with self._queue_lock:
-            self._queue.append((decision_id, when, source, customer_id, model_version,
+            self._queue.append((decision_id, when, source, customer, model_version,
                                 policy_version, policy_text, inputs, output))
         if self._flusher_pid != os.getpid():  # first queued decision of this process
             self._start_flusher()
@@ -382,12 +380,12 @@ class DecisionLog:
                           ensure_ascii=False).encode()
         digest, pack_id = hashlib.sha256(pack).hexdigest(), uuid.uuid4().hex
         policies, rows = {}, []
-        for i, (decision_id, when, source, customer_id, model, version, text, _, _) in \
+        for i, (decision_id, when, source, customer, model, version, text, _, _) in \
                 enumerate(queued):
             policy_hash = policies.setdefault(
                 (version, text), hashlib.sha256(text.encode()).hexdigest())
             rows.append((decision_id, when.astimezone(UTC).isoformat(timespec="microseconds"),
-                         source, self.customer_hash(customer_id), model, version,
+                         source, customer, model, version,
                          f"{digest}:{i}", b"", policy_hash, pack_id, i))
         self._write(rows, [(v, h, t) for (v, t), h in policies.items()],
                     (pack_id, digest, self._fernet.encrypt(pack)))
