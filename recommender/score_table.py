@@ -136,8 +136,8 @@ class ServedScores:
     """The score table one service reads: ``at`` answers None (score live) until it is built.
 
     ``mode`` is ``"off"`` (always live), ``"use"`` (the table if it was built, e.g. by
-    ``nbo serve``) or ``"background"`` (if not built, build it in a child process now and
-    start reading it once it is there).
+    ``nbo serve``) or ``"background"`` (if not built, ``build_missing`` builds it in a child
+    process and answers start reading it once it is there).
     """
 
     RECHECK_SECONDS = 2.0
@@ -150,12 +150,20 @@ class ServedScores:
         self.mode, self.book, self.table = mode, book, None
         self.folder = table_folder(state_dir, book, model)
         self._next_check, self._discarded = 0.0, False
-        if mode == "off" or self._open():
+        self._job = (data_dir, models_dir, model.version, state_dir)
+        if mode != "off":
+            self._open()
+
+    def build_missing(self) -> None:
+        """In background mode, start building a missing table: call it once the model has
+        passed its checks, so a rejected model never costs a build."""
+        data_dir, models_dir, version, state_dir = self._job
+        if self.mode != "background" or self.table is not None or self._discarded \
+                or data_dir is None or models_dir is None:
             return
-        if mode == "background" and data_dir is not None and models_dir is not None:
-            log.info("no score table for model %s yet: scoring live while a child process "
-                     "builds %s", model.version, self.folder)
-            build_in_child(data_dir, models_dir, model.version, state_dir, wait=False)
+        log.info("no score table for model %s yet: scoring live while a child process builds "
+                 "%s", version, self.folder)
+        build_in_child(data_dir, models_dir, version, state_dir, wait=False)
 
     def _open(self) -> bool:
         if (self.folder / _META).exists():

@@ -202,6 +202,7 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
                               product_ids=[str(p) for p in engine.catalog.ids.external_ids])
     scores = ServedScores(score_tables, state_dir, book, engine.model, data_dir=data_dir,
                           models_dir=models_dir)
+    scores.build_missing()
     log.info("serving model %s (%s) with policy %s for %d customers (%s)",
              engine.model.version, engine.model.served, engine.policy.version, len(book),
              "precomputed scores" if scores.table is not None else "live scoring")
@@ -256,6 +257,7 @@ def reload_service(served: OfferService, data_dir: str | Path, models_dir: str |
                           models_dir=models_dir)
     candidate = OfferService(engine, book, served.responses, served.decisions, scores)
     smoke_test(candidate)
+    scores.build_missing()
     return candidate
 
 

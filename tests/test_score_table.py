@@ -155,6 +155,8 @@ def test_in_background_mode_a_missing_table_is_built_while_answers_score_live(
     book = open_book(data, model, tmp_path / "book-cache")
     monkeypatch.setattr(ServedScores, "RECHECK_SECONDS", 0.0)
     scores = ServedScores("background", tmp_path, book, model, data_dir=data, models_dir=models)
+    assert scores.table is None
+    scores.build_missing()
     deadline = time.monotonic() + 120
     while scores.at(3) is None:  # live scoring meanwhile
         assert time.monotonic() < deadline, "the background build never finished"
