@@ -258,13 +258,20 @@ def test_sign_in_look_up_and_see_profile_and_offers(browser, console, customers,
     assert browser.save_screenshot(str(SCREENSHOT)), f"could not write {SCREENSHOT}"
 
 
-def test_declining_an_offer_records_it_and_the_offer_disappears(browser, console, customers,
-                                                                 page):
-    cid = customers[1]
+def _answer_first_offer(browser, page, cid: str, outcome: str) -> str:
+    """Sign in, look the customer up and press ``outcome`` on their first offer; its id."""
     page(signed_in=True)
     _look_up(browser, cid)
     first = _offers_of(browser, cid)[0]
-    _card(browser, first).find_element(By.CSS_SELECTOR, 'button[data-outcome="declined"]').click()
+    _card(browser, first).find_element(By.CSS_SELECTOR,
+                                       f'button[data-outcome="{outcome}"]').click()
+    return first
+
+
+def test_declining_an_offer_records_it_and_the_offer_disappears(browser, console, customers,
+                                                                 page):
+    cid = customers[1]
+    first = _answer_first_offer(browser, page, cid, "declined")
 
     _wait(browser, lambda d: first not in _offers_of(d, cid), "the declined offer to go")
     assert re.search(r"Recorded: .* declined", _message(browser))
@@ -278,10 +285,7 @@ def test_declining_an_offer_records_it_and_the_offer_disappears(browser, console
 def test_not_now_records_an_unanswered_show_and_keeps_the_offer(browser, console, customers,
                                                                 page):
     cid = customers[2]
-    page(signed_in=True)
-    _look_up(browser, cid)
-    first = _offers_of(browser, cid)[0]
-    _card(browser, first).find_element(By.CSS_SELECTOR, 'button[data-outcome="shown"]').click()
+    first = _answer_first_offer(browser, page, cid, "shown")
     _wait_message(browser, r"Recorded: .* not now")
     assert [(r["product_id"], r["outcome"]) for r in console.service.list_responses(cid)] == \
         [(first, "shown")]
