@@ -1,6 +1,10 @@
 """Decision log: known answers on tiny records; what is on disk is scanned for data in clear."""
 
+import base64
 import hashlib
+import hmac
+import json
+import math
 import os
 import re
 import sqlite3
@@ -20,6 +24,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from recommender.decisions import (
+    COMPRESSED_LIST_PACK,
     Decision,
     DecisionLog,
     DecisionLogError,
@@ -155,6 +160,14 @@ def test_customer_hash_is_keyed_stable_and_not_a_bare_sha256(tmp_path, key):
         assert digest != other_key.customer_hash(CUSTOMER)
         assert digest != first.customer_hash("CUST-ZX-31416")
         assert digest != hashlib.sha256(CUSTOMER.encode()).hexdigest()
+
+
+def test_customer_hash_is_the_hmac_logs_were_written_with(log, key):
+    """A changed construction would lose every customer's earlier decisions to for_customer."""
+    hash_key = hmac.digest(base64.urlsafe_b64decode(key),
+                           b"recommender.decisions customer_hash v1", "sha256")
+    expected = hmac.new(hash_key, CUSTOMER.encode(), hashlib.sha256).hexdigest()
+    assert log.customer_hash(CUSTOMER) == expected
 
 
 def test_nothing_about_the_customer_is_stored_in_clear(tmp_path, key):
@@ -368,3 +381,94 @@ def test_a_tampered_pack_of_queued_answers_is_refused(queued, tmp_path, key):
 def test_flush_seconds_must_be_a_number_of_seconds(tmp_path, key):
     with pytest.raises(ValueError, match="flush_seconds"):
         DecisionLog(tmp_path / "x.db", key, flush_seconds=-1)
+
+
+NUMPY_INPUTS = {"age": np.int64(34), "income": np.float64(987654.321), "active": np.bool_(True),
+                "scores": np.array([0.5, 0.25]), "ratio": np.float32(0.1),
+                "seen": pd.Timestamp("2024-05-01 09:30", tz="UTC"), "pair": (1, 2),
+                "opened": np.datetime64("2020-01-02T03:04:05"), "segment": np.str_("mid"),
+                "at": datetime(2024, 5, 1, 9, 30, tzinfo=timezone(timedelta(hours=8)))}
+
+
+@pytest.mark.parametrize("inputs", [
+    NUMPY_INPUTS,
+    # keys that are not plain str and ints beyond 64 bits take the slower, converting way
+    {**NUMPY_INPUTS, "confidence": {np.str_("bond_fund"): 1.5}, "big": 2**70},
+])
+def test_queued_values_are_recorded_as_unqueued_ones_are(queued, log, inputs):
+    expected = log.get(log.record(**_row(inputs=inputs))).inputs
+    assert queued.get(queued.record(**_row(inputs=inputs))).inputs == expected
+    assert expected["ratio"] == float(np.float32(0.1)) and expected["pair"] == [1, 2]
+
+
+def test_a_queued_value_that_cannot_be_recorded_is_refused_by_record(queued):
+    """Refused when recorded, as unqueued: not left in the queue to fail every flush."""
+    with pytest.raises(TypeError, match=r"inputs\.profile\.income: Decimal"):
+        queued.record(**_row(inputs={"profile": {"income": Decimal("1.5")}}))
+    with pytest.raises(TypeError, match="key 3 is not a str"):
+        queued.record(**_row(output={3: "x"}))
+    with pytest.raises(TypeError, match="customer_id must be a str"):
+        queued.record(**_row(customer_id=31415))
+    with pytest.raises(ValueError, match="customer_id is empty"):
+        queued.record(**_row(customer_id=""))
+    decision_id = queued.record(**_row())
+    assert queued.count() == 1 and queued.get(decision_id).inputs == PROFILE
+
+
+def test_a_queued_decision_is_what_was_served_when_it_was_recorded(queued):
+    inputs, output = {"holdings": ["current_account"]}, {"offers": [{"rank": 1}]}
+    decision_id = queued.record(**_row(inputs=inputs, output=output))
+    inputs["holdings"].append("mortgage")
+    output["offers"].clear()
+    decision = queued.get(decision_id)
+    assert decision.inputs == {"holdings": ["current_account"]}
+    assert decision.output == {"offers": [{"rank": 1}]}
+
+
+def test_nan_in_a_queued_decision_is_recorded_as_null(queued):
+    decision_id = queued.record(**_row(output={"score": float("nan"), "gain": float("inf")}))
+    assert queued.get(decision_id).output == {"score": None, "gain": None}
+
+
+def test_decision_ids_are_32_hex_digits_in_time_order(queued, log):
+    for opened in (queued, log):
+        ids = []
+        for _ in range(3):
+            ids.append(opened.record(**_row()))
+            time.sleep(0.002)
+        assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+        assert sorted(ids) == ids and len(set(ids)) == 3
+
+
+def _old_list_pack(path, key: bytes, answers: list[dict]) -> list[str]:
+    """Queued answers as logs stored them before packs were compressed (nbo-decision-list/1)."""
+    pack = json.dumps({"format": "nbo-decision-list/1", "decisions": answers},
+                      separators=(",", ":")).encode()
+    digest = hashlib.sha256(pack).hexdigest()
+    ids = [f"{i:032x}" for i in range(len(answers))]
+    policy_hash = hashlib.sha256(POLICY.encode()).hexdigest()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("INSERT INTO decision_packs (id, digest, payload) VALUES (?, ?, ?)",
+                     ("old-pack", digest, Fernet(key).encrypt(pack)))
+        conn.execute("INSERT OR IGNORE INTO policies VALUES (?, ?, ?)",
+                     ("policy-3", policy_hash, POLICY))
+        conn.executemany(
+            "INSERT INTO decisions (id, created_at, source, customer_hash, model_version, "
+            "policy_version, inputs_fingerprint, payload, policy_hash, pack_id, pack_row) "
+            "VALUES (?, '2024-05-01T00:00:00.000000+00:00', 'api', ?, 'm-2024-05', "
+            "'policy-3', ?, x'', ?, 'old-pack', ?)",
+            [(ids[i], hashlib.sha256(b"?").hexdigest(), f"{digest}:{i}", policy_hash, i)
+             for i in range(len(answers))])
+    return ids
+
+
+def test_packs_are_compressed_and_older_uncompressed_packs_stay_readable(queued, key):
+    queued.record(**_row())
+    queued.flush()
+    (token,) = _sql(queued.path, "SELECT payload FROM decision_packs")[0]
+    assert Fernet(key).decrypt(token).startswith(COMPRESSED_LIST_PACK)
+    ids = _old_list_pack(queued.path, key, [{"inputs": {"income": 1.0}, "output": {"rank": 1}},
+                                            {"inputs": {"income": math.nan}, "output": {}}])
+    assert queued.get(ids[0]).inputs == {"income": 1.0}
+    assert queued.get(ids[0]).output == {"rank": 1}
+    assert math.isnan(queued.get(ids[1]).inputs["income"])  # json wrote NaN; still read
