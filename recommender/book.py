@@ -68,10 +68,10 @@ class CustomerBatch:
 
     def profile_records(self, rows: list[int]) -> list[dict[str, Any]]:
         """These rows' profiles as plain values (str, int, float, bool, ISO dates; None when
-        missing), as a decision records them."""
+        missing), as a decision records them: never the protected attributes."""
         if self.records is not None:
             return self.records(rows)
-        frame = self.profiles.iloc[rows]
+        frame = self.profiles.iloc[rows].drop(columns=list(C.PROTECTED), errors="ignore")
         return [{name: plain_value(value) for name, value in zip(frame.columns, row, strict=True)}
                 for row in frame.to_numpy(dtype=object)]
 

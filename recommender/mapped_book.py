@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from functools import partial
+import math
+from collections.abc import Callable
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +128,17 @@ class MappedBook:
         self._categories = {name: np.asarray(spec["categories"], dtype=object)
                             for name, spec in self._columns.items()
                             if spec["kind"] == "category"}
+        self._readers = {name: self._reader(name, spec) for name, spec in self._columns.items()
+                         if name not in C.PROTECTED}
         shape = (self._n, len(catalog))
         self.lags = tuple(self._matrix(load, f"lag{k}", shape) for k in range(meta["lags"]))
-        self.confidence = self._matrix(load, "confidence", shape)
+        if self.lags and self.weighting == "binary":  # then CF confidence is the holdings
+            self.confidence = self.lags[0]  # (confidence_matrix): one row to read, not two
+        else:
+            self.confidence = self._matrix(load, "confidence", shape)
         self.held = self.lags[0] if self.lags else self.confidence
+        # What scipy's checked constructor sets on an empty row of this book (``_one_row``).
+        self._row_attributes = vars(sp.csr_matrix((1, len(catalog)), dtype=np.float32))
 
     @staticmethod
     def _matrix(load, name: str, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -163,54 +172,86 @@ class MappedBook:
     def _column(self, name: str, spec: dict[str, Any], positions: np.ndarray) -> np.ndarray:
         """One profile column at ``positions``: text as str objects, else its own dtype."""
         if spec["kind"] == "ids":
-            return self._ids[positions].astype(str).astype(object)
+            return np.array(self._id_texts(positions), dtype=object)
         values = self._profile[name][positions]
         return self._categories[name][values] if spec["kind"] == "category" else values
 
+    def _id_texts(self, positions: np.ndarray | slice) -> list[str]:
+        """The customer ids at ``positions`` (saved as ASCII bytes), as ``str``."""
+        return [value.decode("ascii") for value in self._ids[positions].tolist()]
+
     def profile_records(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """Profiles as plain values (``CustomerBatch.profile_records``), without pandas."""
-        columns = {}
-        for name, spec in self._columns.items():
-            values = self._column(name, spec, positions)
-            if values.dtype == object:
-                columns[name] = values.tolist()
-            elif values.dtype.kind == "M":
-                columns[name] = [plain_value(pd.Timestamp(v)) for v in values]
-            else:
-                columns[name] = [plain_value(v) for v in values.tolist()]
-        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        at = _index(np.asarray(positions))
+        columns = [read(at) for read in self._readers.values()]
+        return [dict(zip(self._readers, row, strict=True)) for row in zip(*columns, strict=True)]
+
+    def _reader(self, name: str, spec: dict[str, Any],
+                ) -> Callable[[np.ndarray | slice], list[Any]]:
+        """Reads a profile column at some positions as the values ``plain_value`` gives: set
+        up once per book, as a decision reads one customer and lookups or pandas would cost
+        more than the read."""
+        if spec["kind"] == "ids":
+            return self._id_texts
+        values = self._profile[name]
+        if spec["kind"] == "category":
+            categories = self._categories[name].tolist()
+            return lambda positions: [categories[code] for code in values[positions].tolist()]
+        if values.dtype.kind == "M":  # a few thousand distinct days: each one's text made once
+            unit = np.datetime_data(values.dtype)[0]
+            text = lru_cache(maxsize=4096)(
+                lambda value: plain_value(pd.Timestamp(np.datetime64(value, unit))))
+            return lambda positions: [text(value) for value in values[positions].tolist()]
+        if values.dtype.kind == "f":  # NaN is missing, as for plain_value
+            return lambda positions: [None if math.isnan(value) else value
+                                      for value in values[positions].tolist()]
+        return lambda positions: values[positions].tolist()
 
     def batch(self, positions: np.ndarray) -> CustomerBatch:
         """These customers; their profiles table is built only if something reads it."""
         positions = np.asarray(positions, dtype=np.int64)
-        rows = _one_row if len(positions) == 1 else _sliced
-        lags = tuple(rows(lag, positions) for lag in self.lags)
+        at = _index(positions)
+        rows: Callable[[sp.csr_matrix], sp.csr_matrix] = (
+            partial(self._one_row, position=at.start) if isinstance(at, slice)
+            else lambda matrix: matrix[positions])
+        lags = tuple(map(rows, self.lags))
+        held = lags[0] if lags else rows(self.held)
+        confidence = held if self.confidence is self.held else rows(self.confidence)
         return CustomerBatch(
-            customer_ids=self._ids[positions].astype(str).astype(object),
-            profile_frame=partial(self.profiles_at, positions),
-            held=lags[0] if lags else rows(self.held, positions),
-            confidence=rows(self.confidence, positions),
-            stages=np.asarray(self.stage_codes[positions]), lags=lags,
-            present=np.asarray(self.present[positions]),
-            records=lambda rows: self.profile_records(positions[rows]),
-            arrays=self.profile_arrays.take(positions))
+            customer_ids=np.array(self._id_texts(at), dtype=object),
+            profile_frame=partial(self.profiles_at, positions), held=held,
+            confidence=confidence, stages=self.stage_codes[at], lags=lags,
+            present=self.present[at], records=lambda rows: self.profile_records(positions[rows]),
+            arrays=self.profile_arrays.take(at))
+
+    def _one_row(self, matrix: sp.csr_matrix, position: int) -> sp.csr_matrix:
+        """One customer's row, straight from the mapped arrays.
+
+        scipy's slicing and even its constructor cost more than the rest of the answer
+        (index dtype and format checks, five rows per answer). A row cut from the book's
+        checked matrix needs none of them: it gets the attributes of a checked empty row,
+        then copies of this row's arrays (int32 indices, as saved and as scipy would choose).
+        """
+        lo, hi = matrix.indptr[position:position + 2].tolist()
+        row = sp.csr_matrix.__new__(sp.csr_matrix)
+        row.__dict__.update(self._row_attributes)
+        row.data, row.indices = matrix.data[lo:hi].copy(), matrix.indices[lo:hi].copy()
+        row.indptr = np.array((0, hi - lo), dtype=row.indices.dtype)
+        row.has_sorted_indices = True  # as saved (save_book): no check per answer
+        return row
 
     def held_product_ids(self, position: int) -> list[str]:
         row = self.held[position]
         return self.catalog.ids.to_external(np.sort(row.indices)).tolist()
 
 
-def _sliced(matrix: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
-    return matrix[positions]
-
-
-def _one_row(matrix: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
-    """One customer's row, straight from the mapped arrays (scipy's slicing costs more than
-    the whole answer does otherwise)."""
-    lo, hi = matrix.indptr[positions[0]], matrix.indptr[positions[0] + 1]
-    return sp.csr_matrix((np.array(matrix.data[lo:hi]), np.array(matrix.indices[lo:hi]),
-                          np.array([0, hi - lo], dtype=matrix.indptr.dtype)),
-                         shape=(1, matrix.shape[1]))
+def _index(positions: np.ndarray) -> np.ndarray | slice:
+    """``positions`` to index the book's arrays with: one position (an answer) as a slice,
+    which numpy reads without gathering. Its rows are views then, read-only: nothing writes
+    the arrays of a batch."""
+    if len(positions) == 1:
+        return slice(int(positions[0]), int(positions[0]) + 1)
+    return positions
 
 
 def open_book(data_dir: str | Path, model, cache_dir: str | Path) -> MappedBook:

@@ -47,42 +47,52 @@ def batch_decision_inputs(batch: CustomerBatch, catalog: Catalog, contact: Conta
 
 def _inputs(batch: CustomerBatch, names: np.ndarray, contact: ContactState,
             context: DecisionContext, limit: int, rows: list[int] | None) -> list[dict[str, Any]]:
+    """The inputs of these rows' decisions. Arrays become lists once, not value by value, and
+    the API's one-customer batch is read whole, not indexed: numpy calls on single values would
+    cost more than the answer's rules."""
     whole = rows is None or list(rows) == list(range(len(batch)))
     rows = list(range(len(batch))) if rows is None else list(rows)
     records = batch.profile_records(rows)
-    idx = np.asarray(rows, dtype=np.int64)
+    idx = None if whole else np.asarray(rows, dtype=np.int64)
+    names = names.tolist()
 
-    def rows_of(matrix) -> sp.csr_matrix:  # the API's one-customer batch needs no slicing
-        csr = matrix if whole else matrix[idx]
+    def rows_of(array: Any) -> Any:  # an array or matrix row-aligned with the batch
+        return array if idx is None else array[idx]
+
+    def csr_rows(matrix: Any) -> sp.csr_matrix:
+        csr = rows_of(matrix)
         if not isinstance(csr, sp.csr_matrix):
             csr = sp.csr_matrix(csr)
         if not csr.has_sorted_indices:
             csr = csr.sorted_indices()
         return csr
 
-    def ids(matrix) -> list[list[str]]:
-        csr = rows_of(matrix)
-        return [names[csr.indices[a:b]].tolist() for a, b in
-                zip(csr.indptr[:-1], csr.indptr[1:], strict=True)]
+    def named(bounds: np.ndarray, columns: np.ndarray) -> list[list[str]]:
+        """Each row's product ids, from CSR row bounds into ``columns``."""
+        bounds, columns = bounds.tolist(), columns.tolist()
+        return [[names[c] for c in columns[a:b]]
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    lags = [ids(lag) for lag in batch.lags]
-    masks = {m: [names[np.flatnonzero(row)].tolist() for row in getattr(contact, m)[idx]]
-             for m in _CONTACT_MASKS}
-    confidence = rows_of(batch.confidence)
+    lags = [named(csr.indptr, csr.indices) for csr in map(csr_rows, batch.lags)]
+    masks = {m: [[name for name, on in zip(names, row, strict=True) if on]
+                 for row in rows_of(getattr(contact, m)).tolist()] for m in _CONTACT_MASKS}
+    present = (np.asarray(rows_of(batch.present), dtype=bool).tolist()
+               if batch.present is not None else [[] for _ in rows])
+    shown = rows_of(contact.shown_today).tolist()
+    confidence = csr_rows(batch.confidence)
+    bounds, columns = confidence.indptr.tolist(), confidence.indices.tolist()
+    weights = np.asarray(confidence.data, dtype=np.float64).tolist()
     ctx = {"channel": context.channel, "intent": context.intent,
            "at": context.now().isoformat()}
     out = []
-    for k, i in enumerate(rows):
-        a, b = confidence.indptr[k], confidence.indptr[k + 1]
+    for k, record in enumerate(records):
+        a, b = bounds[k], bounds[k + 1]
         out.append({
-            "profile": {key: v for key, v in records[k].items() if key != C.GENDER},  # never
+            "profile": record,
             "lags": [lag[k] for lag in lags],
-            "present": ([bool(p) for p in batch.present[i]] if batch.present is not None
-                        else []),
-            "confidence": {names[c]: float(v) for c, v in
-                           zip(confidence.indices[a:b], confidence.data[a:b], strict=True)},
-            "contact": {**{m: masks[m][k] for m in _CONTACT_MASKS},
-                        "shown_today": int(contact.shown_today[i])},
+            "present": present[k],
+            "confidence": {names[c]: v for c, v in zip(columns[a:b], weights[a:b], strict=True)},
+            "contact": {**{m: masks[m][k] for m in _CONTACT_MASKS}, "shown_today": int(shown[k])},
             "context": ctx, "limit": int(limit),
         })
     return out

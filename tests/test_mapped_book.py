@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from recommender import artifacts
+from recommender import columns as C
 from recommender.book import load_book
 from recommender.exceptions import ArtifactError, UnknownCustomerError
 from recommender.mapped_book import MappedBook, book_key, open_book
+from recommender.policy import ContactState, DecisionContext
+from recommender.replay import batch_decision_inputs, decision_inputs
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +105,47 @@ def test_plain_profile_records_and_decoded_arrays_equal_the_extracts(served_demo
     assert one.profile_records([0]) == [records[7]]
     assert "profiles" not in vars(one)  # the table is built only when something reads it
     pd.testing.assert_frame_equal(one.profiles, book.batch(np.array([7])).profiles)
+
+
+def test_a_one_customer_row_is_the_row_scipy_cuts(served_demo_bank, model, tmp_path):
+    """The answer's rows skip scipy's constructor: the same arrays, dtypes and attributes."""
+    mapped = open_book(served_demo_bank["DATA_DIR"], model, tmp_path)
+    counts = np.diff(mapped.held.indptr)
+    for position in [int(np.argmin(counts)), int(np.argmax(counts)), len(mapped) - 1]:
+        one = mapped.batch(np.array([position]))
+        for row, matrix in zip((*one.lags, one.confidence), (*mapped.lags, mapped.confidence),
+                               strict=True):
+            cut = matrix[[position]]
+            assert set(vars(cut)) <= set(vars(row))  # nothing scipy sets is missing
+            for name in ("data", "indices", "indptr"):
+                got, expected = getattr(row, name), getattr(cut, name)
+                assert got.dtype == expected.dtype and np.array_equal(got, expected), name
+                assert got.flags.writeable  # copies, not views of the mapped file
+            assert row.shape == cut.shape and row.has_sorted_indices
+            row.check_format(full_check=True)
+            assert (row != cut).nnz == 0
+    if model.config.cf.weighting == "binary":  # CF confidence is the holdings: read once
+        assert mapped.confidence is mapped.held and one.confidence is one.held
+
+
+def test_decision_inputs_are_the_same_for_one_customer_a_batch_and_the_extracts(
+        served_demo_bank, model, tmp_path):
+    """The one-customer fast paths record exactly what the general ones do, as JSON too."""
+    data = served_demo_bank["DATA_DIR"]
+    book, mapped = load_book(data, model), open_book(data, model, tmp_path)
+    positions = np.random.default_rng(5).permutation(len(book))[:6]
+    n, products = len(positions), len(model.catalog)
+    rng = np.random.default_rng(6)
+    contact = ContactState(*(rng.random((n, products)) < 0.2 for _ in range(3)),
+                           shown_today=rng.integers(0, 3, n))
+    context = DecisionContext("branch", None, datetime(2026, 1, 15, 9, tzinfo=UTC))
+    rows = [4, 1, 1]
+    many = batch_decision_inputs(mapped.batch(positions), model.catalog, contact, context, 5,
+                                 rows)
+    extracts = batch_decision_inputs(book.batch(positions), model.catalog, contact, context, 5,
+                                     rows)
+    single = [decision_inputs(mapped.batch(positions[[i]]), 0, model.catalog,
+                              contact.take(np.array([i])), context, 5) for i in rows]
+    assert json.dumps(many) == json.dumps(extracts) == json.dumps(single)
+    assert many == extracts == single
+    assert all(C.GENDER not in inputs["profile"] for inputs in many)  # never recorded
