@@ -63,6 +63,10 @@ class Catalog:
     version: str = "unversioned"
     source: str = "<memory>"
     ids: IdMap = field(init=False, repr=False, compare=False)
+    _columns: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False,
+                                            compare=False)
+    _residencies: dict[tuple[str, ...], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ids", IdMap([p.id for p in self.products], "product"))
@@ -83,8 +87,27 @@ class Catalog:
         return self.products[self.ids.position(product_id)]
 
     def column(self, name: str) -> np.ndarray:
-        """One attribute of every product as an array in catalog order."""
-        return np.array([getattr(p, name) for p in self.products])
+        """One attribute of every product as an array in catalog order. Read-only, built once
+        per attribute: a decision for one customer reads several, and building one costs
+        more than using it."""
+        column = self._columns.get(name)
+        if column is None:
+            column = np.array([getattr(p, name) for p in self.products])
+            column.setflags(write=False)
+            self._columns[name] = column
+        return column
+
+    def residency_matrix(self, residencies: tuple[str, ...]) -> np.ndarray:
+        """Boolean (len(residencies) x n_products): the product accepts the residency.
+        Read-only, built once per tuple of values (a book decodes one for all its customers)."""
+        accepts = self._residencies.get(residencies)
+        if accepts is None:
+            accepts = np.array([[value in p.residency for p in self.products]
+                                for value in residencies],
+                               dtype=bool).reshape(len(residencies), len(self))
+            accepts.setflags(write=False)
+            self._residencies[residencies] = accepts
+        return accepts
 
     def prerequisite_matrix(self) -> np.ndarray:
         """Boolean (n_products x n_products): ``[i, j]`` is True when ``j`` requires ``i``.

@@ -6,7 +6,9 @@ offer the API would refuse can never appear in a campaign list (and vice versa).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,12 +23,13 @@ from .catalog import Catalog
 # product is then a contiguous pass over the customers, several times faster than rows of a
 # few products each when customers are many.
 Products = np.ndarray | None
+T = TypeVar("T")
 
 
 def product_columns(values: np.ndarray, products: Products) -> np.ndarray:
     """Per-product values (products on the last axis) restricted to ``products``; masks
     computed product by product stay so (each product's customers contiguous)."""
-    return values if products is None else np.take(values.T, products, axis=0).T
+    return values if products is None else values.T.take(products, axis=0).T
 
 
 def age_mask(age: np.ndarray, catalog: Catalog, products: Products = None) -> np.ndarray:
@@ -48,9 +51,8 @@ def residency_mask(codes: np.ndarray, residencies: Sequence[str], catalog: Catal
                    products: Products = None) -> np.ndarray:
     """The customer's residency (``residencies[code]``) is one the product accepts: one lookup
     per distinct value, not per customer."""
-    accepts = np.array([[value in p.residency for p in catalog.products] for value in residencies],
-                       dtype=bool).reshape(len(residencies), len(catalog))
-    return np.take(product_columns(accepts, products).T, codes, axis=1).T
+    accepts = catalog.residency_matrix(tuple(residencies))
+    return product_columns(accepts, products).T.take(codes, axis=1).T
 
 
 def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
@@ -63,6 +65,7 @@ def eligibility_mask(customers: pd.DataFrame, catalog: Catalog) -> np.ndarray:
 
 
 _WORD = 64  # products per word of a holding set (bit p & 63 of word p >> 6)
+_BITS = np.uint64(1) << np.arange(_WORD, dtype=np.uint64)  # bit b of a word: _BITS[b]
 _FEW = 64  # customers: up to this many, holding sets are read from a dense matrix
 
 
@@ -72,7 +75,7 @@ def holding_sets(held: sp.spmatrix | np.ndarray) -> np.ndarray:
     operations per product, not dense customers x products matrices."""
     if held.shape[0] <= _FEW:  # a decision for one customer: fewer steps through dense bits
         dense = held.toarray() if sp.issparse(held) else np.asarray(held)
-        return product_words((dense > 0).T)
+        return _words(dense > 0)
     if not (sp.issparse(held) and held.format == "csr"):
         held = sp.csr_matrix(held)
     if not (held.data > 0).all():
@@ -110,46 +113,71 @@ def _bit_sums(held: sp.csr_matrix) -> np.ndarray:
 
 def holds(sets: np.ndarray, products: np.ndarray) -> np.ndarray:
     """Boolean (n_customers x len(products)): the customer holds the product."""
-    products = np.asarray(products, dtype=np.uint64)
-    bits = sets[(products >> np.uint64(6)).astype(np.intp)] >> (products & np.uint64(63))[:, None]
-    return (bits & np.uint64(1)).astype(bool).T
+    words, bits = _derived(np.asarray(products, dtype=np.intp), _word_and_bit)
+    return ((sets[words] & bits) != 0).T
 
+
+def _word_and_bit(products: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each product's word in a holding set, and its bit in that word (a column)."""
+    return products // _WORD, _BITS[products % _WORD][:, None]
+
+
+# holds_all and holds_any compare every word at once, (n_words x n_columns x n_customers):
+# a catalog has one word or a few, and one call per word would cost more than its work
+# when a decision is for one customer.
 
 def holds_all(sets: np.ndarray, words: np.ndarray) -> np.ndarray:
     """Boolean (n_customers x n_columns): the customer holds every product marked in the
     column of ``words`` (``product_words`` of a products x columns matrix)."""
-    result = np.ones((words.shape[1], sets.shape[1]), dtype=bool)
-    for held, mask in zip(sets, words, strict=True):
-        result &= (held[None, :] & mask[:, None]) == mask[:, None]
-    return result.T
+    marked = words[:, :, None]
+    return np.logical_and.reduce((sets[:, None, :] & marked) == marked, axis=0).T
 
 
 def holds_any(sets: np.ndarray, words: np.ndarray) -> np.ndarray:
     """Boolean (n_customers x n_columns): the customer holds a product marked in the column."""
-    result = np.zeros((words.shape[1], sets.shape[1]), dtype=bool)
-    for held, mask in zip(sets, words, strict=True):
-        result |= (held[None, :] & mask[:, None]) != 0
-    return result.T
+    return np.logical_or.reduce((sets[:, None, :] & words[:, :, None]) != 0, axis=0).T
 
 
-_CACHED_WORDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_DERIVED: dict[tuple[int, Callable], tuple[np.ndarray, Any]] = {}
+
+
+def _derived(array: np.ndarray, derive: Callable[[np.ndarray], T]) -> T:
+    """``derive(array)``, computed once for a read-only array: a catalog builds its arrays
+    once, read-only, and a decision for one customer needs what they give every time."""
+    cached = _DERIVED.get((id(array), derive))
+    if cached is not None and cached[0] is array:
+        return cached[1]
+    value = derive(array)
+    if not array.flags.writeable:
+        _DERIVED[(id(array), derive)] = (array, value)
+    return value
 
 
 def product_words(marked: np.ndarray) -> np.ndarray:
     """(n_words x n_columns) uint64: the products marked in each column of ``marked``
-    (n_products x n_columns bool) as bits. A catalog builds its matrices once, read-only:
-    their bits are computed once too (a decision for one customer needs them every time)."""
-    cached = _CACHED_WORDS.get(id(marked))
-    if cached is not None and cached[0] is marked:
-        return cached[1]
-    n_words = -(-marked.shape[0] // _WORD)
-    padded = np.zeros((n_words * _WORD, marked.shape[1]), dtype=bool)
-    padded[:marked.shape[0]] = marked
-    packed = np.packbits(padded, axis=0, bitorder="little")  # 8 bytes a word, low bits first
-    words = np.ascontiguousarray(packed.T).view("<u8").T
-    if not marked.flags.writeable:
-        _CACHED_WORDS[id(marked)] = (marked, words)
-    return words
+    (n_products x n_columns bool) as bits; once for a catalog's (read-only) matrices."""
+    return _derived(marked, _column_words)
+
+
+def _column_words(marked: np.ndarray) -> np.ndarray:
+    return _words(np.asarray(marked, dtype=bool).T)  # 0/1 integers would sum as floats
+
+
+def _words(rows: np.ndarray) -> np.ndarray:
+    """(n_words x n_rows) uint64: the products marked in each row of ``rows`` (n_rows x
+    n_products bool) as bits. Distinct powers of two add up to their bitwise or: one
+    product of matrices, fewer steps than packing bytes."""
+    return (rows @ _word_bits(rows.shape[1])).T
+
+
+@functools.cache
+def _word_bits(n_products: int) -> np.ndarray:
+    """(n_products x n_words) uint64: product p's bit in its word, 0 in the other words."""
+    products = np.arange(n_products)
+    bits = np.zeros((n_products, -(-n_products // _WORD)), dtype=np.uint64)
+    bits[products, products // _WORD] = _BITS[products % _WORD]
+    bits.setflags(write=False)
+    return bits
 
 
 def prerequisites_met(held: sp.spmatrix | np.ndarray, catalog: Catalog,

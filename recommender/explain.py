@@ -23,8 +23,9 @@ class Reason:
         return self.text_zh if lang == "zh" else self.text_en
 
     def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        # A copy of the evidence: an engine shares its reasons between answers.
         return {"code": self.code, "text": self.text(lang), "text_en": self.text_en,
-                "text_zh": self.text_zh, "evidence": self.evidence}
+                "text_zh": self.text_zh, "evidence": dict(self.evidence)}
 
 
 def _percent(rate: float) -> str:
@@ -103,12 +104,12 @@ def take_up_reason(product: Product, stage: LifeStage, stage_rate: float) -> Rea
 
 def next_product_reason(product: Product, probability: float) -> Reason:
     """The acquisition ranker's estimate, in words."""
+    percent = _percent(probability)
     return Reason(
         code="likely_next_product",
         text_en=f"Among customers whose products and profile resemble yours, "
-                f"{_percent(probability)} of what they take up next is {product.name_en}",
-        text_zh=f"与您的产品组合和客户特征相似的客户，下一步办理的产品中"
-                f"{_percent(probability)}是{product.name_zh}",
+                f"{percent} of what they take up next is {product.name_en}",
+        text_zh=f"与您的产品组合和客户特征相似的客户，下一步办理的产品中{percent}是{product.name_zh}",
         evidence={"probability": round(probability, 6)},
     )
 

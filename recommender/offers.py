@@ -8,11 +8,13 @@ customer may get no offer at all when nothing is suitable or worth the contact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from . import columns as C
 from .artifacts import TrainedModel
@@ -148,6 +150,24 @@ class Scored:
         """Products by priority (``priority_order``), sorted when first read."""
         return priority_order(self.priority)
 
+    def chosen(self, i: int) -> list[int]:
+        """Customer ``i``'s offers, best first: the first ``slots[i]`` products by priority
+        that are offerable (a row of ``OfferEngine.offered``, without whole-batch steps)."""
+        priority = self.priority[i].tolist()
+        return [p for p in self.order[i, :self.slots[i]].tolist() if math.isfinite(priority[p])]
+
+
+@dataclass(frozen=True)
+class _FixedReasons:
+    """Reasons for one product that depend only on the customer's life stage and risk grade
+    (``bundle`` and ``stage_popularity`` are None when they do not hold)."""
+
+    suitability: Reason
+    bundle: Reason | None
+    popular_overall: Reason
+    stage_popularity: Reason | None
+    take_up: Reason
+
 
 class OfferEngine:
     """Ranks, filters, arbitrates and explains offers with one trained model and one policy."""
@@ -157,6 +177,7 @@ class OfferEngine:
         self.policy = policy or load_policy()
         self.catalog, self.stages = model.catalog, model.stages
         self.ranker = served_ranker(model)
+        self._fixed: dict[tuple[int, int, str], _FixedReasons] = {}
 
     def propensity(self, scores: np.ndarray) -> np.ndarray:
         """Calibrated monthly take-up probabilities (softmax share when uncalibrated)."""
@@ -198,7 +219,7 @@ class OfferEngine:
         """(n x MAX_OFFERS) product positions offered, best first, -1 padded (no reasons)."""
         width = int(scored.slots.max()) if len(scored.slots) else 0
         top = scored.order[:, :width]
-        keep = np.isfinite(np.take_along_axis(scored.priority, top, axis=1))
+        keep = np.isfinite(scored.priority[np.arange(len(top))[:, None], top])
         keep &= np.arange(width)[None, :] < scored.slots[:, None]
         return np.where(keep, top, -1)
 
@@ -209,47 +230,60 @@ class OfferEngine:
         """One decision per customer of the batch: service actions, offers, notices."""
         context = context or DecisionContext(channel=self.policy.default_channel)
         scored = self.score(batch, limit, context, contact, ranked=ranked)
+        # Per batch, not per customer: numpy calls cost more than their work on one row.
+        complaint = scored.masks["open_complaint"].any(axis=1).tolist()
+        outdated = scored.masks["risk_assessment_outdated"].any(axis=1).tolist()
         lists = []
-        before = batch.lags[1] if len(batch.lags) > 1 else None
         for i in range(len(batch)):
-            stage = self.stages.stages[int(batch.stages[i])]
             source = str(scored.sources[i])
-            chosen = [int(p) for p in scored.order[i, : scored.slots[i]]
-                      if np.isfinite(scored.priority[i, p])]
-            held_before = frozenset() if before is None else frozenset(
-                before.indices[before.indptr[i]:before.indptr[i + 1]][
-                    before.data[before.indptr[i]:before.indptr[i + 1]] > 0].tolist())
-            offers = tuple(
-                Offer(product=self.catalog.products[pos], score=float(scored.scores[i, pos]),
-                      rank=r + 1, source=source,
-                      reasons=self._reasons(batch, i, pos, stage, source,
-                                            float(scored.scores[i, pos]), pos in held_before),
-                      propensity=float(scored.propensity[i, pos]),
-                      priority=float(scored.priority[i, pos]),
-                      expected_gain=float(scored.expected_gain[i, pos]))
-                for r, pos in enumerate(chosen))
+            offers = self._offers_of(batch, scored, i, scored.chosen(i), source)
             lists.append(OfferList(
-                str(batch.customer_ids[i]), stage, source, offers,
-                self._service_actions(scored, i), self._notices(scored, i, source, offers),
-                context))
+                str(batch.customer_ids[i]), self.stages.stages[int(batch.stages[i])], source,
+                offers, self._service_actions(complaint[i], outdated[i]),
+                self._notices(source, complaint[i], int(scored.slots[i]), offers), context))
         return lists
 
-    def _service_actions(self, scored: Scored, i: int) -> tuple[ServiceAction, ...]:
+    def _offers_of(self, batch: CustomerBatch, scored: Scored, i: int, chosen: list[int],
+                   source: str) -> tuple[Offer, ...]:
+        """Customer ``i``'s offers of the ``chosen`` products, best first, with reasons."""
+        if not chosen:
+            return ()
+        stage_index, grade = int(batch.stages[i]), _risk_grade(batch, i)
+        scores, propensity, priority, gain = (values[i].tolist() for values in (
+            scored.scores, scored.propensity, scored.priority, scored.expected_gain))
+        # Only the acquisition ranker's reasons read last month's holdings and its
+        # probabilities (its scores are log-probabilities: one exp for the row, not per offer).
+        held_before, likely = frozenset(), scores  # not read for the other sources
+        if source == "acquisition":
+            if len(batch.lags) > 1:
+                held_before = _held(batch.lags[1], i)
+            likely = np.exp(scored.scores[i], dtype=np.float64).tolist()
+        return tuple(
+            Offer(product=self.catalog.products[pos], score=scores[pos], rank=r + 1,
+                  source=source,
+                  reasons=self._reasons(batch, i, pos, source,
+                                        self._fixed_reasons(pos, stage_index, grade),
+                                        likely[pos], pos in held_before),
+                  propensity=propensity[pos], priority=priority[pos],
+                  expected_gain=gain[pos])
+            for r, pos in enumerate(chosen))
+
+    def _service_actions(self, complaint: bool, outdated: bool) -> tuple[ServiceAction, ...]:
         actions = []
-        if scored.masks["open_complaint"][i].any():
+        if complaint:
             actions.append(self.policy.service_actions["resolve_complaint"])
-        if scored.masks["risk_assessment_outdated"][i].any():
+        if outdated:
             actions.append(self.policy.service_actions["update_risk_assessment"])
         return tuple(actions)
 
-    def _notices(self, scored: Scored, i: int, source: str,
+    def _notices(self, source: str, complaint: bool, slots: int,
                  offers: tuple[Offer, ...]) -> tuple[str, ...]:
         notices = []
         if source == "popularity":
             notices.append("non_personalised")
-        if scored.masks["open_complaint"][i].any():
+        if complaint:
             notices.append("open_complaint")
-        elif scored.slots[i] == 0:
+        elif slots == 0:
             notices.append("channel_cap_reached")
         elif not offers:
             notices.append("no_offer")
@@ -269,8 +303,7 @@ class OfferEngine:
         for code in RULES:
             if scored.masks[code][0, pos]:
                 rules.append(self._rule(code, pos, customer_grade, owned, lang))
-        chosen = [int(p) for p in scored.order[0, : scored.slots[0]]
-                  if np.isfinite(scored.priority[0, p])]
+        chosen = scored.chosen(0)
         rank = chosen.index(pos) + 1 if pos in chosen else None
         if not rules and rank is None:
             if scored.expected_gain[0, pos] <= 0:
@@ -310,20 +343,19 @@ class OfferEngine:
         return _why(code, rule_text(code, product.name_en, detail_en, "en"),
                     rule_text(code, product.name_zh, detail_zh, "zh"), lang)
 
-    def _reasons(self, batch: CustomerBatch, i: int, pos: int, stage: LifeStage,
-                 source: str, score: float, held_before: bool) -> tuple[Reason, ...]:
-        """Why the product is offered; ``held_before``: the customer held it a month ago."""
-        product = self.catalog.products[pos]
-        suitability = suitability_reason(product, _risk_grade(batch, i))
-        overall = float(self.model.rates.overall[pos])
+    def _reasons(self, batch: CustomerBatch, i: int, pos: int, source: str,
+                 fixed: _FixedReasons, likely: float, held_before: bool) -> tuple[Reason, ...]:
+        """Why the product is offered; ``likely``: the acquisition ranker's probability,
+        ``held_before``: the customer held the product a month ago (both read for that
+        ranker's offers only)."""
         if source == "popularity":
-            return (popular_overall_reason(product, overall), suitability)
-        stage_rate = float(self.model.rates.by_stage[int(batch.stages[i]), pos])
+            return (fixed.popular_overall, fixed.suitability)
+        product = self.catalog.products[pos]
         if source == "acquisition":
             candidates = (
                 recently_held_reason(product) if held_before else None,
-                next_product_reason(product, float(np.exp(score))),
-                bundle_reason(product, stage),
+                next_product_reason(product, likely),
+                fixed.bundle,
             )
         else:
             contributors = []
@@ -331,12 +363,36 @@ class OfferEngine:
                 contributors = [(self.catalog.products[held], weight) for held, weight
                                 in self.model.cf.explain(batch.confidence[i], pos, n=3)]
             candidates = (
-                bundle_reason(product, stage),
+                fixed.bundle,
                 held_products_reason(product, contributors),
-                stage_popularity_reason(product, stage, stage_rate, overall),
+                fixed.stage_popularity,
             )
-        reasons = tuple(r for r in candidates if r is not None)
-        return (reasons or (take_up_reason(product, stage, stage_rate),)) + (suitability,)
+        reasons = tuple([r for r in candidates if r is not None])  # faster than a generator
+        return (reasons or (fixed.take_up,)) + (fixed.suitability,)
+
+    def _fixed_reasons(self, pos: int, stage_index: int, grade: str) -> _FixedReasons:
+        """The reasons for product ``pos`` that depend only on the customer's life stage and
+        risk grade, built once per engine: reasons are immutable, and building them costs
+        more than the rest of an offer."""
+        key = (pos, stage_index, grade)
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            product, stage = self.catalog.products[pos], self.stages.stages[stage_index]
+            overall = float(self.model.rates.overall[pos])
+            stage_rate = float(self.model.rates.by_stage[stage_index, pos])
+            fixed = self._fixed[key] = _FixedReasons(
+                suitability=suitability_reason(product, grade),
+                bundle=bundle_reason(product, stage),
+                popular_overall=popular_overall_reason(product, overall),
+                stage_popularity=stage_popularity_reason(product, stage, stage_rate, overall),
+                take_up=take_up_reason(product, stage, stage_rate))
+        return fixed
+
+
+def _held(lag: sp.csr_matrix, i: int) -> frozenset[int]:
+    """Products row ``i`` of a holdings snapshot holds (entries > 0)."""
+    start, end = lag.indptr[i:i + 2].tolist()
+    return frozenset(lag.indices[start:end][lag.data[start:end] > 0].tolist())
 
 
 def _risk_grade(batch: CustomerBatch, i: int) -> str:

@@ -9,7 +9,7 @@ only offers whose expected gain (propensity x value - contact cost) is positive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
@@ -32,6 +32,8 @@ from .eligibility import (
     residency_mask,
 )
 from .policy_config import PolicyConfig
+
+_EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
 
 # Rule code -> (English, Chinese) text; {product} is the product's name.
 RULES = {
@@ -156,16 +158,19 @@ def rule_masks(batch: CustomerBatch, catalog: Catalog, policy: PolicyConfig,
     customer = batch.profile_arrays
     held = holding_sets(batch.held)
     owned = held  # what prerequisites and exclusions read: held or accepted since the extract
-    if contact.accepted_pending.any():
+    if np.count_nonzero(contact.accepted_pending):  # faster than any(), as below
         owned = held | holding_sets(contact.accepted_pending)
-    categories = product_columns(catalog.column("category"), products)
-    risk_level = product_columns(np.array([p.risk_level for p in catalog.products]), products)
-    investment = np.isin(categories, policy.investment_categories)
-    credit = np.isin(categories, policy.credit_categories)
-    limit = pd.Timestamp(context.now()).tz_localize(None) - pd.Timedelta(
+    terms = _product_terms(catalog, policy)
+    risk_level = product_columns(catalog.column("risk_level"), products)
+    investment = product_columns(terms.investment, products)
+    credit = product_columns(terms.credit, products)
+    # The context's wall-clock time (as pandas' ``tz_localize(None)`` reads it) in
+    # microseconds: numpy reads a number faster than a datetime.
+    valid_from = context.now().replace(tzinfo=None) - timedelta(
         days=policy.risk_assessment_valid_days)
-    outdated = np.isnat(customer.assessed_on) | (customer.assessed_on < limit.to_datetime64())
-    held = holds(held, np.arange(len(catalog)) if products is None else products)
+    limit = np.datetime64((valid_from - _EPOCH) // _MICROSECOND, "us")
+    outdated = ~(customer.assessed_on >= limit)  # never assessed (NaT) compares False
+    held = holds(held, terms.positions if products is None else products)
     pending = _contact_columns(contact.accepted_pending, products)
     return {
         "already_held": held,
@@ -180,8 +185,7 @@ def rule_masks(batch: CustomerBatch, catalog: Catalog, policy: PolicyConfig,
         "risk_grade_too_high": (risk_level[:, None] > customer.risk_level[None, :]).T,
         "risk_assessment_outdated": (investment[:, None] & outdated[None, :]).T,
         "vulnerable_credit": (credit[:, None] & customer.vulnerable[None, :]).T,
-        "open_complaint": np.broadcast_to(customer.open_complaint[None, :],
-                                          (len(categories), len(batch))).T,
+        "open_complaint": customer.open_complaint[None, :].repeat(len(risk_level), axis=0).T,
         "declined_recently": _contact_columns(contact.declined_recently, products),
         "paused_unanswered": _contact_columns(contact.paused, products),
     }
@@ -189,34 +193,86 @@ def rule_masks(batch: CustomerBatch, catalog: Catalog, policy: PolicyConfig,
 
 def _contact_columns(mask: np.ndarray, products: Products) -> np.ndarray:
     """A contact mask's columns; most customers have no history: then a blank, quickly."""
-    if products is None or mask.any():
+    if products is None or np.count_nonzero(mask):
         return product_columns(mask, products)
     return np.zeros((len(products), len(mask)), dtype=bool).T
 
 
 def allowed(masks: dict[str, np.ndarray]) -> np.ndarray:
     """Offerable only where no rule blocks."""
-    blocked = np.zeros_like(next(iter(masks.values())), dtype=bool)
-    for mask in masks.values():
+    first, *rest = masks.values()
+    blocked = first.copy(order="K")  # in the masks' layout (products by customers)
+    for mask in rest:
         blocked |= mask
     return ~blocked
 
 
+@dataclass(frozen=True, eq=False)
+class _ProductTerms:
+    """What the policy reads of each product (catalog order), derived once per catalog and
+    policy (``_product_terms``): deriving them costs more than a decision for one customer."""
+
+    catalog: Catalog
+    policy: PolicyConfig
+    positions: np.ndarray  # every catalog position, in order
+    investment: np.ndarray  # bool: needs an up-to-date risk assessment
+    credit: np.ndarray  # bool: not offered to vulnerable customers
+    value: np.ndarray  # float64 value weight
+    _weights: dict[tuple[str | None, str | None], np.ndarray] = field(
+        default_factory=dict, repr=False)
+
+    def weights(self, context: DecisionContext) -> np.ndarray:
+        """(n_products,) context weight x business lever, read-only; one array per channel
+        and intent of the policy (others weigh 1), so the cache stays as small as the policy."""
+        intent = context.intent or ""
+        key = (context.channel if context.channel in self.policy.channel_weights else None,
+               intent if intent in self.policy.intent_weights else None)
+        weights = self._weights.get(key)
+        if weights is None:
+            channel = self.policy.channel_weights.get(context.channel, {})
+            by_intent = self.policy.intent_weights.get(intent, {})
+            weights = np.array([channel.get(c, 1.0) * by_intent.get(c, 1.0)
+                                for c in self.catalog.column("category")])
+            weights = weights * np.array([self.policy.business_levers.get(p.id, 1.0)
+                                          for p in self.catalog.products])
+            weights.setflags(write=False)
+            self._weights[key] = weights
+        return weights
+
+
+_TERMS: dict[tuple[int, int], _ProductTerms] = {}
+_MAX_TERMS = 16  # catalogs x policies alive at once: a service holds one or two
+
+
+def _product_terms(catalog: Catalog, policy: PolicyConfig) -> _ProductTerms:
+    """The ``_ProductTerms`` of a catalog and policy, both immutable: built on first use.
+    An entry holds its catalog and policy, so their ids stay theirs while it is kept."""
+    terms = _TERMS.get((id(catalog), id(policy)))
+    if terms is not None:
+        return terms
+    categories = catalog.column("category")
+    arrays = {"positions": np.arange(len(catalog)),
+              "investment": np.isin(categories, policy.investment_categories),
+              "credit": np.isin(categories, policy.credit_categories),
+              "value": catalog.column("value_weight").astype(np.float64)}
+    for array in arrays.values():
+        array.setflags(write=False)
+    if len(_TERMS) >= _MAX_TERMS:
+        _TERMS.clear()
+    terms = _TERMS[(id(catalog), id(policy))] = _ProductTerms(catalog, policy, **arrays)
+    return terms
+
+
 def context_weights(catalog: Catalog, policy: PolicyConfig,
                     context: DecisionContext) -> np.ndarray:
-    """(n_products,) context weight x business lever of each product."""
-    categories = catalog.column("category")
-    channel = policy.channel_weights.get(context.channel, {})
-    intent = policy.intent_weights.get(context.intent or "", {})
-    weights = np.array([channel.get(c, 1.0) * intent.get(c, 1.0) for c in categories])
-    levers = np.array([policy.business_levers.get(p.id, 1.0) for p in catalog.products])
-    return weights * levers
+    """(n_products,) context weight x business lever of each product (read-only)."""
+    return _product_terms(catalog, policy).weights(context)
 
 
 def priority_order(priority: np.ndarray) -> np.ndarray:
     """(n x P) product positions by decreasing priority, ties by catalog order."""
     # A stable sort keeps catalog order among equal priorities: deterministic ties.
-    return np.argsort(-priority, axis=1, kind="stable")
+    return (-priority).argsort(axis=1, kind="stable")
 
 
 @dataclass(frozen=True)
@@ -238,8 +294,8 @@ def arbitrate(propensity: np.ndarray, offerable: np.ndarray, catalog: Catalog,
     ``products`` are the catalog positions of ``propensity``'s values, broadcast against it
     (columns, or one per value for a flat list of pairs); every product in order when None.
     """
-    value = catalog.column("value_weight").astype(np.float64)
-    weights = context_weights(catalog, policy, context)
+    terms = _product_terms(catalog, policy)
+    value, weights = terms.value, terms.weights(context)
     if products is not None:
         value, weights = value[products], weights[products]
     expected_value = propensity * value

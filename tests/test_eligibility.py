@@ -7,7 +7,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recommender.eligibility import eligibility_mask, offerable_mask, prerequisites_met
+from recommender.eligibility import (
+    eligibility_mask,
+    holding_sets,
+    holds,
+    holds_all,
+    holds_any,
+    offerable_mask,
+    prerequisites_met,
+    product_words,
+)
 
 PRODUCTS = ["current_account", "credit_card", "mortgage", "home_insurance", "equity_fund"]
 
@@ -92,3 +101,36 @@ def test_offerable_excludes_held_products(customers, tiny_bank, tiny_catalog):
     assert _eligible(offerable[5]) == ["mortgage"]  # C006: card and fund held
     np.testing.assert_array_equal(offerable_mask(customers, held.toarray(), tiny_catalog),
                                   offerable)
+
+
+def test_holdings_rules_of_a_few_customers_against_dense_counts():
+    """Up to 64 customers, holding sets are read from a dense matrix; 70 products: two words."""
+    rng = np.random.default_rng(1)
+    held = rng.random((5, 70)) < 0.3
+    marked = rng.random((70, 9)) < 0.05
+    sets = holding_sets(sp.csr_matrix(held.astype(np.float32)))
+    words = product_words(marked)
+    count = held.astype(int) @ marked.astype(int)
+    np.testing.assert_array_equal(holds_all(sets, words), count == marked.sum(axis=0))
+    np.testing.assert_array_equal(holds_any(sets, words), count > 0)
+    np.testing.assert_array_equal(holds(sets, np.arange(70)), held)
+
+
+def test_product_words_are_kept_for_read_only_matrices_only():
+    """A catalog's matrices are read-only: their bits are computed once. Any other matrix
+    may change between calls, and is read again."""
+    marked = np.eye(3, dtype=bool)
+    assert product_words(marked)[0].tolist() == [0b001, 0b010, 0b100]
+    marked[0, 1] = True
+    assert product_words(marked)[0].tolist() == [0b001, 0b011, 0b100]
+    marked.setflags(write=False)
+    assert product_words(marked) is product_words(marked)
+
+
+def test_catalog_arrays_are_built_once_and_read_only(tiny_catalog):
+    ages = tiny_catalog.column("min_age")
+    assert tiny_catalog.column("min_age") is ages and not ages.flags.writeable
+    accepts = tiny_catalog.residency_matrix(("resident", "nan"))
+    assert tiny_catalog.residency_matrix(("resident", "nan")) is accepts
+    assert not accepts.flags.writeable
+    assert accepts[0].all() and not accepts[1].any()  # "nan": a value no product lists

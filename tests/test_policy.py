@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ from recommender.policy import (
     allowed,
     arbitrate,
     contact_state,
+    context_weights,
     rule_masks,
 )
 from recommender.policy_config import load_policy, parse_policy
@@ -321,6 +322,17 @@ def test_risk_assessment_outdated_blocks_investment_categories_only(assessed, ou
                                                                else set())
 
 
+@pytest.mark.parametrize("assessed, outdated", [("2024-01-02", True), ("2024-01-03", False)])
+def test_the_assessment_validity_is_counted_on_the_context_clock(assessed, outdated):
+    """365 days before 2025-01-01 06:00 (+08:00) on that clock is 2024-01-02 06:00 (in UTC
+    it would be 2024-01-01 22:00): an assessment of 2024-01-02 is out of date."""
+    at = datetime(2025, 1, 1, 6, 0, tzinfo=timezone(timedelta(hours=8)))
+    masks = _masks(_batch(["current_account"], risk_assessed_on=assessed),
+                   context=DecisionContext("branch", None, at))
+    assert _blocked_by(masks, "risk_assessment_outdated") == (set(INVESTMENT) if outdated
+                                                               else set())
+
+
 def test_outdated_assessment_adds_the_update_service_action(engine):
     old = engine.offers(_batch(["current_account"], risk_assessed_on=_days_ago(400)), 5,
                         BRANCH)[0]
@@ -581,6 +593,20 @@ def test_retention_intent_reorders_offers(flat_engine):
                                         0.05 * 4.0])
 
 
+def test_context_weights_are_derived_once_per_channel_and_intent_of_the_policy():
+    retention = context_weights(CATALOG, POLICY, DecisionContext("branch", "retention", NOW))
+    assert context_weights(CATALOG, POLICY, DecisionContext("branch", "retention")) is retention
+    assert not retention.flags.writeable
+    plain = context_weights(CATALOG, POLICY, BRANCH)
+    # an intent the policy does not weigh weighs like none
+    assert context_weights(CATALOG, POLICY, DecisionContext("branch", "other", NOW)) is plain
+    np.testing.assert_allclose(retention / plain,
+                               [INTENT_RATIOS.get(p.category, 1.0) for p in CATALOG.products])
+    card = parse_policy(_policy("pension_account = 1.2", "credit_card = 2.5"), "<card lever>")
+    levered = context_weights(CATALOG, card, BRANCH)  # another policy: its own weights
+    assert levered[_pos("credit_card")] == pytest.approx(2.5 * plain[_pos("credit_card")])
+
+
 def test_channel_weights_multiply_priority():
     everything = np.ones((1, len(CATALOG)), bool)
     plain = arbitrate(_uniform(0.05), everything, CATALOG, POLICY, BRANCH)
@@ -611,6 +637,26 @@ def test_a_business_lever_moves_a_product_to_the_top(model):
     engine = _constant_engine(model, 0.05, policy)
     decision = engine.offers(_batch(["current_account"]), 3, BRANCH)[0]
     assert _offer_ids(decision) == ["credit_card", "mortgage", "car_loan"]  # 9 > 8 > 4
+
+
+def test_each_customer_is_offered_the_row_of_offered(engine):
+    """``offers`` reads each customer's choice alone (``Scored.chosen``), ``offered`` the
+    whole batch at once: the same products in the same order, caps and rules included."""
+    demo = generate(300, 2, 5, CATALOG, STAGES)
+    customers = validate_customers(demo.customers, "<demo customers>")
+    holdings = validate_holdings(demo.holdings, CATALOG, pd.Index(customers["customer_id"]))
+    batch = CustomerBook(BankData(customers, holdings), CATALOG, STAGES).batch(np.arange(300))
+    rng = np.random.default_rng(0)
+    shape = (len(batch), len(CATALOG))
+    contact = ContactState(rng.random(shape) < 0.2, rng.random(shape) < 0.1,
+                           rng.random(shape) < 0.1, rng.integers(0, 8, len(batch)))
+    scored = engine.score(batch, 4, BRANCH, contact)
+    offered = engine.offered(scored)
+    decisions = engine.offers(batch, 4, BRANCH, contact)
+    assert sum(len(d.offers) for d in decisions) > 300  # most customers get offers
+    for i, decision in enumerate(decisions):
+        row = [int(p) for p in offered[i] if p >= 0]
+        assert scored.chosen(i) == row == [_pos(o.product.id) for o in decision.offers]
 
 
 def test_ties_are_broken_by_catalog_order():
