@@ -19,6 +19,8 @@ from typing import Any
 
 from flask import Flask
 
+from .json_provider import OrjsonProvider
+
 DEFAULTS = {"DATA_DIR": "data/demo", "MODELS_DIR": "models", "MODEL_VERSION": "current",
             "POLICY_FILE": None, "STATE_DIR": "var", "API_KEYS_FILE": None, "SCORE_TABLES": "use",
             "DECISION_FLUSH_SECONDS": 0.0}
@@ -28,11 +30,10 @@ _ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION", "POLICY_FILE", "STATE_DI
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)  # insertion order, Chinese text as characters
     app.config.from_mapping(DEFAULTS)
     app.config.update({k: os.environ[f"NBO_{k}"] for k in _ENV_KEYS if f"NBO_{k}" in os.environ})
     app.config.update(config or {})
-    app.json.ensure_ascii = False  # Chinese text as characters, not \u escapes
-    app.json.sort_keys = False
 
     cfg = app.config
     cfg["API_KEYS_FILE"] = cfg["API_KEYS_FILE"] or os.path.join(cfg["STATE_DIR"], "api_keys.toml")

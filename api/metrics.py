@@ -11,6 +11,7 @@ Labels never carry a customer id: requests are labelled by the URL rule
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -75,8 +76,9 @@ class Metrics:
 
     def count_offers(self, offers: Iterable[Mapping[str, Any]]) -> None:
         """Count the offers of one answer by their ``source`` (cf, popularity, ...)."""
-        for offer in offers:
-            self.offers.labels(str(offer["source"])).inc()
+        # One increment per source, not per offer: an answer's offers share their source.
+        for source, n in collections.Counter(str(offer["source"]) for offer in offers).items():
+            self.offers.labels(source).inc(n)
 
     def set_model_version(self, version: str) -> None:
         """Show ``version`` as the model served; the previous version drops to 0."""
