@@ -139,6 +139,7 @@ def holds_any(sets: np.ndarray, words: np.ndarray) -> np.ndarray:
 
 
 _DERIVED: dict[tuple[int, Callable], tuple[np.ndarray, Any]] = {}
+_MAX_DERIVED = 64  # a few arrays per catalog; reloads bring new catalogs, the old go
 
 
 def _derived(array: np.ndarray, derive: Callable[[np.ndarray], T]) -> T:
@@ -149,6 +150,8 @@ def _derived(array: np.ndarray, derive: Callable[[np.ndarray], T]) -> T:
         return cached[1]
     value = derive(array)
     if not array.flags.writeable:
+        if len(_DERIVED) >= _MAX_DERIVED:
+            _DERIVED.clear()
         _DERIVED[(id(array), derive)] = (array, value)
     return value
 
