@@ -27,15 +27,20 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-import pyarrow as pa
 from cryptography.fernet import Fernet, InvalidToken
 
+from .decision_records import (
+    canonical_json,
+    encoded_answer,
+    fingerprint,
+    jsonable,
+    list_pack,
+    listed_answers,
+)
 from .exceptions import RecommenderError
 
 log = logging.getLogger(__name__)
@@ -57,15 +62,6 @@ CREATE TABLE IF NOT EXISTS decision_packs (id TEXT PRIMARY KEY, digest TEXT NOT 
 """
 # Decisions of a batch job share one encrypted pack (their inputs and outputs, column-wise);
 # each row points at its pack and its row in it. Added to logs created before packs existed.
-LIST_PACK_FORMAT = "nbo-decision-list/1"  # a pack of queued answers (``flush_seconds``)
-# What flush writes: this, the size of the JSON of a LIST_PACK_FORMAT pack, a newline, then that
-# JSON as a zstd frame. A tenth of the bytes to encrypt and to write: answers repeat the same keys
-# and products. pyarrow's zstd (a dependency for Parquet anyway) costs a third of zlib's level 1.
-COMPRESSED_LIST_PACK = b"nbo-decision-list/2 zstd "
-_ZSTD = pa.Codec("zstd", compression_level=1)
-# orjson encodes the queued answers at a seventh of json's CPU. Dates, numpy values and dataclasses
-# go through _json_default, so they are recorded (or refused) as _jsonable has them.
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _PACK_COLUMNS = (("pack_id", "TEXT"), ("pack_row", "INTEGER"))
 _INSERT = ("INSERT INTO decisions (id, created_at, source, customer_hash, model_version, "
            "policy_version, inputs_fingerprint, payload, policy_hash, pack_id, pack_row) "
@@ -133,67 +129,6 @@ def load_or_create_key(path: str | Path) -> bytes:
     return key
 
 
-_PLAIN = (str, bool, int, float, type(None))
-
-
-def _jsonable(value: Any, where: str = "value") -> Any:
-    """Plain JSON types for numpy and pandas values, so equal inputs always hash alike."""
-    if type(value) in _PLAIN:  # most values, checked first: every API decision goes through here
-        return value
-    if isinstance(value, np.datetime64):
-        value = value.astype("datetime64[us]").item()  # a datetime, or None for NaT
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, datetime | date):  # pandas Timestamp is a datetime
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        plain = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: key {key!r} is not a str; JSON keys must be strings")
-            plain[str(key)] = item if type(item) in _PLAIN else _jsonable(item, f"{where}.{key}")
-        return plain
-    if isinstance(value, list | tuple | np.ndarray):
-        return [item if type(item) in _PLAIN else _jsonable(item, f"{where}[{i}]")
-                for i, item in enumerate(value)]
-    raise TypeError(f"{where}: {type(value).__name__} cannot be recorded; convert it to a str, "
-                    "number, bool, list or dict first")
-
-
-def _dumps(plain: Any) -> bytes:
-    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def fingerprint(inputs: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of the inputs: equal inputs, equal fingerprints."""
-    return hashlib.sha256(_dumps(_jsonable(inputs, "inputs"))).hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    """``json.dumps`` hook for what ``_jsonable`` converts, for whole packs at once."""
-    plain = _jsonable(value)
-    if plain is value:
-        raise TypeError(f"{type(value).__name__} cannot be recorded")
-    return plain
-
-
-def _encoded(inputs: Mapping[str, Any], output: Mapping[str, Any]) -> bytes:
-    """One queued answer's JSON, made when it is recorded: a snapshot the caller may go on to
-    change, and a value that cannot be recorded is refused by ``record``, not by the flusher.
-
-    JSON has no NaN or infinity: orjson writes them as null. What orjson refuses (a key that
-    is not a str, an int beyond 64 bits, what ``_jsonable`` refuses too) goes through
-    ``_jsonable``: converted, or refused with the error that names it, as unqueued records are.
-    """
-    decision = {"inputs": inputs, "output": output}
-    try:
-        return orjson.dumps(decision, default=_json_default, option=_ORJSON_OPTIONS)
-    except TypeError:
-        return _dumps({key: _jsonable(value, key) for key, value in decision.items()})
-
-
 def _new_id() -> str:
     """32 hex digits: the time in ms (so ids, and the index on them, grow in time order), then
     80 random bits (so workers never need to agree on ids)."""
@@ -202,15 +137,6 @@ def _new_id() -> str:
 
 def _timestamp(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _listed(pack: bytes) -> list[dict] | None:
-    """The answers of a pack of queued answers, compressed or not; None for a batch job's pack
-    (an ``.npz`` that ``replay.unpacked`` reads)."""
-    if pack.startswith(COMPRESSED_LIST_PACK):
-        size, _, frame = pack[len(COMPRESSED_LIST_PACK):].partition(b"\n")
-        pack = _ZSTD.decompress(frame, int(size), asbytes=True)
-    return json.loads(pack)["decisions"] if pack[:1] == b"{" else None
 
 
 def _customer_checked(customer_id: Any) -> str:
@@ -325,12 +251,12 @@ class DecisionLog:
                  policy_text: str, inputs: dict, output: dict, at: datetime | None = None
                  ) -> tuple[tuple, tuple[str, str, str]]:
         when = _checked(source, model_version, policy_version, policy_text, inputs, output, at)
-        plain = {"inputs": _jsonable(inputs, "inputs"), "output": _jsonable(output, "output")}
+        plain = {"inputs": jsonable(inputs, "inputs"), "output": jsonable(output, "output")}
         policy_hash = hashlib.sha256(policy_text.encode()).hexdigest()
         row = (_new_id(), _timestamp(when), source, self.customer_hash(customer_id),
                model_version, policy_version,
-               hashlib.sha256(_dumps(plain["inputs"])).hexdigest(),
-               self._fernet.encrypt(_dumps(plain)), policy_hash, None, None)
+               hashlib.sha256(canonical_json(plain["inputs"])).hexdigest(),
+               self._fernet.encrypt(canonical_json(plain)), policy_hash, None, None)
         return row, (policy_version, policy_hash, policy_text)
 
     def record(self, *, customer_id: str, source: str, model_version: str, policy_version: str,
@@ -390,7 +316,7 @@ class DecisionLog:
         over a pack costs less than the same steps once per answer, between other work."""
         when = _checked(source, model_version, policy_version, policy_text, inputs, output, at)
         queued = (_new_id(), when, source, _customer_checked(customer_id), model_version,
-                  policy_version, policy_text, _encoded(inputs, output))
+                  policy_version, policy_text, encoded_answer(inputs, output))
         with self._queue_lock:
             self._queue.append(queued)
         if self._flusher_pid != os.getpid():  # first queued decision of this process
@@ -437,10 +363,7 @@ class DecisionLog:
 
     def _write_queued(self, queued: list[tuple]) -> None:
         """One compressed, encrypted pack of the queued answers; one row per decision."""
-        answers = b'{"format":"%s","decisions":[%s]}' % (LIST_PACK_FORMAT.encode(),
-                                                         b",".join(q[7] for q in queued))
-        pack = b"%s%d\n%s" % (COMPRESSED_LIST_PACK, len(answers),
-                              _ZSTD.compress(answers, asbytes=True))
+        pack = list_pack([q[7] for q in queued])
         digest, pack_id = hashlib.sha256(pack).hexdigest(), _new_id()
         policies: dict[tuple[str, str], str] = {}
         rows = []
@@ -489,7 +412,7 @@ class DecisionLog:
         if pack is not None:
             consistent = (hashlib.sha256(pack).hexdigest() == pack_digest
                           and digest == f"{pack_digest}:{pack_row}")
-            if consistent and (answers := _listed(pack)) is not None:
+            if consistent and (answers := listed_answers(pack)) is not None:
                 plain, pack = answers[pack_row], None
         else:
             consistent = pack_payload is None and fingerprint(plain["inputs"]) == digest

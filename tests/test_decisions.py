@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 from cryptography.fernet import Fernet
 
+from recommender.decision_records import COMPRESSED_LIST_PACK
 from recommender.decisions import (
-    COMPRESSED_LIST_PACK,
     Decision,
     DecisionLog,
     DecisionLogError,
