@@ -62,9 +62,9 @@ def trained(tmp_path_factory) -> Trained:
     return Trained(root / "data", root / "models", bank)
 
 
-def _app(trained: Trained, state: Path):
+def _app(trained: Trained, state: Path, **config):
     return create_app({"DATA_DIR": str(trained.data_dir), "MODELS_DIR": str(trained.models_dir),
-                       "STATE_DIR": str(state)})
+                       "STATE_DIR": str(state), **config})
 
 
 @pytest.fixture
@@ -350,6 +350,23 @@ def test_every_decision_is_logged_and_replays_the_same(trained, state, client, c
             assert [o["product_id"] for o in result.output["offers"]] == _offer_ids(body)
             assert result.output["model_version"] == body["model_version"]
         assert log.count() == len(served) + 1  # and the one read before the decline
+
+
+def test_queued_decisions_are_packed_and_replay_the_same(trained, state, client_with_key,
+                                                         chosen):
+    """As under ``nbo serve``: answers queued, written as one compressed pack on flush."""
+    app = _app(trained, state, DECISION_FLUSH_SECONDS=60.0)  # nothing written before flush()
+    client = client_with_key(app)
+    served = [_offers(client, chosen["offered"][k], query) for k, query in enumerate(QUERIES)]
+    with _decision_log(state) as log:
+        assert log.count() == 0
+        app.extensions["nbo"].decisions.flush()
+        assert log.count() == len(served)
+        for body in served:
+            decision = log.get(body["decision_id"])
+            assert decision.output == decided({k: v for k, v in body.items()
+                                               if k != "decision_id"})
+            assert replay(decision, trained.models_dir).same, body["decision_id"]
 
 
 def test_replay_notices_a_decision_that_differs(trained, state, client, chosen):
