@@ -26,8 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,74 +34,18 @@ import pandas as pd
 from . import columns as C
 from .assignment import greedy_assign
 from .book import CustomerBatch
+from .campaign_spec import CampaignSpec
 from .data import read_table
 from .exceptions import ConfigError
 from .offers import OfferEngine
 from .policy import ContactState, DecisionContext, allowed, arbitrate, contact_state, rule_masks
-from .policy_config import CHANNELS
 from .ranker import SOURCES
 from .replay import pack_decisions
-from .tomlfiles import toml_document, toml_text
 
 log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("customer_id", "product_id", "rank", "propensity", "priority",
                   "expected_value", "reason_code", "life_stage")
-_SPEC_KEYS = {"name", "channel", "intent", "products", "quotas", "max_offers_per_customer",
-              "min_propensity", "contact_window_days", "exclude_life_stages",
-              "exclude_customers"}
-
-
-@dataclass(frozen=True)
-class CampaignSpec:
-    name: str
-    channel: str
-    products: tuple[str, ...]
-    quotas: dict[str, int]
-    max_offers_per_customer: int = 1
-    min_propensity: float = 0.0
-    contact_window_days: int = 0
-    exclude_life_stages: tuple[str, ...] = ()
-    exclude_customers: str | None = None
-    intent: str | None = None
-    source: str = field(default="<memory>", compare=False)
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> CampaignSpec:
-        text, source = toml_text(path, "", ConfigError, "campaign spec")
-        values = toml_document(text, source, ConfigError)
-        unknown = sorted(set(values) - _SPEC_KEYS)
-        if unknown:
-            raise ConfigError(f"{path}: unknown keys {unknown}; allowed: {sorted(_SPEC_KEYS)}")
-        missing = [k for k in ("name", "channel", "products", "quotas") if k not in values]
-        if missing:
-            raise ConfigError(f"{path}: missing keys {missing}")
-        return cls(**{**values, "products": tuple(values["products"]),
-                      "exclude_life_stages": tuple(values.get("exclude_life_stages", ())),
-                      "source": source})
-
-    def check(self, engine: OfferEngine) -> None:
-        """Refuse what the catalog, policy or stages do not know, naming the key."""
-        where = self.source
-        if self.channel not in CHANNELS:
-            raise ConfigError(f"{where}: channel {self.channel!r} is not one of {list(CHANNELS)}")
-        if self.intent is not None and self.intent not in engine.policy.intents:
-            raise ConfigError(f"{where}: intent {self.intent!r} is not one of "
-                              f"{list(engine.policy.intents)}")
-        unknown = [p for p in self.products if p not in engine.catalog.ids]
-        if unknown or not self.products:
-            raise ConfigError(f"{where}: products {unknown or '[]'} are not in the catalog")
-        if set(self.quotas) != set(self.products):
-            raise ConfigError(f"{where}: [quotas] must name exactly the campaign products "
-                              f"{list(self.products)}")
-        for product, quota in self.quotas.items():
-            if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
-                raise ConfigError(f"{where}: quotas.{product} must be a whole number >= 0")
-        if not isinstance(self.max_offers_per_customer, int) or self.max_offers_per_customer < 1:
-            raise ConfigError(f"{where}: max_offers_per_customer must be a whole number >= 1")
-        stages = [s for s in self.exclude_life_stages if s not in engine.stages.ids]
-        if stages:
-            raise ConfigError(f"{where}: exclude_life_stages names unknown stages {stages}")
 
 
 @dataclass
@@ -432,77 +375,3 @@ def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n:
         "expected_value": best["expected_value"].astype(np.float64),
         "reason_code": "target_list",
     })
-
-
-def write_list(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Parquet or CSV by extension, written whole or not at all."""
-    path = Path(path)
-    if path.suffix.lower() not in (".parquet", ".csv"):
-        raise ConfigError(f"output {path}: use a .parquet or .csv file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        if path.suffix.lower() == ".csv":
-            frame.to_csv(partial, index=False)
-        else:
-            frame.to_parquet(partial, index=False)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def summary(frame: pd.DataFrame, customers_scored: int, spec: CampaignSpec) -> dict[str, Any]:
-    """Offers per product and per life stage, expected uptake and value."""
-    per_product = frame.groupby("product_id").agg(
-        offers=("customer_id", "size"), expected_uptake=("propensity", "sum"),
-        expected_value=("expected_value", "sum"))
-    return {
-        "campaign": spec.name, "channel": spec.channel, "customers_scored": customers_scored,
-        "offers": len(frame), "customers_reached": int(frame["customer_id"].nunique()),
-        "expected_uptake": float(frame["propensity"].sum()),
-        "expected_value": float(frame["expected_value"].sum()),
-        "per_product": {p: {"quota": spec.quotas[p],
-                            **{k: float(v) for k, v in per_product.loc[p].items()}}
-                        if p in per_product.index else {"quota": spec.quotas[p], "offers": 0.0}
-                        for p in spec.products},
-        "per_life_stage": frame["life_stage"].value_counts().to_dict(),
-    }
-
-
-def write_summary(result: dict[str, Any], folder: str | Path) -> Path:
-    """``summary.md`` and ``offers_per_product.png`` for the campaign team."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    products = list(result["per_product"])
-    offers = [result["per_product"][p].get("offers", 0.0) for p in products]
-    quotas = [result["per_product"][p]["quota"] for p in products]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(products) + 1.5))
-    ax.barh(products, quotas, color="#d5d8dc", label="quota")
-    ax.barh(products, offers, color="#c0392b", label="offers")
-    ax.invert_yaxis()
-    ax.legend()
-    ax.set_title(f"Campaign {result['campaign']}: offers against quotas")
-    fig.tight_layout()
-    fig.savefig(folder / "offers_per_product.png", dpi=110)
-    plt.close(fig)
-    lines = [f"# Campaign {result['campaign']} ({result['channel']})", "",
-             f"{result['customers_scored']:,} customers scored; {result['offers']:,} offers to "
-             f"{result['customers_reached']:,} customers; expected uptake "
-             f"{result['expected_uptake']:.1f}, expected value {result['expected_value']:.2f}.",
-             "", "| product | quota | offers | expected uptake |", "|---|---|---|---|"]
-    for p in products:
-        row = result["per_product"][p]
-        lines.append(f"| {p} | {row['quota']:,} | {int(row.get('offers', 0)):,} | "
-                     f"{row.get('expected_uptake', 0.0):.1f} |")
-    lines += ["", "| life stage | offers |", "|---|---|"]
-    lines += [f"| {s} | {n:,} |" for s, n in result["per_life_stage"].items()]
-    lines += ["", "![Offers per product](offers_per_product.png)", ""]
-    path = folder / "summary.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path

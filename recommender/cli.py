@@ -161,14 +161,9 @@ def cmd_audit(args) -> int:
 
 def cmd_campaign(args) -> int:
     from . import artifacts
-    from .campaign import (
-        CampaignSpec,
-        run_campaign,
-        summary,
-        top_customers,
-        write_list,
-        write_summary,
-    )
+    from .campaign import run_campaign, top_customers
+    from .campaign_output import summary, write_list, write_summary
+    from .campaign_spec import CampaignSpec
     from .exceptions import ConfigError
     from .offers import OfferEngine
     from .partition import open_customers

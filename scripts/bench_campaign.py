@@ -36,7 +36,9 @@ from benchdata import prepare  # noqa: E402 (scripts/ is on the path)
 
 from recommender import artifacts  # noqa: E402
 from recommender.book import load_book  # noqa: E402
-from recommender.campaign import CampaignSpec, run_campaign, write_list  # noqa: E402
+from recommender.campaign import run_campaign  # noqa: E402
+from recommender.campaign_output import write_list  # noqa: E402
+from recommender.campaign_spec import CampaignSpec  # noqa: E402
 from recommender.offers import OfferEngine  # noqa: E402
 from recommender.partition import open_customers  # noqa: E402
 from recommender.ranker import served_ranker  # noqa: E402

@@ -10,15 +10,9 @@ from scipy.optimize import linprog
 
 from recommender.assignment import greedy_assign
 from recommender.book import CustomerBook
-from recommender.campaign import (
-    OUTPUT_COLUMNS,
-    CampaignSpec,
-    run_campaign,
-    summary,
-    top_customers,
-    write_list,
-    write_summary,
-)
+from recommender.campaign import OUTPUT_COLUMNS, run_campaign, top_customers
+from recommender.campaign_output import summary, write_list, write_summary
+from recommender.campaign_spec import CampaignSpec
 from recommender.catalog import catalog_text, parse_catalog
 from recommender.cli import main
 from recommender.config import TrainConfig

@@ -23,7 +23,8 @@ from recommender import training
 from recommender.assignment import greedy_assign
 from recommender.book import CustomerBook
 from recommender.calibration import Calibrator
-from recommender.campaign import CampaignSpec, _candidates, _Plan
+from recommender.campaign import _candidates, _Plan
+from recommender.campaign_spec import CampaignSpec
 from recommender.catalog import load_catalog
 from recommender.config import TrainConfig
 from recommender.data import BankData, validate_customers, validate_holdings
