@@ -32,14 +32,12 @@ from .explain import (
     take_up_reason,
 )
 from .policy import (
-    RULES,
     ContactState,
     DecisionContext,
     allowed,
     arbitrate,
     priority_order,
     rule_masks,
-    rule_text,
 )
 from .policy_config import PolicyConfig, ServiceAction, load_policy
 from .ranker import RankerScores, served_ranker
@@ -248,7 +246,7 @@ class OfferEngine:
         """Customer ``i``'s offers of the ``chosen`` products, best first, with reasons."""
         if not chosen:
             return ()
-        stage_index, grade = int(batch.stages[i]), _risk_grade(batch, i)
+        stage_index, grade = int(batch.stages[i]), risk_grade(batch, i)
         scores, propensity, priority, gain = (values[i].tolist() for values in (
             scored.scores, scored.propensity, scored.priority, scored.expected_gain))
         # Only the acquisition ranker's reasons read last month's holdings and its
@@ -288,60 +286,6 @@ class OfferEngine:
         elif not offers:
             notices.append("no_offer")
         return tuple(notices)
-
-    def why_not(self, batch: CustomerBatch, product_id: str, limit: int,
-                context: DecisionContext, contact: ContactState | None = None,
-                lang: str = "en", ranked: RankerScores | None = None) -> dict[str, Any]:
-        """Which rules remove one product for the (single) customer of the batch, or why it
-        ranks below the offers made."""
-        product = self.catalog[product_id]
-        pos = self.catalog.ids.position(product_id)
-        scored = self.score(batch, limit, context, contact, ranked=ranked)
-        customer_grade = _risk_grade(batch, 0)
-        owned = scored.masks["already_held"][0] | scored.masks["accepted_pending"][0]
-        rules = []
-        for code in RULES:
-            if scored.masks[code][0, pos]:
-                rules.append(self._rule(code, pos, customer_grade, owned, lang))
-        chosen = scored.chosen(0)
-        rank = chosen.index(pos) + 1 if pos in chosen else None
-        if not rules and rank is None:
-            if scored.expected_gain[0, pos] <= 0:
-                rules.append(_why("no_positive_gain",
-                                  f"{product.name_en} is not worth the contact now: its "
-                                  "expected gain is not positive.",
-                                  f"{product.name_zh}目前的预期收益不足以覆盖联系成本。", lang))
-            elif scored.slots[0] == 0:
-                rules.append(_why("channel_cap_reached", *NOTICES["channel_cap_reached"],
-                                  lang))
-            else:
-                better = len([p for p in chosen if p != pos])
-                rules.append(_why("ranked_lower",
-                                  f"{product.name_en} is suitable but {better} other offers "
-                                  "rank higher for you.",
-                                  f"{product.name_zh}适合您，但有{better}个产品排名更靠前。",
-                                  lang))
-        return {"customer_id": str(batch.customer_ids[0]), "product_id": product_id,
-                "name": product.name(lang), "offered": rank is not None, "rank": rank,
-                "propensity": round(float(scored.propensity[0, pos]), 6), "rules": rules}
-
-    def _rule(self, code: str, pos: int, grade: str, owned: np.ndarray,
-              lang: str) -> dict[str, str]:
-        """One rule's explanation; names the products behind prerequisite and exclusion."""
-        product = self.catalog.products[pos]
-        involved: list[Product] = []
-        if code == "prerequisite":
-            involved = [self.catalog[p] for p in product.prerequisites
-                        if not owned[self.catalog.ids.position(p)]]
-        elif code == "excluded_by_holding":
-            holders = np.flatnonzero(self.catalog.exclusion_matrix()[:, pos] & owned)
-            involved = [self.catalog.products[q] for q in holders]
-        detail_en = ", ".join(p.name_en for p in involved)
-        detail_zh = "、".join(p.name_zh for p in involved)
-        if code == "risk_grade_too_high":
-            detail_en = detail_zh = f"{product.risk_grade} > {grade}"
-        return _why(code, rule_text(code, product.name_en, detail_en, "en"),
-                    rule_text(code, product.name_zh, detail_zh, "zh"), lang)
 
     def _reasons(self, batch: CustomerBatch, i: int, pos: int, source: str,
                  fixed: _FixedReasons, likely: float, held_before: bool) -> tuple[Reason, ...]:
@@ -395,11 +339,7 @@ def _held(lag: sp.csr_matrix, i: int) -> frozenset[int]:
     return frozenset(lag.indices[start:end][lag.data[start:end] > 0].tolist())
 
 
-def _risk_grade(batch: CustomerBatch, i: int) -> str:
+def risk_grade(batch: CustomerBatch, i: int) -> str:
     """Customer ``i``'s risk grade (C1-C5), from the decoded profile: no table needed."""
     return C.RISK_GRADES[int(batch.profile_arrays.risk_level[i]) - 1]
 
-
-def _why(code: str, text_en: str, text_zh: str, lang: str) -> dict[str, str]:
-    return {"code": code, "text": text_zh if lang == "zh" else text_en, "text_en": text_en,
-            "text_zh": text_zh}

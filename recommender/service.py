@@ -28,6 +28,7 @@ from .ranker import RankerScores
 from .replay import decision_inputs
 from .responses import ResponseStore
 from .score_table import ServedScores
+from .why_not import why_not
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ class OfferService:
         batch = self.book.batch(np.array([position]))
         self.catalog.ids.position(product_id)  # UnknownIdError for an unknown product
         context = self.context(channel, intent)
-        return self.engine.why_not(batch, product_id, limit, context,
-                                   self._contact(batch, context), lang, self._ranked(position))
+        return why_not(self.engine, batch, product_id, limit, context,
+                       self._contact(batch, context), lang, self._ranked(position))
 
     def record_response(self, customer_id: str, product_id: str, outcome: str,
                         channel: str) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from recommender.policy import (
 )
 from recommender.policy_config import load_policy, parse_policy
 from recommender.segments import load_life_stages
+from recommender.why_not import why_not
 
 CATALOG = load_catalog()
 STAGES = load_life_stages()
@@ -542,7 +543,7 @@ def test_gain_boundary_through_the_engine(model):
     engine = _constant_engine(model, 2.0 ** -8, policy)
     decision = engine.offers(_batch(["current_account"]), 20, BRANCH)[0]
     assert _offer_ids(decision) == [p for p in BASE_ORDER if p != "mobile_banking"]
-    why = engine.why_not(_batch(["current_account"]), "mobile_banking", 20, BRANCH)
+    why = why_not(engine, _batch(["current_account"]), "mobile_banking", 20, BRANCH)
     assert [r["code"] for r in why["rules"]] == ["no_positive_gain"]
 
 
@@ -555,7 +556,7 @@ def test_no_offer_when_contact_cost_exceeds_every_gain(model):
     assert decision.offers == ()
     assert decision.notices == ("no_offer",)
     assert decision.to_dict("en")["notices"][0]["code"] == "no_offer"
-    why = engine.why_not(batch, "mortgage", 5, BRANCH, lang="zh")
+    why = why_not(engine, batch, "mortgage", 5, BRANCH, lang="zh")
     assert why["offered"] is False and why["rank"] is None
     assert [r["code"] for r in why["rules"]] == ["no_positive_gain"]
     assert why["rules"][0]["text"] == why["rules"][0]["text_zh"]
@@ -695,7 +696,7 @@ def test_limit_is_clamped_to_one_and_twenty(flat_engine):
 
 def test_why_not_lists_every_blocking_rule_in_both_languages(engine):
     batch = _batch(age=17, income=10000.0, risk_grade="C1")
-    why = engine.why_not(batch, "credit_card", 5, BRANCH)
+    why = why_not(engine, batch, "credit_card", 5, BRANCH)
     assert why["offered"] is False and why["rank"] is None
     assert [r["code"] for r in why["rules"]] == ["age", "income", "prerequisite"]
     for rule in why["rules"]:
@@ -706,7 +707,7 @@ def test_why_not_lists_every_blocking_rule_in_both_languages(engine):
     assert prerequisite["text_en"] == ("Credit card needs another product first: "
                                        "Current account.")
     assert prerequisite["text_zh"] == "办理信用卡需先持有：活期储蓄账户。"
-    zh = engine.why_not(batch, "credit_card", 5, BRANCH, lang="zh")
+    zh = why_not(engine, batch, "credit_card", 5, BRANCH, lang="zh")
     assert [r["text"] for r in zh["rules"]] == [r["text_zh"] for r in why["rules"]]
     assert zh["name"] == "信用卡"
 
@@ -726,24 +727,24 @@ def test_why_not_lists_every_blocking_rule_in_both_languages(engine):
       "open_complaint"]),
 ])
 def test_why_not_codes(engine, product, changes, holdings, codes):
-    why = engine.why_not(_batch(holdings, **changes), product, 5, BRANCH)
+    why = why_not(engine, _batch(holdings, **changes), product, 5, BRANCH)
     assert [r["code"] for r in why["rules"]] == codes
     assert all(r["text_en"] and CJK.search(r["text_zh"]) for r in why["rules"])
 
 
 def test_why_not_details_name_the_grades_and_the_excluding_product(engine):
-    fund = engine.why_not(_batch(["current_account"]), "equity_fund", 5, BRANCH)
+    fund = why_not(engine, _batch(["current_account"]), "equity_fund", 5, BRANCH)
     assert fund["rules"][0]["text_en"] == ("Equity fund (risk R4 > C3) is above your risk "
                                            "tolerance.")
     assert fund["rules"][0]["text_zh"] == "股票型基金（风险等级R4 > C3）超出您的风险承受能力。"
     # car_loan lists the exclusion itself: the detail names the consumer loan
-    car = engine.why_not(_batch(["current_account", "consumer_loan"]), "car_loan", 5, BRANCH)
+    car = why_not(engine, _batch(["current_account", "consumer_loan"]), "car_loan", 5, BRANCH)
     assert car["rules"][0]["text_en"] == "Car loan cannot be held together with Consumer loan."
     assert car["rules"][0]["text_zh"] == "汽车消费贷款不能与个人消费贷款同时持有。"
 
 
 def test_why_not_names_the_held_product_that_excludes_a_consumer_loan(engine):
-    loan = engine.why_not(_batch(["current_account", "car_loan"]), "consumer_loan", 5, BRANCH)
+    loan = why_not(engine, _batch(["current_account", "car_loan"]), "consumer_loan", 5, BRANCH)
     assert [r["code"] for r in loan["rules"]] == ["excluded_by_holding"]
     assert "Car loan" in loan["rules"][0]["text_en"]
     assert "汽车消费贷款" in loan["rules"][0]["text_zh"]
@@ -753,27 +754,27 @@ def test_why_not_for_declined_and_paused_products(engine):
     contact = _contact(("T1", "credit_card", "declined", "branch", NOW - timedelta(days=3)),
                        *_shown("mortgage", 1, 2, 3))
     batch = _batch(["current_account"])
-    card = engine.why_not(batch, "credit_card", 5, BRANCH, contact)
+    card = why_not(engine, batch, "credit_card", 5, BRANCH, contact)
     assert [r["code"] for r in card["rules"]] == ["declined_recently"]
     assert card["rules"][0]["text_en"] == ("You declined Credit card recently; we will not "
                                            "offer it again yet.")
     assert card["rules"][0]["text_zh"] == "您近期已婉拒信用卡，暂不再推荐。"
-    mortgage = engine.why_not(batch, "mortgage", 5, BRANCH, contact)
+    mortgage = why_not(engine, batch, "mortgage", 5, BRANCH, contact)
     assert [r["code"] for r in mortgage["rules"]] == ["paused_unanswered"]
 
 
 def test_why_not_ranked_lower_and_offered_with_rank(flat_engine):
     batch = _batch(["current_account"])
-    lower = flat_engine.why_not(batch, "credit_card", 3, BRANCH)
+    lower = why_not(flat_engine, batch, "credit_card", 3, BRANCH)
     assert lower["offered"] is False and lower["rank"] is None
     assert [r["code"] for r in lower["rules"]] == ["ranked_lower"]
     assert lower["rules"][0]["text_en"] == ("Credit card is suitable but 3 other offers rank "
                                             "higher for you.")
     assert lower["rules"][0]["text_zh"] == "信用卡适合您，但有3个产品排名更靠前。"
     assert lower["propensity"] == pytest.approx(0.05)
-    offered = flat_engine.why_not(batch, "wmp_balanced", 3, BRANCH)
+    offered = why_not(flat_engine, batch, "wmp_balanced", 3, BRANCH)
     assert offered["offered"] is True and offered["rank"] == 3 and offered["rules"] == []
-    first = flat_engine.why_not(batch, "mortgage", 3, BRANCH)
+    first = why_not(flat_engine, batch, "mortgage", 3, BRANCH)
     assert first["offered"] is True and first["rank"] == 1
 
 
@@ -782,11 +783,11 @@ def test_why_not_when_the_channel_cap_is_reached(flat_engine):
     contact = _contact(("T1", "time_deposit", "shown", "email", NOW - timedelta(hours=1)),
                        context=email)
     engine = OfferEngine(flat_engine.model, POLICY)  # packaged caps: email 1 a day
-    why = engine.why_not(_batch(["current_account"]), "mortgage", 5, email, contact)
+    why = why_not(engine, _batch(["current_account"]), "mortgage", 5, email, contact)
     assert [r["code"] for r in why["rules"]] == ["channel_cap_reached"]
     assert why["offered"] is False and why["rank"] is None
     assert why["rules"][0]["text_zh"] == "今日该渠道的推荐次数已达上限。"
-    fresh = engine.why_not(_batch(["current_account"]), "mortgage", 5, email)
+    fresh = why_not(engine, _batch(["current_account"]), "mortgage", 5, email)
     assert fresh["offered"] is True and fresh["rank"] == 1
 
 
@@ -796,7 +797,7 @@ def test_why_not_agrees_with_offers_for_every_product(engine):
     ranks = {o.product.id: o.rank for o in decision.offers}
     masks = engine.score(batch, 4, BRANCH).masks
     for product in PRODUCTS:
-        why = engine.why_not(batch, product, 4, BRANCH)
+        why = why_not(engine, batch, product, 4, BRANCH)
         assert why["offered"] is (product in ranks)
         assert why["rank"] == ranks.get(product)
         assert (why["rules"] == []) is (product in ranks)

@@ -32,6 +32,7 @@ from recommender.policy import RULES, DecisionContext, allowed, contact_state
 from recommender.policy_config import CHANNELS, load_policy
 from recommender.responses import OUTCOMES
 from recommender.segments import load_life_stages
+from recommender.why_not import why_not
 
 CATALOG = load_catalog()
 STAGES = load_life_stages()
@@ -358,7 +359,7 @@ def test_why_not_agrees_with_the_offers_and_the_oracle(engine, spec, context, li
     ranks = {o.product.id: o.rank for o in decision.offers}
     oracle = _Oracle(spec, context)
     for product_id in PRODUCTS:
-        why = engine.why_not(alone, product_id, limit, context, contact, lang="zh")
+        why = why_not(engine, alone, product_id, limit, context, contact, lang="zh")
         assert why["offered"] is (product_id in ranks)
         assert why["rank"] == ranks.get(product_id)
         codes = [r["code"] for r in why["rules"]]
