@@ -145,11 +145,6 @@ def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: Campaig
     return contact, recent
 
 
-# Scoring a customer with CF costs less than copying them out of the chunk; the acquisition
-# ranker costs a thousand times more, so it scores only the customers the rules let through.
-_SCORE_WHOLE_CHUNKS = ("hybrid",)
-
-
 @dataclass(frozen=True)
 class _Plan:
     """What every chunk of one campaign shares: its products, context and exclusions."""
@@ -204,7 +199,7 @@ def _candidates(engine: OfferEngine, chunk: CustomerBatch, contact: ContactState
     masks = rule_masks(chunk, engine.catalog, engine.policy, contact, plan.context, plan.cols)
     ok = allowed(masks) & _reachable(chunk, contact, recent, plan, engine)[:, None]
     batch = chunk
-    if engine.ranker.name not in _SCORE_WHOLE_CHUNKS:
+    if not engine.ranker.scores_cheaply:  # then only the customers the rules let through
         worth = np.flatnonzero(ok.any(axis=1))
         batch, ok = chunk.take(worth), ok[worth]
     calibrated = engine.model.calibrator is not None

@@ -74,6 +74,9 @@ class HybridRanker:
     """Scores customers for every product; eligibility is applied afterwards by the caller."""
 
     name = "hybrid"
+    # Scoring a customer costs less than copying them out of a batch: a campaign scores its
+    # whole chunks rather than only the customers its rules let through.
+    scores_cheaply = True
 
     def __init__(self, cf: CFModel, rates: AcquisitionRates, cf_weight: float = 1.0) -> None:
         self.cf, self.rates, self.cf_weight = cf, rates, cf_weight
@@ -125,6 +128,7 @@ class AcquisitionScorer:
     """Serves the acquisition ranker on customer batches."""
 
     name = "acquisition"
+    scores_cheaply = False  # a thousand times CF's cost: score only whom the rules let through
 
     def __init__(self, model: AcquisitionRanker, rates: AcquisitionRates) -> None:
         self.model, self.rates = model, rates

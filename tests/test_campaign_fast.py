@@ -282,9 +282,9 @@ def test_candidate_pairs_equal_those_of_the_full_decision(varied, calibrated, wh
     model, book, history = varied
     if not calibrated:
         model = replace(model, calibrator=None)
-    if not whole_chunks:  # as for a ranker that costs more than copying rows
-        monkeypatch.setattr(campaign_module, "_SCORE_WHOLE_CHUNKS", ())
     engine = OfferEngine(model, POLICY)
+    if not whole_chunks:  # as for a ranker that costs more than copying rows
+        monkeypatch.setattr(engine.ranker, "scores_cheaply", False)
     spec = CampaignSpec(name="t", channel="mobile", products=PRODUCTS,
                         quotas=dict.fromkeys(PRODUCTS, 10), min_propensity=min_propensity,
                         exclude_life_stages=("student",))
