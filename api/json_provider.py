@@ -1,5 +1,5 @@
-"""Answers encoded with orjson: an offers answer carries both languages' wording (about 8 KB)
-and the standard library's encoder spent a twentieth of the request's CPU on it."""
+"""Answers encoded with orjson: an offers answer carries both languages' wording (about 8 KB),
+which the standard library's encoder took about 57 us to write and orjson takes 15."""
 
 from __future__ import annotations
 
