@@ -147,9 +147,9 @@ class CustomerBook:
         return CustomerBatch(
             customer_ids=self.ids.external_ids[rows],
             profile_frame=self.profiles.iloc[rows].reset_index(drop=True),
-            held=_csr_rows(self.held, rows), confidence=_csr_rows(self.confidence, rows),
+            held=csr_rows(self.held, rows), confidence=csr_rows(self.confidence, rows),
             stages=self.stage_codes[rows],
-            lags=tuple(_csr_rows(lag, rows) for lag in self.lags), present=self.present[rows],
+            lags=tuple(csr_rows(lag, rows) for lag in self.lags), present=self.present[rows],
             positions=positions, id_map=self.ids, arrays=self.profile_arrays.take(rows),
         )
 
@@ -172,10 +172,15 @@ class CustomerBook:
         return self.catalog.ids.to_external(np.sort(row.indices)).tolist()
 
 
-def _csr_rows(matrix: sp.csr_matrix, rows: np.ndarray | slice) -> sp.csr_matrix:
-    """``matrix[rows]``; a range of rows is copied in one piece (scipy checks each entry)."""
+def csr_rows(matrix: sp.csr_matrix, rows: np.ndarray | slice) -> sp.csr_matrix:
+    """``matrix[rows]``; a range of rows (a slice, or positions that follow each other, as a
+    book's chunks do) is copied in one piece: scipy's slicing checks each entry."""
     if not isinstance(rows, slice):
-        return matrix[rows]
+        rows = np.asarray(rows)
+        if not (len(rows) and rows[-1] - rows[0] == len(rows) - 1
+                and (np.diff(rows) == 1).all()):
+            return matrix[rows]
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)
     start, stop, _ = rows.indices(matrix.shape[0])
     lo, hi = matrix.indptr[start], matrix.indptr[stop]
     return sp.csr_matrix((matrix.data[lo:hi].copy(), matrix.indices[lo:hi].copy(),

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .acquisition import AcquisitionRanker
-from .book import CustomerBatch
+from .book import CustomerBatch, csr_rows
 from .cf import CFModel
 from .eligibility import holding_sets
 from .popularity import AcquisitionRates
@@ -59,17 +59,6 @@ def changed_rows(current: sp.spmatrix, trained: sp.spmatrix) -> np.ndarray:
     return (holding_sets(current) != holding_sets(trained)).any(axis=0)
 
 
-def _rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    """``matrix[rows]``; a slice when the rows follow each other, as a book's chunks do."""
-    if not (len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()):
-        return matrix[rows]
-    start, stop = int(rows[0]), int(rows[-1]) + 1  # scipy's slicing checks every entry
-    low, high = matrix.indptr[start], matrix.indptr[stop]
-    return sp.csr_matrix((matrix.data[low:high], matrix.indices[low:high],
-                          matrix.indptr[start:stop + 1] - low), shape=(stop - start,
-                                                                        matrix.shape[1]))
-
-
 class HybridRanker:
     """Scores customers for every product; eligibility is applied afterwards by the caller."""
 
@@ -97,7 +86,7 @@ class HybridRanker:
         if (known := (model_rows >= 0) & has_holdings).any():
             idx = np.flatnonzero(model_rows >= 0)  # usually every row: no copy of ``held``
             current = batch.held if len(idx) == n else batch.held[idx]
-            same = ~changed_rows(current, _rows(self.cf.user_items, model_rows[idx]))
+            same = ~changed_rows(current, csr_rows(self.cf.user_items, model_rows[idx]))
             unchanged[idx] = same & known[idx]
         if unchanged.any():
             cf_scores[unchanged] = self.cf.scores(model_rows[unchanged])[:, cols]
