@@ -39,7 +39,7 @@ from .data import read_table
 from .exceptions import ConfigError
 from .offers import OfferEngine
 from .policy import ContactState, DecisionContext, allowed, arbitrate, contact_state, rule_masks
-from .ranker import SOURCES
+from .ranker import SOURCES, source_codes
 from .replay import pack_decisions
 
 log = logging.getLogger(__name__)
@@ -217,20 +217,7 @@ def _candidates(engine: OfferEngine, chunk: CustomerBatch, contact: ContactState
     rows = rows[keep]
     return {"ids": batch.customer_ids[rows], "stages": batch.stages[rows], "cols": cols[keep],
             "values": arbitration.expected_gain[keep], "propensity": propensity[keep],
-            "priority": arbitration.priority[keep], "sources": _source_codes(ranked.sources)[rows]}
-
-
-def _source_codes(sources: np.ndarray) -> np.ndarray:
-    """Each row's source as its position in ``SOURCES``: a byte per pair, not a string."""
-    codes = np.zeros(len(sources), dtype=np.int8)  # SOURCES[0]
-    rest = np.flatnonzero(sources != SOURCES[0])  # most rows: then the others are few
-    for code, source in enumerate(SOURCES[1:], start=1):
-        found = sources[rest] == source
-        codes[rest[found]] = code
-        rest = rest[~found]
-    if len(rest):
-        raise ValueError(f"unknown ranker sources {sorted(set(sources[rest]))}")
-    return codes
+            "priority": arbitration.priority[keep], "sources": source_codes(ranked.sources)[rows]}
 
 
 def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,

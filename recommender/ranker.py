@@ -59,6 +59,20 @@ def changed_rows(current: sp.spmatrix, trained: sp.spmatrix) -> np.ndarray:
     return (holding_sets(current) != holding_sets(trained)).any(axis=0)
 
 
+def source_codes(sources: np.ndarray) -> np.ndarray:
+    """Each row's source as its position in ``SOURCES``: a byte per row, not a string (a
+    campaign's pairs, a score table on disk)."""
+    codes = np.zeros(len(sources), dtype=np.int8)  # SOURCES[0]
+    rest = np.flatnonzero(sources != SOURCES[0])  # most rows: then the others are few
+    for code, source in enumerate(SOURCES[1:], start=1):
+        found = sources[rest] == source
+        codes[rest[found]] = code
+        rest = rest[~found]
+    if len(rest):
+        raise ValueError(f"unknown ranker sources {sorted(set(sources[rest]))}")
+    return codes
+
+
 class HybridRanker:
     """Scores customers for every product; eligibility is applied afterwards by the caller."""
 

@@ -31,7 +31,7 @@ from . import artifacts
 from .cache_folders import prune_siblings, written_whole
 from .exceptions import ArtifactError, ConfigError
 from .mapped_book import MappedBook, open_book
-from .ranker import SOURCES, RankerScores, served_ranker
+from .ranker import SOURCES, RankerScores, served_ranker, source_codes
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ def build_score_table(model: artifacts.TrainedModel, book: MappedBook, folder: s
         for start in range(0, n, chunk):
             ranked = ranker.score(book.batch(np.arange(start, min(start + chunk, n))))
             scores[start:start + len(ranked.scores)] = ranked.scores
-            names, codes = np.unique(np.asarray(ranked.sources, dtype=str), return_inverse=True)
-            sources[start:start + len(ranked.scores)] = np.array(
-                [SOURCES.index(name) for name in names], dtype=np.uint8)[codes]
+            sources[start:start + len(ranked.scores)] = source_codes(ranked.sources)
             log.debug("scored %d of %d customers", min(start + chunk, n), n)
         scores.flush()
         sources.flush()
