@@ -290,16 +290,9 @@ def _print_examples(book, host: str, port: int) -> None:
     different life stages (read from the served book, not the extracts again)."""
     import numpy as np
 
-    from . import columns as C
-
-    def consenting_with_two_products():  # in book order, a chunk of profiles at a time
-        candidates = np.flatnonzero(np.diff(book.held.indptr) >= 2)
-        for start in range(0, len(candidates), 50_000):
-            chunk = candidates[start:start + 50_000]
-            yield from chunk[book.profiles_at(chunk)[C.CONSENT_PROFILING].to_numpy(dtype=bool)]
-
+    candidates = (np.diff(book.held.indptr) >= 2) & book.profile_arrays.consent
     first_of_stage: dict[int, int] = {}
-    for position in consenting_with_two_products():
+    for position in np.flatnonzero(candidates):  # in book order
         first_of_stage.setdefault(int(book.stage_codes[position]), int(position))
         if len(first_of_stage) == 3:
             break
