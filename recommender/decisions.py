@@ -42,10 +42,12 @@ from .decision_records import (
     listed_answers,
 )
 from .exceptions import RecommenderError
+from .sqlite_files import use_wal
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("api", "batch")
+BUSY_SECONDS = 30.0  # how long a write waits for another writer before giving up
 _HASH_CONTEXT = b"recommender.decisions customer_hash v1"
 # decisions.policy_hash ties each decision to the exact policy text it was served under, even if
 # a policy_version label is ever reused for an edited text.
@@ -204,20 +206,30 @@ class DecisionLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         setup = self._connect()  # closed at once: a process that forks must not hold one
         try:
-            if setup.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+            # Workers starting at once open a new log together: one of them creates or
+            # upgrades the schema while the others wait (a second ALTER TABLE would fail),
+            # then each asks for WAL, which the file keeps.
+            setup.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    setup.execute(statement)
+                present = {row[1] for row in setup.execute("PRAGMA table_info(decisions)")}
+                for name, kind in _PACK_COLUMNS:
+                    if name not in present:
+                        setup.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+                setup.execute("COMMIT")
+            finally:
+                if setup.in_transaction:
+                    setup.execute("ROLLBACK")
+            if use_wal(setup, BUSY_SECONDS) != "wal":
                 log.warning("decision log %s cannot use WAL mode; writers will block readers",
                             self.path)
-            setup.executescript(_SCHEMA)
-            present = {row[1] for row in setup.execute("PRAGMA table_info(decisions)")}
-            for name, kind in _PACK_COLUMNS:
-                if name not in present:
-                    setup.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
         finally:
             setup.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")  # wait for another writer, do not fail
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")  # wait, do not fail
         conn.execute("PRAGMA synchronous = FULL")  # an audit record survives a power cut too
         # Checkpoint at 40 MB of WAL, not 4: a pack's rows touch pages all over the customer
         # index, and the right-hand pages of the others again and again; the fewer checkpoints,

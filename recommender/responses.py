@@ -26,6 +26,7 @@ import pandas as pd
 from . import columns as C
 from .exceptions import RecommenderError
 from .policy_config import CHANNELS
+from .sqlite_files import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class ResponseStore:
                     f"{list(_columns(conn))}); point the response store at a new file")
             conn.execute("COMMIT")
         with self._transaction(None) as conn:  # the mode persists in the file, for every user
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = use_wal(conn, BUSY_SECONDS)
         if mode != "wal":  # e.g. a network file system: still correct, but writers block readers
             log.warning("response store %s could not use WAL (journal mode %s)", self.path, mode)
 
