@@ -11,7 +11,7 @@ STATE ?= var
 
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,17 @@ browser:
 		echo "installing chromium, chromium-driver and a Chinese font for the end-to-end tests"; \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei; \
+	fi
+
+# What the benchmarks in scripts/ need: the venv, and wrk for bench_serving.py (Debian's, with
+# the LuaJIT that scripts/wrk_offers.lua runs in), installed when missing (apt-get, with sudo
+# unless root). Without them a benchmark stops at once with one line naming this target.
+bench-tools: install
+	@if ! command -v wrk >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing wrk for scripts/bench_serving.py"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq wrk; \
 	fi
 
 test: install browser

@@ -15,11 +15,15 @@ Memory is read from /proc per gunicorn worker: RSS, and PSS, which splits the pa
 workers share (the memory-mapped book and model) between them. Each run's ``cpu`` splits the
 machine's CPU seconds between the server, wrk and other processes: a large ``others_s`` means
 something else ran on the two cores and the run should be repeated. Prints and writes JSON.
+
+Needs wrk (``make bench-tools`` installs it); without it, or without the project installed,
+the script stops at once, before making a bank, with one line saying what to run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -38,10 +42,10 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from benchdata import nbo, prepare  # noqa: E402 (scripts/ is on the path)
+from bench_tools import require  # noqa: E402 (scripts/ is on the path)
+from benchdata import nbo, prepare  # noqa: E402
 
-from recommender import artifacts  # noqa: E402
-
+# The library is imported where it is used, after ``require``: its import takes up to seconds.
 LUA = Path(__file__).resolve().with_name("wrk_offers.lua")
 TARGETS = {"offers_rps/hello_rps": 0.7, "offers_p99_ms": 20.0, "errors": 0}
 _PROBLEMS = re.compile(r"Traceback|\bERROR\b|CRITICAL|WORKER TIMEOUT|was sent SIGKILL|exited with")
@@ -51,6 +55,8 @@ log = logging.getLogger("bench_serving")
 def _served_models(models: Path, state: Path) -> tuple[Path, str, str]:
     """A models folder of the run's own: the current version and a copy under another name,
     the version a reload switches to."""
+    from recommender import artifacts
+
     source = artifacts.resolve(models)
     served = state / "models"
     first, second = source.name, f"{source.name}-reload"
@@ -95,11 +101,12 @@ def _get(url: str, key: str | None = None, method: str = "GET",
             return exc.code, {"body": body.decode(errors="replace")[:300]}
 
 
-def _wait_ready(base: str, server: subprocess.Popen, timeout: float) -> float:
+def _wait_ready(base: str, server: subprocess.Popen, timeout: float, server_log: Path) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode} while starting")
+            raise RuntimeError(f"the server exited with code {server.returncode} while "
+                               f"starting; its log: {server_log}")
         try:
             if _get(f"{base}/readyz", timeout=5)[0] == 200:
                 return round(time.perf_counter() - started, 1)
@@ -107,6 +114,21 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float) -> float:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{base}/readyz did not answer 200 within {timeout:.0f} s")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (gunicorn, its workers, their children), SIGKILL
+    after a minute; nothing when the group is gone (a server that failed to start), so that
+    the error which stopped the run is the one reported."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    except ProcessLookupError:
+        server.wait()
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def _workers(master: int) -> list[int]:
@@ -180,6 +202,8 @@ def _wrk(url: str, args: argparse.Namespace, seconds: float, extra: list[str], m
 
 def _reload_later(args, base: str, admin_key: str, master: int, served: Path, version: str,
                   started: float) -> tuple[threading.Timer, dict]:
+    from recommender import artifacts
+
     report: dict = {"via": args.reload_via, "to_version": version}
 
     def reload() -> None:
@@ -239,9 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
+    require(__file__, packages=("recommender", "gunicorn"), programs=("wrk",),
+            files={LUA: "restore it from the repository",
+                   "/proc/self/smaps_rollup": "worker memory is read from Linux's /proc "
+                   "(Linux 4.14 or later)"})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if shutil.which("wrk") is None:
-        parser.error("wrk not found: apt-get install -y wrk")
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(args.work)
     data, models = prepare(work, args.customers)
@@ -264,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     timer, reload = None, None
     try:
         log.info("waiting for %s/readyz (server log: %s)", base, server_log)
-        startup_s = _wait_ready(base, server, args.startup_timeout)
+        startup_s = _wait_ready(base, server, args.startup_timeout, server_log)
         at_ready = _memory(server.pid)
         code, body = _get(f"{base}/v1/customers/C{1:08d}/offers", mobile_key)
         if code != 200:
@@ -289,12 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if timer is not None:
             timer.cancel()
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        _stop(server)
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     ratio = offers["rps"] / hello["rps"]
     errors = offers["errors"] + hello["errors"]
