@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from . import columns as C
 from .assignment import greedy_assign
@@ -94,14 +96,26 @@ def _best(values: np.ndarray, ids: np.ndarray, limit: int) -> np.ndarray:
     return np.concatenate([above, tied])
 
 
-def _progress(done: int, total: int, started: float, stream) -> None:
+class _Bar(tqdm):
+    """tqdm without its monitor thread, which it starts for every bar (a bar updated once a
+    chunk needs none), and with a thread lock for its default multiprocessing one, which would
+    fix this process's multiprocessing start method."""
+
+    monitor_interval = 0
+
+
+_Bar.set_lock(threading.RLock())
+
+
+def _progress(chunks: Iterable[CustomerBatch], total: int, stream) -> Iterator[CustomerBatch]:
+    """``chunks``, with a bar of the customers done on ``stream`` (no bar when it is None)."""
     if stream is None:
+        yield from chunks
         return
-    width = 30
-    filled = int(width * done / max(total, 1))
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} customers "
-                 f"{time.perf_counter() - started:.0f} s")
-    stream.flush()
+    with _Bar(total=total, file=stream, unit=" customers", unit_scale=True) as bar:
+        for chunk in chunks:
+            yield chunk
+            bar.update(len(chunk))
 
 
 class Customers(Protocol):
@@ -240,14 +254,10 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
     total = sum(quotas.values())
     pool = _Candidates(keep={c: max(total, 1) for c in quotas})
     plan = _Plan.of(engine, spec, context)
-    started, done = time.perf_counter(), 0
-    for chunk in customers.chunks(chunk_size):
+    started = time.perf_counter()
+    for chunk in _progress(customers.chunks(chunk_size), len(customers), progress):
         contact, recent = _contact(engine, responses, chunk, spec, context, customers.snapshot)
         pool.add(**_candidates(engine, chunk, contact, recent, plan))
-        done += len(chunk)
-        _progress(done, len(customers), started, progress)
-    if progress is not None:
-        progress.write("\n")
     result = _assign(engine, pool, quotas, spec)
     log.info("campaign %s: %d offers to %d customers in %.1f s", spec.name, len(result),
              result["customer_id"].nunique(), time.perf_counter() - started)
@@ -334,8 +344,7 @@ def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n:
     context = DecisionContext(channel=channel)
     names = ("ids", "propensity", "priority", "expected_value")
     best = {name: np.empty(0, dtype=object if name == "ids" else np.float64) for name in names}
-    started, done = time.perf_counter(), 0
-    for batch in customers.chunks(chunk_size):
+    for batch in _progress(customers.chunks(chunk_size), len(customers), progress):
         scored = engine.score(batch, 1, context)
         ok = np.isfinite(scored.priority[:, column]) & (scored.slots > 0)
         chunk = {"ids": batch.customer_ids[ok].astype(object),
@@ -345,10 +354,6 @@ def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n:
         merged = {name: np.concatenate([best[name], chunk[name]]) for name in names}
         order = np.lexsort((merged["ids"].astype(str), -merged["expected_value"]))[:n]
         best = {name: values[order] for name, values in merged.items()}
-        done += len(batch)
-        _progress(done, len(customers), started, progress)
-    if progress is not None:
-        progress.write("\n")
     return pd.DataFrame({
         "customer_id": best["ids"].astype(str),
         "product_id": product_id, "rank": np.arange(1, len(best["ids"]) + 1),
