@@ -3,6 +3,11 @@
 It works in external ids at its edges, scores with numpy (implicit's batch ``recommend``
 is an order of magnitude slower for few products and many customers), and never lets
 implicit's sentinel scores or ``-1`` ids escape.
+
+implicit fits the model. Serving computes with ``reproducible``: ALS scores, fold-in factors
+and explanations are the same bits for one customer at the counter, a chunk of a campaign or
+another server's CPU, so no decision can depend on which of them computed it. Item-kNN
+scores are sparse products, summed row by row in index order: already the same everywhere.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from . import columns as C
 from .config import CFConfig
 from .exceptions import NotFittedError
 from .ids import IdMap
+from .reproducible import cholesky, cholesky_solve, dot_rows, fixed_point, grid_bits
 from .topk import top_k
 
 log = logging.getLogger(__name__)
+
+_FOLD_IN_BLOCK = 1 << 22  # elements of the (customers, k, k) systems solved at once
 
 
 class CFModel:
@@ -35,6 +43,9 @@ class CFModel:
         self.user_items: sp.csr_matrix | None = None
         self._als: AlternatingLeastSquares | None = None
         self._similarity: sp.csr_matrix | None = None
+        self._item_grid: tuple[np.ndarray, np.ndarray] | None = None  # item factors, fixed point
+        self._gram: np.ndarray | None = None  # Y^T Y + regularization * I, for fold-in
+        self._explained: tuple[bytes, np.ndarray] | None = None  # last customer's shares
 
     @property
     def is_fitted(self) -> bool:
@@ -58,7 +69,7 @@ class CFModel:
                 iterations=cfg.iterations, random_state=cfg.random_state, num_threads=1,
             )
             model.fit(user_items, show_progress=False)
-            self._als = model
+            self._use_als(model)
         else:
             # Cosine item-kNN. implicit's CosineRecommender hands a COO matrix to its own
             # fit (and warns); normalising here and passing CSR is the same computation.
@@ -70,22 +81,69 @@ class CFModel:
                  *user_items.shape, user_items.nnz)
         return self
 
+    def _use_als(self, als: AlternatingLeastSquares) -> None:
+        """Serve ``als``: its item factors on the fixed-point grid of ``dot_rows``, and the
+        Gram matrix every fold-in starts from, computed once."""
+        items = als.item_factors
+        self._als = als
+        self._item_grid = fixed_point(items, grid_bits(items.shape[1]))
+        gram = dot_rows(items.T, items.T)
+        self._gram = gram + np.diag(np.full(len(gram), float(als.regularization)))
+
     def scores(self, rows: np.ndarray) -> np.ndarray:
-        """Dense scores (len(rows) x n_products) of customers at these model positions."""
+        """Dense scores (len(rows) x n_products) of customers at these model positions: a
+        customer's row is the same bits in any batch (``reproducible``)."""
         self._require_fitted()
         rows = np.asarray(rows, dtype=np.int64)
         if self._als is not None:
-            return self._als.user_factors[rows] @ self._als.item_factors.T
+            return dot_rows(self._als.user_factors[rows], None, self._item_grid)
         return _dense(self.user_items[rows] @ self._similarity)
 
     def fold_in_scores(self, user_items: sp.csr_matrix) -> np.ndarray:
         """Scores for customers described only by their holdings (changed or new customers)."""
         self._require_fitted()
-        user_items = sp.csr_matrix(user_items, dtype=np.float32)
         if self._als is not None:
-            factors = self._als.recalculate_user(np.arange(user_items.shape[0]), user_items)
-            return factors @ self._als.item_factors.T
-        return _dense(user_items @ self._similarity)
+            return dot_rows(self.fold_in_factors(user_items), None, self._item_grid)
+        return _dense(sp.csr_matrix(user_items, dtype=np.float32) @ self._similarity)
+
+    def fold_in_factors(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """ALS customer factors recomputed from holdings, as implicit's ``recalculate_user``
+        defines them (one least-squares step against the item factors), solved by
+        ``reproducible`` so a customer gets the same factors alone or in a batch."""
+        self._require_fitted()
+        user_items = _canonical(user_items)
+        k = self._gram.shape[0]
+        block = max(1, _FOLD_IN_BLOCK // (k * k))
+        factors = np.empty((user_items.shape[0], k), dtype=np.float64)
+        for start in range(0, user_items.shape[0], block):
+            part = slice(start, start + block)
+            lower, rhs = self._normal_equations(user_items[part])
+            factors[part] = cholesky_solve(lower, rhs)
+        return factors
+
+    def _normal_equations(self, user_items: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Per customer, the Cholesky factor of ``Y^T C Y + regularization * I`` and the
+        right-hand side ``Y^T C p`` of implicit's least-squares step (confidence
+        ``C = alpha * holdings``; a negative confidence counts in the system only).
+
+        Each customer's sums run over their products in index order, element-wise: the
+        same bits in any batch."""
+        items = self._als.item_factors.astype(np.float64)
+        n, k = user_items.shape[0], items.shape[1]
+        system = np.broadcast_to(self._gram, (n, k, k)).copy()
+        rhs = np.zeros((n, k))
+        confidence = float(self._als.alpha) * user_items.data.astype(np.float64)
+        counts = np.diff(user_items.indptr)
+        for t in range(int(counts.max(initial=0))):  # each customer's t-th product
+            who = np.flatnonzero(counts > t)
+            at = user_items.indptr[who] + t
+            factor, c = items[user_items.indices[at]], confidence[at]
+            rhs[who] += np.maximum(c, 0.0)[:, None] * factor
+            system[who] += (np.abs(c) - 1.0)[:, None, None] * (factor[:, :, None]
+                                                                * factor[:, None, :])
+        empty = counts == 0  # implicit gives them zero factors: a zero right-hand side
+        system[empty] = np.eye(k)
+        return cholesky(system), rhs
 
     def explain(self, user_items_row: sp.csr_matrix, product: int,
                 n: int = 3) -> list[tuple[int, float]]:
@@ -98,13 +156,30 @@ class CFModel:
         if row.nnz == 0:
             return []
         if self._als is not None:
-            _, top, _ = self._als.explain(0, row, int(product), N=n)
-            pairs = [(int(item), float(score)) for item, score in top]
+            pairs = self._als_contributions(row, int(product))
         else:
             held = row.indices
             weights = row.data * _dense(self._similarity[held][:, [int(product)]]).ravel()
             pairs = [(int(i), float(w)) for i, w in zip(held, weights, strict=True)]
         return sorted([p for p in pairs if p[1] > 0], key=lambda p: -p[1])[:n]
+
+    def _als_contributions(self, row: sp.csr_matrix, product: int) -> list[tuple[int, float]]:
+        """Each held product's share of ``product``'s ALS score (Hu, Koren and Volinsky,
+        section 5, as implicit's ``explain``): ``c_j * y_product^T W_u y_j``. Computed for
+        every product at once and kept for the customer's next offer: an answer explains
+        several."""
+        row = _canonical(row)
+        key = row.indices.tobytes() + row.data.tobytes()
+        confidence = float(self._als.alpha) * row.data.astype(np.float64)
+        if self._explained is None or self._explained[0] != key:
+            items = self._als.item_factors
+            lower = self._normal_equations(row)[0]
+            weighted = cholesky_solve(lower, items.T[None].astype(np.float64))[0]  # (k, p)
+            shares = dot_rows(weighted.T, items[row.indices]) * confidence
+            self._explained = (key, shares)
+        shares = self._explained[1][product]
+        return [(int(i), float(s)) for i, s, c in zip(row.indices, shares, confidence,
+                                                       strict=True) if c >= 0]
 
     def recommend(self, customer_ids: list[str], k: int = 5) -> pd.DataFrame:
         """Top-k unheld products per known customer: [customer_id, product_id, score, rank]."""
@@ -143,11 +218,21 @@ class CFModel:
             als.item_factors = np.array(state["item_factors"], dtype=np.float32)
             if als.user_factors.shape[0] != expected[0] or als.item_factors.shape[0] != expected[1]:
                 raise ValueError("stored factors do not match the id maps")
-            model._als = als
+            model._use_als(als)
         else:
             model._similarity = state["similarity"]
         model.customers, model.products, model.user_items = customers, products, user_items
         return model
+
+
+def _canonical(user_items: sp.spmatrix) -> sp.csr_matrix:
+    """CSR float32 with sorted, summed indices (a copy only when needed): the order in which
+    a customer's products are summed must not depend on how the matrix was built."""
+    user_items = sp.csr_matrix(user_items, dtype=np.float32)
+    if not user_items.has_canonical_format:
+        user_items = user_items.copy()
+        user_items.sum_duplicates()
+    return user_items
 
 
 def _dense(matrix) -> np.ndarray:
