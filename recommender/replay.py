@@ -27,6 +27,7 @@ from .decisions import Decision
 from .offers import OfferEngine, decided
 from .policy import ContactState, DecisionContext
 from .policy_config import parse_policy
+from .reproducible import ATOL, RTOL
 from .segments import LifeStageRules
 
 _CONTACT_MASKS = ("declined_recently", "paused", "accepted_pending")
@@ -210,7 +211,7 @@ class Replay:
 
     @property
     def same(self) -> bool:
-        return _close(_comparable(self.output), _comparable(self.decision.output))
+        return agree(_comparable(self.output), _comparable(self.decision.output))
 
 
 def _comparable(output: dict[str, Any]) -> dict[str, Any]:
@@ -219,16 +220,17 @@ def _comparable(output: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in decided(output).items() if k not in ("decision_id", "customer_id")}
 
 
-def _close(a: Any, b: Any) -> bool:
-    """Equal, numbers within a relative 1e-5 (a batch and a single customer may differ in the
-    last bit of a float32 score)."""
+def agree(a: Any, b: Any) -> bool:
+    """Two answers agree: the same decision (offers, order, reasons, sources) exactly, and
+    numbers within ``reproducible.RTOL``/``ATOL`` (exp and log may round the last bit
+    otherwise on another CPU; on one machine every path gives the same bits)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(agree(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(agree(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
         return isinstance(a, int | float) and isinstance(b, int | float) and bool(
-            np.isclose(a, b, rtol=1e-5, atol=1e-9))
+            np.isclose(a, b, rtol=RTOL, atol=ATOL))
     return a == b
 
 

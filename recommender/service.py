@@ -26,6 +26,7 @@ from .policy_config import CHANNELS, PolicyConfig, load_policy
 from .profiles import plain_value
 from .ranker import RankerScores
 from .replay import decision_inputs
+from .reproducible import ATOL, RTOL
 from .responses import ResponseStore
 from .score_table import ServedScores
 from .why_not import why_not
@@ -238,8 +239,8 @@ def smoke_test(service: OfferService, customers: int = 20) -> None:
         raise ArtifactError(f"smoke test of model {service.engine.model.version}: propensities "
                             "are not finite probabilities")
     table = service.scores.table if service.scores is not None else None
-    if table is not None and not np.allclose(table.scores[:n], scored.scores, rtol=1e-5,
-                                             atol=1e-6):
+    if table is not None and not np.allclose(table.scores[:n], scored.scores, rtol=RTOL,
+                                             atol=ATOL):
         service.scores.discard(f"its scores disagree with model {service.engine.model.version}")
 
 

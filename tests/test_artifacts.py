@@ -15,6 +15,8 @@ from recommender.offers import OfferEngine
 from recommender.segments import life_stages_text
 from recommender.training import fit, train
 
+pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
+
 
 @pytest.fixture
 def models_dir(tmp_path):

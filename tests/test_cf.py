@@ -14,6 +14,8 @@ from recommender.exceptions import NotFittedError, UnknownIdError
 from recommender.ids import IdMap
 from recommender.topk import NOT_OFFERABLE
 
+pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
+
 A, B, C, D, E = range(5)
 
 

@@ -19,6 +19,8 @@ from recommender.mapped_book import MappedBook, book_key, open_book
 from recommender.policy import ContactState, DecisionContext
 from recommender.replay import batch_decision_inputs, decision_inputs
 
+pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
+
 
 @pytest.fixture(scope="module")
 def model(served_demo_bank):

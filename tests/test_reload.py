@@ -22,6 +22,8 @@ from recommender.score_table import ServedScores
 from recommender.segments import life_stages_text
 from recommender.training import train
 
+pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
+
 
 @pytest.fixture
 def models(served_demo_bank, packaged_catalog, life_stages, tmp_path):

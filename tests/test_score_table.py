@@ -14,6 +14,7 @@ from recommender import artifacts
 from recommender.exceptions import ArtifactError, ConfigError
 from recommender.mapped_book import open_book
 from recommender.ranker import served_ranker
+from recommender.replay import agree
 from recommender.score_table import (
     ScoreTable,
     ServedScores,
@@ -24,6 +25,10 @@ from recommender.score_table import (
     table_key,
 )
 from recommender.service import load_service, smoke_test
+
+from tolerance import assert_close
+
+pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 
 
 @pytest.fixture(scope="module")
@@ -46,36 +51,24 @@ def test_the_table_holds_the_served_rankers_scores_for_every_customer(
     table = open_table(built, book, model)
     assert table is not None and table.scores.shape == (len(book), len(model.catalog))
     live = served_ranker(model).score(book.batch(np.arange(len(book))))
-    assert np.array_equal(table.scores, live.scores)  # one chunk: the very same batch
+    assert_close(table.scores, live.scores)
     for position in (0, 17, len(book) - 1):
         row = table.at(position)
         assert row.sources.tolist() == [live.sources[position]]
         one = served_ranker(model).score(book.batch(np.array([position])))
-        np.testing.assert_allclose(row.scores, one.scores, rtol=1e-5, atol=1e-6)
+        assert_close(row.scores, one.scores)
 
 
 def test_chunks_do_not_change_the_scores(served_demo_bank, model, built, tmp_path):
     book = open_book(served_demo_bank["DATA_DIR"], model, built / "book-cache")
     chunked = ScoreTable(build_score_table(model, book, tmp_path / "t", chunk=100), book)
     whole = open_table(built, book, model)
-    np.testing.assert_allclose(chunked.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    assert_close(chunked.scores, whole.scores)
     assert np.array_equal(chunked.sources, whole.sources)
 
 
 def _without_ids(answer: dict) -> dict:
     return {k: v for k, v in answer.items() if k != "decision_id"}
-
-
-def _same(a, b) -> bool:
-    """Equal, floats to 1e-5 (one customer's CF scores may differ from a batch's in the last
-    bits of a float32)."""
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-5 * max(1.0, abs(b))
-    return a == b
 
 
 def test_answers_from_the_table_equal_live_answers(served_demo_bank, built, tmp_path):
@@ -91,9 +84,9 @@ def test_answers_from_the_table_equal_live_answers(served_demo_bank, built, tmp_
         channel, lang = ("mobile", "zh") if i % 2 else ("branch", "en")
         a = tabled.offers(customer, limit=3 + i % 3, lang=lang, channel=channel)
         b = live.offers(customer, limit=3 + i % 3, lang=lang, channel=channel)
-        assert _same(_without_ids(a), _without_ids(b)), customer
+        assert agree(_without_ids(a), _without_ids(b)), customer
         product = a["offers"][0]["product_id"] if a["offers"] else "credit_card"
-        assert _same(tabled.why_not(customer, product), live.why_not(customer, product))
+        assert agree(tabled.why_not(customer, product), live.why_not(customer, product))
     recorded = tabled.decisions.for_customer(customers[1], limit=2)
     assert recorded[0].inputs == recorded[1].inputs | {"context": recorded[0].inputs["context"]}
     assert datetime.fromisoformat(recorded[0].inputs["context"]["at"]) >= at

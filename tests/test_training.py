@@ -15,6 +15,8 @@ from recommender.offers import OfferEngine
 from recommender.segments import life_stages_text, parse_life_stages
 from recommender.training import evaluate, fingerprint, fit, train, upto
 
+pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
+
 METHODS = {"popularity", "life_stage_prior", "als", "item_knn", "hybrid", "acquisition"}
 METRICS = {"customers", "map@5", "precision@5", "recall@5", "ndcg@5", "coverage"}
 
