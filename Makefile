@@ -53,8 +53,12 @@ bench-tools: install
 			apt-get install -y -qq wrk; \
 	fi
 
+# The whole suite with the machine's own BLAS kernel and SIMD, then the tests that compare
+# two code paths (marked numerics) under each other OpenBLAS kernel this CPU can run and
+# with numpy's SIMD dispatch off (tests/kernels.py): a result must not depend on the CPU.
 test: install browser
 	NBO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+	$(BIN)/python tests/kernels.py
 
 clean:
 	rm -rf $(VENV) data/demo $(MODELS)/*/ $(MODELS)/current .pytest_cache
