@@ -1,7 +1,7 @@
 """Calibration: ranker scores -> the probability that the customer takes the product up next month.
 
 Arbitration multiplies propensities by value, so they must be probabilities, not ranks.
-A monotone (isotonic, pool-adjacent-violators) map is fitted on one month-to-month
+A monotone (isotonic: scipy's pool-adjacent-violators) map is fitted on one month-to-month
 transition over all customers present, and checked on a later month with a reliability
 table.
 """
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import isotonic_regression
 
 _MAX_BINS = 200
 
@@ -63,22 +64,6 @@ class Calibrator:
                    np.asarray(state["values"], dtype=np.float64))
 
 
-def _pool_adjacent_violators(means: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted isotonic (non-decreasing) fit of a sequence."""
-    values, sizes, counts = [], [], []
-    for mean, weight in zip(means, weights, strict=True):
-        values.append(mean)
-        sizes.append(weight)
-        counts.append(1)
-        while len(values) > 1 and values[-2] > values[-1]:
-            total = sizes[-2] + sizes[-1]
-            merged = (values[-2] * sizes[-2] + values[-1] * sizes[-1]) / total
-            count = counts[-2] + counts[-1]
-            del values[-1], sizes[-1], counts[-1]
-            values[-1], sizes[-1], counts[-1] = merged, total, count
-    return np.repeat(values, counts)
-
-
 def fit_calibrator(scores: np.ndarray, taken: np.ndarray) -> Calibrator:
     """Isotonic fit on (score, taken-up?) pairs; scores that are not finite are ignored."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -99,7 +84,7 @@ def fit_calibrator(scores: np.ndarray, taken: np.ndarray) -> Calibrator:
     weights = np.array([counts[g].sum() for g in groups])
     centres = np.array([weighted_scores[g].sum() for g in groups]) / weights
     rates = np.array([positives[g].sum() for g in groups]) / weights
-    fitted = _pool_adjacent_violators(rates, weights)
+    fitted = isotonic_regression(rates, weights=weights, increasing=True).x
     return Calibrator(centres, np.maximum.accumulate(fitted))
 
 
