@@ -13,7 +13,9 @@ numpy matmul of the ALS factors plus argpartition; (e) implicit's batch recommen
 second-scale measures, (b) in memory and (d), are the best of three runs (warm).
 ``peak_rss_mb`` is the peak of the campaigns from disk, before the whole book is loaded;
 ``peak_rss_mb_children`` the largest child (the split of a big bank runs in one).
-Prints and writes JSON.
+The lists of (a) and (b) are written to --work (``campaign.parquet``, ``campaign_cf.parquet``)
+so two runs, under two OpenBLAS kernels say, can be compared row by row. Prints and writes
+JSON.
 """
 
 from __future__ import annotations
@@ -99,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     offers, campaign_s = _timed(campaign)
     cf_engine = OfferEngine(replace(model, served="hybrid"))
 
-    def campaign_cf() -> None:
+    def campaign_cf():
         with open_customers(data, model) as customers:
-            run_campaign(cf_engine, customers, spec, progress=None)
+            return run_campaign(cf_engine, customers, spec, progress=None)
 
-    _, campaign_cf_from_disk_s = _timed(campaign_cf)
+    cf_frame, campaign_cf_from_disk_s = _timed(campaign_cf)
+    # Both lists stay in --work, to compare runs (under two BLAS kernels, say) row by row.
+    write_list(cf_frame, Path(args.work) / "campaign_cf.parquet")
     peak_campaign = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The split of a big bank runs in a child; so do `nbo` runs that made the bank above.
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
