@@ -3,52 +3,40 @@ customer described in the request."""
 
 from flask import Blueprint
 
-from recommender.data import CUSTOMER_COLUMNS
-
-from .errors import BadRequest
 from .metrics import count_offers
-from .params import channel_param, intent_param, json_body, lang_param, limit_param
-from .state import current_service
+from .requests import LangQuery
+from .state import current_requests, current_service
+from .validation import body, query
 
 bp = Blueprint("customers", __name__)
 
 
-def _context_params() -> dict:
-    return {"channel": channel_param(), "intent": intent_param(current_service().policy.intents)}
-
-
 @bp.get("/customers/<customer_id>")
 def profile(customer_id: str):
-    return current_service().profile(customer_id, lang_param())
+    return current_service().profile(customer_id, query(LangQuery).lang)
 
 
 @bp.get("/customers/<customer_id>/offers")
 def offers(customer_id: str):
-    limit, lang, context = limit_param(), lang_param(), _context_params()
-    decision = current_service().offers(customer_id, limit, lang, **context)
+    q = query(current_requests().decision)
+    decision = current_service().offers(customer_id, q.limit, q.lang, channel=q.channel,
+                                        intent=q.intent)
     count_offers(decision["offers"])
     return decision
 
 
 @bp.get("/customers/<customer_id>/offers/<product_id>/why-not")
 def why_not(customer_id: str, product_id: str):
-    limit, lang, context = limit_param(), lang_param(), _context_params()
-    return current_service().why_not(customer_id, product_id, lang, limit=limit, **context)
+    q = query(current_requests().decision)
+    return current_service().why_not(customer_id, product_id, q.lang, limit=q.limit,
+                                     channel=q.channel, intent=q.intent)
 
 
 @bp.post("/customers/<customer_id>/responses")
 def record_response(customer_id: str):
-    body = json_body()
-    unknown = sorted(set(body) - {"product_id", "outcome", "channel"})
-    if unknown:
-        raise BadRequest(f"unknown fields {unknown}", fields=unknown)
-    missing = [f for f in ("product_id", "outcome", "channel") if f not in body]
-    if missing:
-        raise BadRequest(f"missing fields {missing}", fields=missing)
-    if not all(isinstance(body[f], str) for f in ("product_id", "outcome", "channel")):
-        raise BadRequest("product_id, outcome and channel must be strings")
-    stored = current_service().record_response(customer_id, body["product_id"], body["outcome"],
-                                        body["channel"])
+    new = body(current_requests().new_response, value_code="invalid_response")
+    stored = current_service().record_response(customer_id, new.product_id, new.outcome,
+                                               new.channel)
     return stored, 201
 
 
@@ -59,28 +47,10 @@ def list_responses(customer_id: str):
 
 @bp.post("/offers/score")
 def score():
-    body = json_body()
-    unknown = sorted(set(body) - {"customer", "holdings", "limit", "lang", "channel", "intent"})
-    if unknown:
-        raise BadRequest(f"unknown fields {unknown}", fields=unknown)
-    customer, holdings = body.get("customer"), body.get("holdings", [])
-    if not isinstance(customer, dict):
-        raise BadRequest("'customer' must be an object with the customer's profile",
-                         field="customer")
-    if not isinstance(holdings, list) or not all(isinstance(h, str) for h in holdings):
-        raise BadRequest("'holdings' must be a list of product ids", field="holdings")
-    unknown = sorted(set(customer) - set(CUSTOMER_COLUMNS))
-    if unknown:
-        raise BadRequest(f"unknown customer fields {unknown}; allowed: {list(CUSTOMER_COLUMNS)}",
-                         field="customer", fields=unknown)
-    nested = sorted(k for k, v in customer.items() if isinstance(v, dict | list))
-    if nested:
-        raise BadRequest(f"customer fields {nested} must be single values", field="customer",
-                         fields=nested)
-    customer = {"customer_id": "request", **customer}
-    limit, lang = limit_param(body.get("limit", "")), lang_param(body.get("lang", "en"))
-    context = {"channel": channel_param(body.get("channel", "")),
-               "intent": intent_param(current_service().policy.intents, body.get("intent", ""))}
-    decision = current_service().offers_for_profile(customer, holdings, limit, lang, **context)
+    request = body(current_requests().score)
+    customer = {"customer_id": "request", **request.customer.model_dump(exclude_unset=True)}
+    decision = current_service().offers_for_profile(
+        customer, request.holdings, request.limit, request.lang, channel=request.channel,
+        intent=request.intent)
     count_offers(decision["offers"])
     return decision

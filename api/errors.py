@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 
 
 class BadRequest(Exception):
-    """Invalid parameters or body, raised by views at the edge."""
+    """Invalid parameters or body, refused at the edge (400 with ``code``)."""
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, code: str = "bad_request", **details: Any) -> None:
         super().__init__(message)
-        self.message, self.details = message, details
+        self.message, self.code, self.details = message, code, details
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None):
@@ -31,12 +31,13 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 def register(app: Flask) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest):
-        return error_response(400, "bad_request", exc.message, exc.details)
+        return error_response(400, exc.code, exc.message, exc.details)
 
     @app.errorhandler(DataValidationError)
     def invalid_data(exc: DataValidationError):
-        return error_response(400, "invalid_input", str(exc),
-                              {"column": exc.column, "rows": list(exc.rows)})
+        where = {"field": exc.field} if exc.field else {"column": exc.column,
+                                                         "rows": list(exc.rows)}
+        return error_response(400, "invalid_input", str(exc), where)
 
     @app.errorhandler(UnknownCustomerError)
     def unknown_customer(exc: UnknownCustomerError):

@@ -2,20 +2,21 @@
 
 from flask import Blueprint
 
-from .params import lang_param
+from .requests import LangQuery
 from .state import current_service
+from .validation import query
 
 bp = Blueprint("products", __name__)
 
 
 @bp.get("/products")
 def list_products():
-    return {"products": current_service().products(lang_param())}
+    return {"products": current_service().products(query(LangQuery).lang)}
 
 
 @bp.get("/life-stages")
 def list_life_stages():
-    return {"life_stages": current_service().life_stages(lang_param())}
+    return {"life_stages": current_service().life_stages(query(LangQuery).lang)}
 
 
 @bp.get("/model")

@@ -1,4 +1,4 @@
-"""Where views find the service they answer from.
+"""Where views find the service they answer from, and the request models of what it serves.
 
 Views never keep the service between requests: a hot reload swaps it, and each request
 should read the one current when it started.
@@ -10,6 +10,10 @@ from flask import current_app
 
 from recommender.service import OfferService
 
+from .requests import RequestModels
+
+_REQUESTS = "nbo_requests"
+
 
 def current_service() -> OfferService:
     """The offer service answering this request."""
@@ -20,3 +24,14 @@ def loaded_service() -> OfferService | None:
     """The offer service if one is loaded, else None: for readiness, logs and metrics, which
     must answer even while no model is being served."""
     return current_app.extensions.get("nbo")
+
+
+def current_requests() -> RequestModels:
+    """The request models of the current service's catalog and policy: built on the first
+    request after a load or a reload, then reused (a swap of the service is seen by identity)."""
+    service = current_service()
+    built = current_app.extensions.get(_REQUESTS)
+    if built is None or built[0] is not service:
+        built = (service, RequestModels.for_service(service))
+        current_app.extensions[_REQUESTS] = built  # one assignment: atomic for readers
+    return built[1]

@@ -189,17 +189,22 @@ def csr_rows(matrix: sp.csr_matrix, rows: np.ndarray | slice) -> sp.csr_matrix:
 
 
 def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
-                  stages: LifeStageRules, source: str = "request") -> CustomerBatch:
+                  stages: LifeStageRules) -> CustomerBatch:
     """A one-customer batch for a customer described in a request, not in the book.
 
-    The profile is validated by the same rules as the customers extract. Only current
-    holdings are known: earlier months count as missing history.
+    The profile is validated by the same rules as the customers extract; an error names the
+    request's field (``customer.age``, ``holdings``). Only current holdings are known:
+    earlier months count as missing history.
     """
-    profiles = validate_customers(pd.DataFrame([profile]), source=source)
+    try:
+        profiles = validate_customers(pd.DataFrame([profile]), source="request")
+    except DataValidationError as exc:
+        field = f"customer.{exc.column}" if exc.column else "customer"
+        raise DataValidationError(f"{field} {exc.problem}" if exc.problem else exc.reason,
+                                  field=field) from None
     unknown = [p for p in held_product_ids if p not in catalog.ids]
     if unknown:
-        raise DataValidationError(f"unknown product ids {unknown}", source=source,
-                                  column="holdings")
+        raise DataValidationError(f"unknown product ids {unknown}", field="holdings")
     cols = catalog.ids.to_internal(sorted(set(held_product_ids)))
     held = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (np.zeros(len(cols)), cols)),
                          shape=(1, len(catalog)))

@@ -29,7 +29,11 @@ _REQUIRED_CUSTOMER_COLUMNS = (
 )
 CUSTOMER_COLUMNS = (*_REQUIRED_CUSTOMER_COLUMNS, C.AGE, C.BIRTH_DATE, C.RISK_ASSESSED_ON,
                     C.VULNERABLE, C.OPEN_COMPLAINT, C.GENDER)
-_FIRST_DATE, _LAST_DATE = pd.Timestamp("1850-01-01"), pd.Timestamp("2200-12-31")
+# What a customers extract may hold: dates and numbers outside these are data errors. The API
+# holds a customer described in a request to the same bounds.
+FIRST_DATE, LAST_DATE = pd.Timestamp("1850-01-01"), pd.Timestamp("2200-12-31")
+RANGES = {C.AGE: (0, 130), C.INCOME: (0, 1e12), C.DEPENDANTS: (0, 30),
+          C.TENURE_MONTHS: (0, 1500)}
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -91,13 +95,16 @@ def find_extract(data_dir: str | Path, name: str) -> Path:
     )
 
 
-def _fail(message: str, source: str, column: str, bad: np.ndarray) -> None:
+def _fail(message: str, source: str, column: str, bad: np.ndarray, problem: str = "") -> None:
     rows = tuple(int(r) for r in np.flatnonzero(bad)[:_SHOW_ROWS])
-    raise DataValidationError(message, source=source, column=column, rows=rows)
+    raise DataValidationError(message, source=source, column=column, rows=rows,
+                              problem=problem)
 
 
-def _numeric(frame: pd.DataFrame, column: str, source: str, *, low: float, high: float,
-             integer: bool = False, allow_missing: bool = False) -> pd.Series:
+def _numeric(frame: pd.DataFrame, column: str, source: str, *, integer: bool = False,
+             allow_missing: bool = False) -> pd.Series:
+    """``column`` as numbers within ``RANGES[column]``."""
+    low, high = RANGES[column]
     raw = frame[column]
     if pd.api.types.is_bool_dtype(raw) or raw.dtype == object:
         # true/false is not a number, even though Python would count it as 1/0
@@ -120,7 +127,8 @@ def _numeric(frame: pd.DataFrame, column: str, source: str, *, low: float, high:
 
 def _fail_if(bad: np.ndarray, what: str, source: str, column: str) -> None:
     if bad.any():
-        _fail(f"{int(bad.sum())} value(s) in column {column!r} {what}", source, column, bad)
+        _fail(f"{int(bad.sum())} value(s) in column {column!r} {what}", source, column, bad,
+              what)
 
 
 def _categorical(frame: pd.DataFrame, column: str, source: str,
@@ -151,8 +159,8 @@ def _dates(frame: pd.DataFrame, column: str, source: str,
     if not allow_missing:
         _fail_if(raw.isna().to_numpy(), "is missing", source, column)
     # Placeholders such as 9999-12-31 are not real dates (and overflow nanosecond time).
-    implausible = ((parsed < _FIRST_DATE) | (parsed > _LAST_DATE)).to_numpy(dtype=bool)
-    _fail_if(implausible, f"is outside {_FIRST_DATE.date()} .. {_LAST_DATE.date()}", source,
+    implausible = ((parsed < FIRST_DATE) | (parsed > LAST_DATE)).to_numpy(dtype=bool)
+    _fail_if(implausible, f"is outside {FIRST_DATE.date()} .. {LAST_DATE.date()}", source,
              column)
     return parsed.astype("datetime64[ns]")
 
@@ -172,20 +180,20 @@ def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
              C.CUSTOMER_ID)
     out = pd.DataFrame({C.CUSTOMER_ID: ids.astype(str)})
     if C.AGE in frame.columns:
-        out[C.AGE] = _numeric(frame, C.AGE, source, low=0, high=130, integer=True)
+        out[C.AGE] = _numeric(frame, C.AGE, source, integer=True)
     else:
         born = _dates(frame, C.BIRTH_DATE, source)
         reference = as_of if as_of is not None else pd.Timestamp.today().normalize()
         before_birthday = (born.dt.month > reference.month) | (
             (born.dt.month == reference.month) & (born.dt.day > reference.day))
         out[C.AGE] = (reference.year - born.dt.year - before_birthday).astype(np.int32)
-        _fail_if(((out[C.AGE] < 0) | (out[C.AGE] > 130)).to_numpy(),
+        youngest, oldest = RANGES[C.AGE]
+        _fail_if(((out[C.AGE] < youngest) | (out[C.AGE] > oldest)).to_numpy(),
                  "gives an impossible age", source, C.BIRTH_DATE)
-    out[C.INCOME] = _numeric(frame, C.INCOME, source, low=0, high=1e12, allow_missing=True)
+    out[C.INCOME] = _numeric(frame, C.INCOME, source, allow_missing=True)
     out[C.MARITAL_STATUS] = _categorical(frame, C.MARITAL_STATUS, source, C.MARITAL_STATUSES)
-    out[C.DEPENDANTS] = _numeric(frame, C.DEPENDANTS, source, low=0, high=30, integer=True)
-    out[C.TENURE_MONTHS] = _numeric(frame, C.TENURE_MONTHS, source, low=0, high=1500,
-                                    integer=True)
+    out[C.DEPENDANTS] = _numeric(frame, C.DEPENDANTS, source, integer=True)
+    out[C.TENURE_MONTHS] = _numeric(frame, C.TENURE_MONTHS, source, integer=True)
     segment = frame[C.SEGMENT].astype("string").str.strip()
     _fail_if((segment.isna() | (segment == "")).to_numpy(dtype=bool), "is empty", source,
              C.SEGMENT)

@@ -9,17 +9,22 @@ class DataValidationError(RecommenderError, ValueError):
     """An extract (customers, holdings) is missing, malformed or inconsistent.
 
     ``source`` names the file, ``column`` the column, ``rows`` the first offending row
-    numbers (0-based positions in the file, header excluded).
+    numbers (0-based positions in the file, header excluded). A customer described in a
+    request is no file: ``field`` names the field of the request body instead. ``problem``
+    is what is wrong with the values, without where ("is empty"), when that is all.
     """
 
     def __init__(
-        self, message: str, *, source: str = "", column: str = "", rows: tuple = ()
+        self, message: str, *, source: str = "", column: str = "", rows: tuple = (),
+        field: str = "", problem: str = "",
     ) -> None:
-        self.source, self.column, self.rows = source, column, tuple(rows)
+        self.reason, self.problem = message, problem
+        self.source, self.column, self.rows, self.field = source, column, tuple(rows), field
         where = ", ".join(
             part
             for part in (
                 f"file {source}" if source else "",
+                f"field {field!r}" if field else "",
                 f"column {column!r}" if column else "",
                 f"first offending rows {list(self.rows)}" if self.rows else "",
             )

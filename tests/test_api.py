@@ -362,6 +362,8 @@ def test_unknown_customer_is_404(api_client, path):
     ("limit=abc", "limit"), ("limit=0", "limit"), ("limit=999", "limit"), ("limit=-1", "limit"),
     ("limit=21", "limit"), ("limit=2.5", "limit"), ("limit=1e400", "limit"),
     ("lang=fr", "lang"), ("lang=ZH", "lang"), ("lang=", "lang"), ("limit=3&lang=de", "lang"),
+    ("limit=", "limit"), ("channel=", "channel"), ("channel=fax", "channel"),
+    ("intent=", "intent"), ("intent=holiday", "intent"),
 ])
 def test_bad_query_parameters_are_400(api_client, api_customers, query, parameter):
     cid = api_customers["with_holdings"][0]
@@ -512,16 +514,34 @@ BAD_BODIES = {
 
 @pytest.mark.parametrize("body, column", BAD_BODIES.values(), ids=BAD_BODIES.keys())
 def test_score_invalid_bodies_are_400(api_client, body, column):
-    err = _assert_error(api_client.post("/v1/offers/score", json=body), 400)
-    assert err["code"] in ("bad_request", "invalid_input")
+    err = _assert_error(api_client.post("/v1/offers/score", json=body), 400, "bad_request")
     if column is not None:
         assert column in err["message"], err
-    if err["code"] == "invalid_input":
-        if "missing required columns" in err["message"]:
-            assert err["details"]["column"] == ""  # several may be missing: named in message
-        else:
-            assert err["details"]["column"] == column
-            assert err["details"]["rows"] == [0] or column == "holdings"
+        named = [err["details"].get("field", ""), *err["details"].get("fields", [])]
+        # age or birth_date: a rule of the customer object, named by the message
+        assert any(column in n for n in named) or named == ["customer"], err
+
+
+def test_a_body_error_names_the_field_and_the_value_sent(api_client):
+    """A body is not a file: the error names the field (no 'file request, column ...')."""
+    err = _assert_error(api_client.post("/v1/offers/score", json={
+        "customer": PROFILE, "holdings": ["current_account", "yacht"]}), 400, "bad_request")
+    assert err["message"].startswith("holdings[1] must be one of 'current_account', ")
+    assert err["message"].endswith(", got 'yacht'")
+    assert err["details"] == {"field": "holdings"}
+    err = _assert_error(api_client.post("/v1/offers/score", json={
+        "customer": {**PROFILE, "age": 200}}), 400, "bad_request")
+    assert err == {"code": "bad_request", "message": "customer.age must be at most 130, got 200",
+                   "details": {"field": "customer.age"}}
+
+
+@pytest.mark.parametrize("field", ["intent", "channel", "lang", "limit", "holdings"])
+def test_score_null_for_an_optional_field_is_400(api_client, field):
+    """Leave a field out for its default; null is not one of its values."""
+    err = _assert_error(api_client.post("/v1/offers/score", json={"customer": PROFILE,
+                                                                  field: None}), 400)
+    assert err["details"] == {"field": field}
+    assert err["message"].startswith(field) and err["message"].endswith("got None")
 
 
 @pytest.mark.parametrize("data, content_type", [
@@ -562,18 +582,26 @@ def test_score_fractional_limit_is_400(api_client):
 
 def test_score_boolean_age_is_400(api_client):
     resp = api_client.post("/v1/offers/score", json={"customer": {**PROFILE, "age": True}})
-    _assert_error(resp, 400, "invalid_input")
+    assert _assert_error(resp, 400, "bad_request")["details"] == {"field": "customer.age"}
+
+
+def test_score_whole_numbers_may_be_written_with_a_fraction(api_client):
+    """JSON Schema counts 31.0 as an integer, and so does the API."""
+    body = {"customer": {**PROFILE, "age": 31.0, "dependants": 1.0}, "limit": 3.0}
+    assert len(_json(api_client.post("/v1/offers/score", json=body))["offers"]) == 3
 
 
 @pytest.mark.parametrize("field, value", [(C.RISK_ASSESSED_ON, "9999-12-31"),
-                                          (C.BIRTH_DATE, "1066-10-14")])
+                                          (C.BIRTH_DATE, "1066-10-14"),
+                                          (C.BIRTH_DATE, "2001-02-30")])
 def test_score_out_of_range_date_is_400_not_500(api_client, field, value):
     customer = {**PROFILE, field: value}
     if field == C.BIRTH_DATE:
         customer.pop(C.AGE)
     resp = api_client.post("/v1/offers/score", json={"customer": customer})
-    body = _assert_error(resp, 400, "invalid_input")
-    assert field in body["message"]
+    body = _assert_error(resp, 400, "bad_request")
+    assert field in body["message"] and repr(value) in body["message"]
+    assert body["details"] == {"field": f"customer.{field}"}
 
 
 def test_score_deeply_nested_body_is_400_not_500(api_client):

@@ -13,6 +13,7 @@ from recommender import artifacts
 from recommender import columns as C
 from recommender.book import CustomerBook, load_book, profile_batch
 from recommender.data import load_bank
+from recommender.exceptions import DataValidationError
 from recommender.offers import OfferEngine
 from recommender.policy import DecisionContext
 from recommender.profiles import ProfileArrays
@@ -88,3 +89,14 @@ def test_the_book_shares_the_models_customer_map_and_scores_alike(served_demo_ba
     assert_close(a.priority, b.priority)
     np.testing.assert_array_equal(a.sources, b.sources)
     np.testing.assert_array_equal(a.order, b.order)
+
+
+def test_a_described_customer_is_refused_by_the_field_of_the_request(book):
+    """A request body is no file: its errors name the body's field."""
+    profile = book.profiles.iloc[7].to_dict()
+    with pytest.raises(DataValidationError, match=r"\(field 'holdings'\)") as refused:
+        profile_batch(profile, ["no_such_product"], book.catalog, book.stages)
+    assert "file" not in str(refused.value) and refused.value.field == "holdings"
+    with pytest.raises(DataValidationError, match=r"\(field 'customer.age'\)") as refused:
+        profile_batch({**profile, C.AGE: -3}, [], book.catalog, book.stages)
+    assert "file" not in str(refused.value) and "column" not in str(refused.value)

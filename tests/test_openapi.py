@@ -1,7 +1,9 @@
-"""The OpenAPI document: it describes exactly the app's routes, and the app keeps to it.
+"""The OpenAPI document: it describes exactly the app's routes and what it serves now, and the
+app keeps to it.
 
 schemathesis generates requests from the document (valid and invalid ones) and sends them to
-the app in-process; every answer must be documented, match its schema and never be a 5xx.
+the app in-process with every check it has: every answer must be documented and match its
+schema, no 5xx, valid requests accepted and invalid ones refused.
 """
 
 from __future__ import annotations
@@ -12,20 +14,20 @@ import re
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS, load_all_checks
 from werkzeug.exceptions import NotFound
 
 from api import create_app
-from api.openapi import DOCUMENT
+from api.openapi import build_document
+from api.requests import RequestModels
+from recommender.catalog import load_catalog
+from recommender.policy_config import load_policy
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
+# The packaged catalog and policy: what the served demo bank serves.
+DOCUMENT = build_document(RequestModels.build(tuple(load_catalog().ids.external_ids),
+                                              load_policy().intents))
+load_all_checks()
+CHECKS_ALL = [check for check in CHECKS.get_all() if not isinstance(check, type)]
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}  # added by Flask to every rule
 
 
@@ -76,11 +78,60 @@ def test_operation_ids_are_the_flask_endpoints(openapi_app):
             assert operation["operationId"] == endpoint, (path, method)
 
 
-def test_served_document_is_the_module_document(openapi_app):
+def test_served_document_is_the_document_of_what_is_served(openapi_app):
     resp = openapi_app.test_client().get("/openapi.json")
     assert resp.status_code == 200
-    assert resp.get_json() == DOCUMENT
+    assert resp.get_json() == json.loads(json.dumps(DOCUMENT))
     assert resp.headers["X-Request-ID"]
+
+
+def _enum(document: dict, path: str, name: str) -> list[str]:
+    parameters = document["paths"][path]["get"]["parameters"]
+    return next(p["schema"]["enum"] for p in parameters if p["name"] == name)
+
+
+def test_enums_are_those_of_the_catalog_and_policy_served():
+    why_not = "/v1/customers/{customer_id}/offers/{product_id}/why-not"
+    assert _enum(DOCUMENT, why_not, "product_id") == list(load_catalog().ids.external_ids)
+    assert _enum(DOCUMENT, why_not, "intent") == list(load_policy().intents) != []
+    score = DOCUMENT["components"]["schemas"]["ScoreRequest"]["properties"]
+    assert score["holdings"]["items"]["enum"] == list(load_catalog().ids.external_ids)
+    assert score["intent"]["enum"] == list(load_policy().intents)
+
+
+def test_document_follows_a_reload_of_the_policy(served_demo_bank, tmp_path, client_with_key):
+    """A policy with another intent, reloaded: the document and the checks take it at once."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(load_policy().text, encoding="utf-8")
+    app = create_app({**served_demo_bank, "STATE_DIR": str(tmp_path / "state"),
+                      "POLICY_FILE": str(policy)})
+    client = client_with_key(app, "admin")
+    offers = "/v1/customers/{customer_id}/offers"
+    assert "saving" not in _enum(client.get("/openapi.json").get_json(), offers, "intent")
+    assert client.get("/v1/customers/C00000001/offers?intent=saving").status_code == 400
+    policy.write_text(load_policy().text + "\n[arbitration.intent.saving]\ndeposit = 1.5\n",
+                      encoding="utf-8")
+    assert client.post("/admin/reload").get_json()["status"] == "reloaded"
+    assert "saving" in _enum(client.get("/openapi.json").get_json(), offers, "intent")
+    assert client.get("/v1/customers/C00000001/offers?intent=saving").status_code == 200
+
+
+def _schemas(node):
+    """Every JSON Schema object in ``node`` (a dict with a ``type``)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str):
+            yield node
+        for value in node.values():
+            yield from _schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schemas(value)
+
+
+def test_constraints_are_written_in_json_schema_words():
+    """pydantic writes a bound it cannot place as ``ge``/``le``: clients would ignore it."""
+    pydantic_words = {"ge", "gt", "le", "lt", "min_length", "max_length", "multiple_of"}
+    assert not [s for s in _schemas(DOCUMENT) if pydantic_words & set(s)]
 
 
 def test_protected_operations_document_auth_errors_and_roles():
@@ -126,13 +177,23 @@ def test_lone_surrogate_in_body_is_400_not_500(openapi_app, admin_headers, path,
 
 # --------------------------------------------------------------------------- schemathesis
 
-# Loaded from the module's document, not the app's (a test above checks they are the same):
+# Loaded from the document built above, not the app's (a test above checks they are the same):
 # schemathesis's fixture-based loader does not work with pytest 9.
 schema = schemathesis.openapi.from_dict(json.loads(json.dumps(DOCUMENT)))
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app(openapi_app, admin_headers):
+    """The app, known to schemathesis with its key: checks that send requests of their own
+    (without the key, with another method) send them to it, and a request it made without
+    the key is not counted as a key-less request the app should have refused."""
+    schema.app = openapi_app
+    schema.config.update(headers=admin_headers)
+    return openapi_app
 
 
 @schema.parametrize()
 @settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
-def test_app_keeps_to_its_document(case, openapi_app, admin_headers):
-    case.call_and_validate(app=openapi_app, headers=admin_headers, checks=CHECKS)
+def test_app_keeps_to_its_document(case, fuzzed_app):
+    case.call_and_validate(app=fuzzed_app, checks=CHECKS_ALL)
