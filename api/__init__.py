@@ -3,10 +3,10 @@
 ``STATE_DIR`` holds what the service writes: recorded responses, the decision log and its
 encryption key; and, unless ``API_KEYS_FILE`` names another file, ``api_keys.toml`` (see
 ``api.auth``). ``SCORE_TABLES`` says whether answers read the model's precomputed ranker
-scores (``recommender.score_table``): ``use`` (default, when built), ``background`` (build
+scores (``recommender.ranking.score_table``): ``use`` (default, when built), ``background`` (build
 them in a child process if missing; ``nbo serve``) or ``off``. ``DECISION_FLUSH_SECONDS``
 above 0 writes the decision log in packs that often instead of once per answer
-(``recommender.decisions.DecisionLog``; ``nbo serve`` uses 0.1).
+(``recommender.store.decisions.DecisionLog``; ``nbo serve`` uses 0.1).
 
 ``create_app(config)`` takes defaults, then ``NBO_*`` environment variables, then the test
 mapping; the model and the customer book are loaded once into ``app.extensions["nbo"]``.

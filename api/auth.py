@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
-from recommender.keys import ROLES, ExpiredKeyError, InvalidKeyError, KeysFileError, KeyStore
+from recommender.store.keys import ROLES, ExpiredKeyError, InvalidKeyError, KeysFileError, KeyStore
 
 from .errors import error_response
 

@@ -9,7 +9,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from recommender.exceptions import DataValidationError, UnknownCustomerError, UnknownIdError
-from recommender.responses import ResponseError
+from recommender.store.responses import ResponseError
 
 from .observability import redacted_traceback, request_id, route_pattern
 

@@ -16,7 +16,7 @@ from flask import Blueprint
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
-from recommender.keys import ROLES
+from recommender.store.keys import ROLES
 
 from . import schemas as S
 from .auth import allowed_roles

@@ -26,9 +26,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app
 
-from recommender import artifacts
 from recommender.exceptions import ConfigError, RecommenderError
-from recommender.policy_config import load_policy
+from recommender.policy.config import load_policy
+from recommender.ranking import artifacts
 from recommender.service import OfferService, load_service, reload_service
 
 from .errors import error_response

@@ -7,8 +7,8 @@ built per served service (``RequestModels.build``, once per load or reload, see
 body models are strict: a JSON body says ``3`` (or ``3.0``), not ``"3"`` or ``true``.
 
 The customer described in ``POST /v1/offers/score`` is validated here to the same rules the
-customers extract keeps (``recommender.data.validate_customers``) or stricter, so that a body
-the document allows is never refused further in.
+customers extract keeps (``recommender.data.extracts.validate_customers``) or stricter, so
+that a body the document allows is never refused further in.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from recommender import columns as C
-from recommender.data import FIRST_DATE, LAST_DATE, RANGES
+from recommender.data import columns as C
+from recommender.data.extracts import FIRST_DATE, LAST_DATE, RANGES
 from recommender.service import CHANNELS, LANGUAGES, MAX_OFFERS, OfferService
 
 from . import schemas

@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recommender import columns as C
-from recommender.offers import NOTICES
-from recommender.ranker import SOURCES
-from recommender.responses import OUTCOMES
+from recommender.data import columns as C
+from recommender.policy.offers import NOTICES
+from recommender.ranking.ranker import SOURCES
 from recommender.service import CHANNELS
+from recommender.store.responses import OUTCOMES
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]

@@ -19,10 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import columns as C  # noqa: E402
-from .book import CustomerBook  # noqa: E402
-from .offers import OfferEngine  # noqa: E402
-from .policy import DecisionContext  # noqa: E402
+from .data import columns as C
+from .data.book import CustomerBook
+from .policy.offers import OfferEngine
+from .policy.rules import DecisionContext
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/implicit load BLAS
 
-from .keys import ROLES  # noqa: E402 (light: no numpy)
-from .policy_config import CHANNELS  # noqa: E402 (light: no numpy)
+from .policy.config import CHANNELS
+from .store.keys import ROLES
 
 log = logging.getLogger("nbo")
 
 
 def _catalog_and_stages(args):
-    from .catalog import catalog_text, parse_catalog
-    from .segments import life_stages_text, parse_life_stages
+    from .data.catalog import catalog_text, parse_catalog
+    from .data.life_stages import life_stages_text, parse_life_stages
 
     cat_text, cat_source = catalog_text(args.catalog)
     st_text, st_source = life_stages_text(args.life_stages)
@@ -31,16 +31,16 @@ def _catalog_and_stages(args):
 
 
 def _config(args):
-    from .config import TrainConfig
-    from .training import with_overrides
+    from .ranking.config import TrainConfig
+    from .ranking.training import with_overrides
 
     config = TrainConfig.from_toml(args.config) if args.config else TrainConfig()
     return with_overrides(config, kind=args.cf, factors=args.factors)
 
 
 def cmd_demo_data(args) -> int:
-    from .data import BankData, write_bank
-    from .demo import generate
+    from .data.demo import generate
+    from .data.extracts import BankData, write_bank
 
     catalog, stages, _, _ = _catalog_and_stages(args)
     started = time.perf_counter()
@@ -52,8 +52,8 @@ def cmd_demo_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .data import load_bank
-    from .training import train
+    from .data.extracts import load_bank
+    from .ranking.training import train
 
     catalog, stages, cat_text, st_text = _catalog_and_stages(args)
     started = time.perf_counter()
@@ -68,9 +68,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from . import artifacts
-    from .data import load_bank
-    from .training import evaluate, fingerprint
+    from .data.extracts import load_bank
+    from .ranking import artifacts
+    from .ranking.training import evaluate, fingerprint
 
     catalog, stages, _, _ = _catalog_and_stages(args)
     bank = load_bank(args.data, catalog)
@@ -100,8 +100,8 @@ def _print_metrics(result: dict) -> None:
 
 
 def cmd_import_santander(args) -> int:
-    from . import santander
-    from .data import write_bank
+    from .data import santander
+    from .data.extracts import write_bank
 
     source = Path(args.source)
     imported = santander.load_raw(source) if source.is_file() else santander.load_adders(source)
@@ -116,8 +116,8 @@ def cmd_import_santander(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from .replay import replay
     from .service import open_decision_log
+    from .store.replay import replay
 
     state = Path(args.state)
     key = state / "decision.key"
@@ -137,12 +137,12 @@ def cmd_replay(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from . import artifacts
     from .audit import audit, write_audit
-    from .book import load_book
-    from .offers import OfferEngine
-    from .policy import DecisionContext
-    from .policy_config import load_policy
+    from .data.book import load_book
+    from .policy.config import load_policy
+    from .policy.offers import OfferEngine
+    from .policy.rules import DecisionContext
+    from .ranking import artifacts
 
     model = artifacts.load(args.models)
     engine = OfferEngine(model, load_policy(args.policy))
@@ -160,16 +160,16 @@ def cmd_audit(args) -> int:
 
 
 def cmd_campaign(args) -> int:
-    from . import artifacts
-    from .campaign import run_campaign, top_customers
-    from .campaign_output import summary, write_list, write_summary
-    from .campaign_spec import CampaignSpec
+    from .campaign.output import summary, write_list, write_summary
+    from .campaign.run import run_campaign, top_customers
+    from .campaign.spec import CampaignSpec
+    from .data.partition import open_customers
     from .exceptions import ConfigError
-    from .offers import OfferEngine
-    from .partition import open_customers
-    from .policy_config import load_policy
-    from .responses import ResponseStore
+    from .policy.config import load_policy
+    from .policy.offers import OfferEngine
+    from .ranking import artifacts
     from .service import open_decision_log
+    from .store.responses import ResponseStore
 
     if not args.spec and not args.for_product:
         raise ConfigError("give --spec campaign.toml, or --for-product ID --top N")
@@ -212,16 +212,16 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from . import artifacts
-    from .mapped_book import open_book
-    from .score_table import build_in_child
+    from .data.mapped_book import open_book
+    from .ranking import artifacts
+    from .ranking.score_table import build_in_child
 
     artifacts.resolve(args.models)  # fail early, clearly, if nothing is trained
     # Build the workers' shared customer book now, before gunicorn replaces this process:
     # workers then only map it. Nothing here trains or scores (DESIGN.md: forked children).
     book = open_book(args.data, artifacts.load(args.models), Path(args.state) / "book-cache")
     # Every customer's ranker scores, computed once in a child process: an answer then reads
-    # a row instead of running the model (recommender.score_table).
+    # a row instead of running the model (recommender.ranking.score_table).
     build_in_child(args.data, args.models, artifacts.CURRENT, args.state)
     if args.examples:
         _print_examples(book, args.host, args.port)
@@ -251,7 +251,7 @@ def _keys_file(args) -> Path:
 
 
 def cmd_keys_create(args) -> int:
-    from .keys import create_key
+    from .store.keys import create_key
 
     clear, key = create_key(_keys_file(args), args.role, args.name, args.expires_days)
     expires = key.expires_at.isoformat() if key.expires_at else "never"
@@ -262,7 +262,7 @@ def cmd_keys_create(args) -> int:
 
 
 def cmd_keys_list(args) -> int:
-    from .keys import list_keys
+    from .store.keys import list_keys
 
     path = _keys_file(args)
     keys = list_keys(path)
@@ -278,7 +278,7 @@ def cmd_keys_list(args) -> int:
 
 
 def cmd_keys_revoke(args) -> int:
-    from .keys import revoke_key
+    from .store.keys import revoke_key
 
     key = revoke_key(_keys_file(args), args.key_id)
     sys.stdout.write(f"revoked {key.id} (role {key.role})\n")

@@ -14,22 +14,22 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts
-from . import columns as C
-from .book import CustomerBatch, CustomerBook, profile_batch
-from .decisions import DecisionLog, load_or_create_key
+from .data import columns as C
+from .data.book import CustomerBatch, CustomerBook, profile_batch
+from .data.mapped_book import MappedBook, open_book
+from .data.profiles import plain_value
 from .exceptions import ArtifactError, ConfigError
-from .mapped_book import MappedBook, open_book
-from .offers import MAX_OFFERS, OfferEngine, decided
-from .policy import ContactState, DecisionContext, contact_state
-from .policy_config import CHANNELS, PolicyConfig, load_policy
-from .profiles import plain_value
-from .ranker import RankerScores
-from .replay import decision_inputs
-from .reproducible import ATOL, RTOL
-from .responses import ResponseStore
-from .score_table import ServedScores
-from .why_not import why_not
+from .policy.config import CHANNELS, PolicyConfig, load_policy
+from .policy.offers import MAX_OFFERS, OfferEngine, decided
+from .policy.rules import ContactState, DecisionContext, contact_state
+from .policy.why_not import why_not
+from .ranking import artifacts
+from .ranking.ranker import RankerScores
+from .ranking.reproducible import ATOL, RTOL
+from .ranking.score_table import ServedScores
+from .store.decisions import DecisionLog, load_or_create_key
+from .store.replay import decision_inputs
+from .store.responses import ResponseStore
 
 log = logging.getLogger(__name__)
 

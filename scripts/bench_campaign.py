@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     require(__file__, files={SPEC: "restore it from the repository"})
     import numpy as np
 
-    from recommender import artifacts
-    from recommender.book import load_book
-    from recommender.campaign import run_campaign
-    from recommender.campaign_output import write_list
-    from recommender.campaign_spec import CampaignSpec
-    from recommender.offers import OfferEngine
-    from recommender.partition import open_customers
-    from recommender.ranker import served_ranker
+    from recommender.campaign.output import write_list
+    from recommender.campaign.run import run_campaign
+    from recommender.campaign.spec import CampaignSpec
+    from recommender.data.book import load_book
+    from recommender.data.partition import open_customers
+    from recommender.policy.offers import OfferEngine
+    from recommender.ranking import artifacts
+    from recommender.ranking.ranker import served_ranker
     from recommender.service import open_decision_log
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

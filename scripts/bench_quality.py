@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     require(__file__, files={
         Path(args.data) / ADDERS_FILE: "pass --data the folder of the Santander benchmark data "
         "(../shared/data/santander)"})
-    from recommender import santander
-    from recommender.config import TrainConfig
+    from recommender.data import santander
+    from recommender.ranking.config import TrainConfig
+    from recommender.ranking.training import evaluate
     from recommender.report import write_report
-    from recommender.training import evaluate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")

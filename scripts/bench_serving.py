@@ -55,7 +55,7 @@ log = logging.getLogger("bench_serving")
 def _served_models(models: Path, state: Path) -> tuple[Path, str, str]:
     """A models folder of the run's own: the current version and a copy under another name,
     the version a reload switches to."""
-    from recommender import artifacts
+    from recommender.ranking import artifacts
 
     source = artifacts.resolve(models)
     served = state / "models"
@@ -202,7 +202,7 @@ def _wrk(url: str, args: argparse.Namespace, seconds: float, extra: list[str], m
 
 def _reload_later(args, base: str, admin_key: str, master: int, served: Path, version: str,
                   started: float) -> tuple[threading.Timer, dict]:
-    from recommender import artifacts
+    from recommender.ranking import artifacts
 
     report: dict = {"via": args.reload_via, "to_version": version}
 

@@ -16,11 +16,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from api.auth import EXTENSION as KEYS_EXTENSION  # noqa: E402
-from recommender.catalog import Catalog, parse_catalog  # noqa: E402
-from recommender.data import BankData, validate_customers, validate_holdings  # noqa: E402
-from recommender.demo import generate  # noqa: E402
-from recommender.keys import create_key  # noqa: E402
-from recommender.segments import LifeStageRules, load_life_stages  # noqa: E402
+from recommender.data.catalog import Catalog, parse_catalog
+from recommender.data.demo import generate
+from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.life_stages import LifeStageRules, load_life_stages
+from recommender.store.keys import create_key
 
 TINY_CATALOG_TOML = """
 version = "tiny-1"
@@ -200,7 +200,7 @@ def parquet_bank_dir(tmp_path, raw_customers, raw_holdings, write_extracts) -> P
 
 @pytest.fixture(scope="session")
 def packaged_catalog() -> Catalog:
-    from recommender.catalog import load_catalog
+    from recommender.data.catalog import load_catalog
 
     return load_catalog()
 
@@ -235,11 +235,11 @@ def served_demo_bank(demo_bank, packaged_catalog, life_stages, tmp_path_factory)
     """``demo_bank`` written to disk with a hybrid model trained on it (no evaluation, well
     under a second): ``{"DATA_DIR": ..., "MODELS_DIR": ...}`` for ``create_app``. Give each app
     its own ``STATE_DIR``, and write nothing into these folders."""
-    from recommender.catalog import catalog_text
-    from recommender.config import TrainConfig
-    from recommender.data import load_bank, write_bank
-    from recommender.segments import life_stages_text
-    from recommender.training import train
+    from recommender.data.catalog import catalog_text
+    from recommender.data.extracts import load_bank, write_bank
+    from recommender.data.life_stages import life_stages_text
+    from recommender.ranking.config import TrainConfig
+    from recommender.ranking.training import train
 
     root = tmp_path_factory.mktemp("served_demo_bank")
     write_bank(demo_bank, root / "data")

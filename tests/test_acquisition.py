@@ -21,22 +21,28 @@ import pytest
 import scipy.sparse as sp
 
 from api import create_app
-from recommender import artifacts, training
-from recommender import columns as C
-from recommender.acquisition import AcquisitionRanker
-from recommender.book import CustomerBook, profile_batch
-from recommender.catalog import Catalog, catalog_text, parse_catalog
-from recommender.config import AcquisitionConfig, TrainConfig
-from recommender.data import BankData, load_bank, validate_customers, validate_holdings, write_bank
-from recommender.demo import generate
-from recommender.eligibility import eligibility_mask, offerable_mask
+from recommender.data import columns as C
+from recommender.data.book import CustomerBook, profile_batch
+from recommender.data.catalog import Catalog, catalog_text, parse_catalog
+from recommender.data.demo import generate
+from recommender.data.eligibility import eligibility_mask, offerable_mask
+from recommender.data.extracts import (
+    BankData,
+    load_bank,
+    validate_customers,
+    validate_holdings,
+    write_bank,
+)
+from recommender.data.life_stages import LifeStageRules, life_stages_text, parse_life_stages
 from recommender.exceptions import ArtifactError, InsufficientDataError, NotFittedError
-from recommender.features import FeatureSpace
-from recommender.offers import OfferEngine
-from recommender.ranker import AcquisitionScorer, HybridRanker
-from recommender.segments import LifeStageRules, life_stages_text, parse_life_stages
+from recommender.policy.offers import OfferEngine
+from recommender.ranking import artifacts, training
+from recommender.ranking.acquisition import AcquisitionRanker
+from recommender.ranking.config import AcquisitionConfig, TrainConfig
+from recommender.ranking.features import FeatureSpace
+from recommender.ranking.ranker import AcquisitionScorer, HybridRanker
+from recommender.ranking.training import evaluate, fit, history, train, upto
 from recommender.service import load_service
-from recommender.training import evaluate, fit, history, train, upto
 
 from tolerance import assert_close
 

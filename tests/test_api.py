@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from api import create_app
-from recommender import columns as C
-from recommender.catalog import catalog_text, load_catalog
-from recommender.config import TrainConfig
-from recommender.data import BankData, load_bank, write_bank
-from recommender.demo import generate
-from recommender.segments import life_stages_text, load_life_stages
-from recommender.training import train, upto
+from recommender.data import columns as C
+from recommender.data.catalog import catalog_text, load_catalog
+from recommender.data.demo import generate
+from recommender.data.extracts import BankData, load_bank, write_bank
+from recommender.data.life_stages import life_stages_text, load_life_stages
+from recommender.ranking.config import TrainConfig
+from recommender.ranking.training import train, upto
 
 SOURCES = {"cf", "cf_fold_in", "life_stage_prior", "popularity"}
 ERROR_KEYS = {"code", "message", "details"}

@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from recommender import artifacts
-from recommender.book import CustomerBook
-from recommender.config import CFConfig, TrainConfig
+from recommender.data.book import CustomerBook
+from recommender.data.life_stages import life_stages_text
 from recommender.exceptions import ArtifactError
-from recommender.offers import OfferEngine
-from recommender.segments import life_stages_text
-from recommender.training import fit, train
+from recommender.policy.offers import OfferEngine
+from recommender.ranking import artifacts
+from recommender.ranking.config import CFConfig, TrainConfig
+from recommender.ranking.training import fit, train
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 

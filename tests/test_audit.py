@@ -11,10 +11,10 @@ import pytest
 from recommender import audit as audit_module
 from recommender.audit import FOUR_FIFTHS, age_band, audit
 from recommender.cli import main
-from recommender.config import TrainConfig
-from recommender.data import BankData, write_bank
-from recommender.demo import generate
-from recommender.training import train
+from recommender.data.demo import generate
+from recommender.data.extracts import BankData, write_bank
+from recommender.ranking.config import TrainConfig
+from recommender.ranking.training import train
 
 
 def test_age_bands_have_known_edges():
@@ -26,7 +26,7 @@ class _Stub:
     """Just what ``audit`` reads of an engine and a book."""
 
     def __init__(self, products: list[str], profiles: pd.DataFrame) -> None:
-        from recommender.ids import IdMap
+        from recommender.data.ids import IdMap
 
         self.catalog = type("Catalog", (), {"ids": IdMap(products, "product"),
                                             "__len__": lambda s: len(products)})()
@@ -68,8 +68,8 @@ def test_small_groups_and_rare_products_are_not_flagged(monkeypatch):
 
 
 def test_nbo_audit_writes_the_report(tmp_path, capsys):
-    from recommender.catalog import catalog_text, parse_catalog
-    from recommender.segments import life_stages_text, parse_life_stages
+    from recommender.data.catalog import catalog_text, parse_catalog
+    from recommender.data.life_stages import life_stages_text, parse_life_stages
 
     cat_text, st_text = catalog_text()[0], life_stages_text()[0]
     catalog, stages = parse_catalog(cat_text), parse_life_stages(st_text)

@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 from flask import Blueprint, g
 
-import recommender.keys as keys_module
+import recommender.store.keys as keys_module
 from api import create_app
 from api.auth import ROUTE_ROLES, allowed_roles, is_open
 from recommender.cli import main
 from recommender.exceptions import ConfigError, RecommenderError
-from recommender.keys import (
+from recommender.service import load_service
+from recommender.store.keys import (
     ROLES,
     ApiKey,
     ExpiredKeyError,
@@ -37,7 +38,6 @@ from recommender.keys import (
     list_keys,
     revoke_key,
 )
-from recommender.service import load_service
 
 ERROR_KEYS = {"code", "message", "details"}
 
@@ -235,7 +235,7 @@ def test_a_file_broken_after_start_fails_closed_until_fixed(tmp_path, caplog):
     store = KeyStore(path, clock=lambda: now[0])
     path.write_text(good + "[[keys]]\nid = 'k_x'\n", encoding="utf-8")
     now[0] += 2
-    with caplog.at_level(logging.ERROR, "recommender.keys"), \
+    with caplog.at_level(logging.ERROR, "recommender.store.keys"), \
             pytest.raises(KeysFileError, match=r"keys\[1\] \(id 'k_x'\): missing fields"):
         store.authenticate(clear)
     assert str(path) in caplog.text

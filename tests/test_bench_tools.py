@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recommender import santander
+from recommender.data import santander
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

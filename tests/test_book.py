@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import artifacts
-from recommender import columns as C
-from recommender.book import CustomerBook, load_book, profile_batch
-from recommender.data import load_bank
+from recommender.data import columns as C
+from recommender.data.book import CustomerBook, load_book, profile_batch
+from recommender.data.extracts import load_bank
+from recommender.data.profiles import ProfileArrays
 from recommender.exceptions import DataValidationError
-from recommender.offers import OfferEngine
-from recommender.policy import DecisionContext
-from recommender.profiles import ProfileArrays
+from recommender.policy.offers import OfferEngine
+from recommender.policy.rules import DecisionContext
+from recommender.ranking import artifacts
 
 from tolerance import assert_close
 

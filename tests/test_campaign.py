@@ -8,21 +8,21 @@ import pandas as pd
 import pytest
 from scipy.optimize import linprog
 
-from recommender.assignment import greedy_assign
-from recommender.book import CustomerBook
-from recommender.campaign import OUTPUT_COLUMNS, run_campaign, top_customers
-from recommender.campaign_output import summary, write_list, write_summary
-from recommender.campaign_spec import CampaignSpec
-from recommender.catalog import catalog_text, parse_catalog
+from recommender.campaign.assignment import greedy_assign
+from recommender.campaign.output import summary, write_list, write_summary
+from recommender.campaign.run import OUTPUT_COLUMNS, run_campaign, top_customers
+from recommender.campaign.spec import CampaignSpec
 from recommender.cli import main
-from recommender.config import TrainConfig
-from recommender.data import BankData, write_bank
-from recommender.demo import generate
+from recommender.data.book import CustomerBook
+from recommender.data.catalog import catalog_text, parse_catalog
+from recommender.data.demo import generate
+from recommender.data.extracts import BankData, write_bank
+from recommender.data.life_stages import life_stages_text, parse_life_stages
 from recommender.exceptions import ConfigError
-from recommender.offers import OfferEngine
-from recommender.policy import DecisionContext
-from recommender.segments import life_stages_text, parse_life_stages
-from recommender.training import train
+from recommender.policy.offers import OfferEngine
+from recommender.policy.rules import DecisionContext
+from recommender.ranking.config import TrainConfig
+from recommender.ranking.training import train
 
 from tolerance import assert_close, assert_same_frame
 
@@ -226,8 +226,8 @@ def test_nbo_campaign_command(bank_and_engine, tmp_path, capsys):
 def test_campaign_decisions_are_logged_and_replay_the_same(bank_and_engine, tmp_path):
     """Every customer reached gets a logged batch decision; replaying it recomputes the same
     propensity, priority and expected value for the offers the campaign made."""
-    from recommender.replay import replay, unpacked
     from recommender.service import open_decision_log
+    from recommender.store.replay import replay, unpacked
 
     root, engine, book = bank_and_engine
     with open_decision_log(tmp_path / "state") as log:
@@ -250,7 +250,7 @@ def test_campaign_decisions_are_logged_and_replay_the_same(bank_and_engine, tmp_
 
 def test_a_campaign_over_the_bank_in_parts_equals_one_over_the_whole_book(bank_and_engine):
     """Parts bound memory; they must not change a single row of the list."""
-    from recommender.partition import open_customers
+    from recommender.data.partition import open_customers
 
     root, engine, book = bank_and_engine
     whole = run_campaign(engine, book, _spec(max_offers_per_customer=2), progress=None)
@@ -265,7 +265,7 @@ def test_a_campaign_over_the_bank_in_parts_equals_one_over_the_whole_book(bank_a
 
 
 def test_parts_hold_each_customer_once_with_all_their_recent_holdings(bank_and_engine, tmp_path):
-    from recommender.partition import split_bank
+    from recommender.data.partition import split_bank
 
     root, engine, book = bank_and_engine
     customers = pd.read_parquet(root / "data" / "customers.parquet")
@@ -286,8 +286,8 @@ def test_parts_hold_each_customer_once_with_all_their_recent_holdings(bank_and_e
 
 def test_a_split_in_a_child_process_gives_the_same_parts(bank_and_engine, tmp_path):
     """Large banks are split in a spawned child (its memory goes back to the system)."""
+    from recommender.data.partition import split_bank
     from recommender.exceptions import DataValidationError
-    from recommender.partition import split_bank
 
     root, engine, _ = bank_and_engine
     with (split_bank(root / "data", 2, part_size=1000, in_child=True) as child,
@@ -303,8 +303,8 @@ def test_a_split_in_a_child_process_gives_the_same_parts(bank_and_engine, tmp_pa
 
 
 def test_bad_extracts_are_refused_naming_the_file(bank_and_engine, tmp_path):
+    from recommender.data.partition import split_bank
     from recommender.exceptions import DataValidationError
-    from recommender.partition import split_bank
 
     root, engine, _ = bank_and_engine
     customers = pd.read_parquet(root / "data" / "customers.parquet")
@@ -326,8 +326,8 @@ def test_bad_extracts_are_refused_naming_the_file(bank_and_engine, tmp_path):
 def test_a_tampered_or_missing_campaign_pack_is_refused(bank_and_engine, tmp_path):
     import sqlite3
 
-    from recommender.decisions import DecisionLogError
     from recommender.service import open_decision_log
+    from recommender.store.decisions import DecisionLogError
 
     _, engine, book = bank_and_engine
     with open_decision_log(tmp_path / "state") as log:
@@ -347,7 +347,7 @@ def test_a_log_made_before_packs_existed_is_upgraded_in_place(tmp_path):
     """Logs written by earlier versions gain the pack columns and keep their decisions."""
     import sqlite3
 
-    from recommender.decisions import DecisionLog, load_or_create_key
+    from recommender.store.decisions import DecisionLog, load_or_create_key
 
     path, key = tmp_path / "decisions.db", load_or_create_key(tmp_path / "decision.key")
     with sqlite3.connect(path) as db:
@@ -369,7 +369,7 @@ def test_a_campaign_reads_as_much_response_history_as_the_policy(bank_and_engine
     from dataclasses import replace as replaced
     from datetime import UTC, datetime, timedelta
 
-    from recommender.responses import ResponseStore
+    from recommender.store.responses import ResponseStore
 
     _, engine, book = bank_and_engine
     policy = replaced(engine.policy, decline_cooldown_days=200)

@@ -18,19 +18,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recommender import campaign as campaign_module
-from recommender import columns as C
-from recommender import training
-from recommender.assignment import greedy_assign
-from recommender.book import CustomerBook
-from recommender.calibration import Calibrator
-from recommender.campaign import _candidates, _Plan
-from recommender.campaign_spec import CampaignSpec
-from recommender.catalog import load_catalog
-from recommender.config import TrainConfig
-from recommender.data import BankData, validate_customers, validate_holdings
-from recommender.demo import generate
-from recommender.eligibility import (
+from recommender.campaign import run as campaign_module
+from recommender.campaign.assignment import greedy_assign
+from recommender.campaign.run import _candidates, _Plan
+from recommender.campaign.spec import CampaignSpec
+from recommender.data import columns as C
+from recommender.data.book import CustomerBook
+from recommender.data.catalog import load_catalog
+from recommender.data.demo import generate
+from recommender.data.eligibility import (
     holding_sets,
     holds,
     holds_all,
@@ -38,11 +34,21 @@ from recommender.eligibility import (
     prerequisites_met,
     product_words,
 )
-from recommender.offers import OfferEngine
-from recommender.policy import ContactState, DecisionContext, allowed, contact_state, rule_masks
-from recommender.policy_config import load_policy
-from recommender.ranker import changed_rows
-from recommender.segments import load_life_stages
+from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.life_stages import load_life_stages
+from recommender.policy.config import load_policy
+from recommender.policy.offers import OfferEngine
+from recommender.policy.rules import (
+    ContactState,
+    DecisionContext,
+    allowed,
+    contact_state,
+    rule_masks,
+)
+from recommender.ranking import training
+from recommender.ranking.calibration import Calibrator
+from recommender.ranking.config import TrainConfig
+from recommender.ranking.ranker import changed_rows
 
 from tolerance import assert_close
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.assignment import greedy_assign
-from recommender.campaign import _Candidates
-from recommender.ranker import changed_rows
+from recommender.campaign.assignment import greedy_assign
+from recommender.campaign.run import _Candidates
+from recommender.ranking.ranker import changed_rows
 
 
 def _greedy_pairs(ids, cols, values, quotas, per_customer) -> set[tuple[str, int]]:

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from recommender.catalog import Product, load_catalog, parse_catalog
+from recommender.data.catalog import Product, load_catalog, parse_catalog
 from recommender.exceptions import CatalogError
 
 

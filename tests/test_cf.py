@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.cf import CFModel
-from recommender.config import CFConfig
+from recommender.data.ids import IdMap
 from recommender.exceptions import NotFittedError, UnknownIdError
-from recommender.ids import IdMap
-from recommender.topk import NOT_OFFERABLE
+from recommender.ranking.cf import CFModel
+from recommender.ranking.config import CFConfig
+from recommender.ranking.topk import NOT_OFFERABLE
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recommender import columns as C
-from recommender.catalog import catalog_text
 from recommender.cli import main
+from recommender.data import columns as C
+from recommender.data.catalog import catalog_text
 
 CUSTOMERS, MONTHS, SEED = 1500, 4, 7
 METHODS = {"popularity", "life_stage_prior", "als", "item_knn", "hybrid", "acquisition"}

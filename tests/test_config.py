@@ -2,9 +2,9 @@
 
 import pytest
 
-from recommender.config import CFConfig, TrainConfig
 from recommender.exceptions import ConfigError
-from recommender.training import with_overrides
+from recommender.ranking.config import CFConfig, TrainConfig
+from recommender.ranking.training import with_overrides
 
 
 def test_defaults_are_valid_and_reproducible():

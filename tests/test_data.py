@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.data import (
+from recommender.data.extracts import (
     BankData,
     find_extract,
     load_bank,
@@ -275,7 +275,7 @@ def test_snapshots_are_sorted_and_distinct(tiny_bank):
 
 def test_load_bank_can_keep_only_the_latest_snapshots(tmp_path, packaged_catalog, life_stages):
     """Serving and campaigns read a few months, not the whole history."""
-    from recommender.demo import generate
+    from recommender.data.demo import generate
 
     demo = generate(300, 5, 2, packaged_catalog, life_stages)
     write_bank(BankData(demo.customers, demo.holdings), tmp_path)

@@ -23,15 +23,15 @@ import pandas as pd
 import pytest
 from cryptography.fernet import Fernet
 
-from recommender.decision_records import COMPRESSED_LIST_PACK
-from recommender.decisions import (
+from recommender.exceptions import RecommenderError
+from recommender.store.decision_records import COMPRESSED_LIST_PACK
+from recommender.store.decisions import (
     Decision,
     DecisionLog,
     DecisionLogError,
     fingerprint,
     load_or_create_key,
 )
-from recommender.exceptions import RecommenderError
 
 CUSTOMER = "CUST-ZX-31415"
 PROFILE = {"age": 34, "income": 987654.321, "life_stage": "mid_career",
@@ -339,7 +339,7 @@ def test_closing_and_exiting_write_the_queue(tmp_path, key):
     decision_id = opened.record(**_row())
     opened.close()
     assert DecisionLog(path, key).get(decision_id).output == OUTPUT
-    script = ("import sys; from recommender.decisions import DecisionLog; "
+    script = ("import sys; from recommender.store.decisions import DecisionLog; "
               "log = DecisionLog(sys.argv[1], sys.argv[2].encode(), flush_seconds=3600); "
               "print(log.record(customer_id='C1', source='api', model_version='m', "
               "policy_version='p', policy_text='t', inputs={'a': 1}, output={'b': 2}))")

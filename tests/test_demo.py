@@ -4,16 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.data import (
+from recommender.data.demo import LAST_SNAPSHOT, generate
+from recommender.data.eligibility import eligibility_mask, prerequisites_met
+from recommender.data.extracts import (
     _REQUIRED_CUSTOMER_COLUMNS,
     BankData,
     load_bank,
     validate_customers,
     write_bank,
 )
-from recommender.demo import LAST_SNAPSHOT, generate
-from recommender.eligibility import eligibility_mask, prerequisites_met
-from recommender.interactions import snapshot_matrix
+from recommender.data.interactions import snapshot_matrix
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recommender.eligibility import (
+from recommender.data.eligibility import (
     eligibility_mask,
     holding_sets,
     holds,
@@ -89,7 +89,7 @@ def test_prerequisites_met(tiny_catalog):
 
 def test_offerable_excludes_held_products(customers, tiny_bank, tiny_catalog):
     """Offerable = eligible & prerequisites held & not held, at the last snapshot."""
-    from recommender.interactions import snapshot_matrix
+    from recommender.data.interactions import snapshot_matrix
 
     held = snapshot_matrix(tiny_bank.holdings, (6, 5), tiny_bank.snapshots[-1])
     offerable = offerable_mask(customers, held, tiny_catalog)

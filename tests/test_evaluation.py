@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.evaluation import ranking_metrics
+from recommender.ranking.evaluation import ranking_metrics
 
 LOG2_3 = np.log2(3)
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from recommender.data.ids import IdMap
 from recommender.exceptions import UnknownIdError
-from recommender.ids import IdMap
 
 
 @pytest.fixture

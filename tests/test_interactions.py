@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recommender.interactions import (
+from recommender.data.interactions import (
     acquisitions,
     confidence_matrix,
     row_sets_equal,

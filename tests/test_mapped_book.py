@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import artifacts
-from recommender import columns as C
-from recommender.book import load_book
+from recommender.data import columns as C
+from recommender.data.book import load_book
+from recommender.data.mapped_book import MappedBook, book_key, open_book
 from recommender.exceptions import ArtifactError, UnknownCustomerError
-from recommender.mapped_book import MappedBook, book_key, open_book
-from recommender.policy import ContactState, DecisionContext
-from recommender.replay import batch_decision_inputs, decision_inputs
+from recommender.policy.rules import ContactState, DecisionContext
+from recommender.ranking import artifacts
+from recommender.store.replay import batch_decision_inputs, decision_inputs
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 

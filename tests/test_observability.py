@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api import create_app
 from api.metrics import EXTENSION, LATENCY_BUCKETS, Metrics, set_model_version
 from api.observability import configure_access_log, redacted_traceback
-from recommender import columns as C
+from recommender.data import columns as C
 from recommender.exceptions import ConfigError
 from recommender.service import load_service
 

@@ -20,8 +20,8 @@ from werkzeug.exceptions import NotFound
 from api import create_app
 from api.openapi import build_document
 from api.requests import RequestModels
-from recommender.catalog import load_catalog
-from recommender.policy_config import load_policy
+from recommender.data.catalog import load_catalog
+from recommender.policy.config import load_policy
 
 # The packaged catalog and policy: what the served demo bank serves.
 DOCUMENT = build_document(RequestModels.build(tuple(load_catalog().ids.external_ids),

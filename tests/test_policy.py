@@ -24,16 +24,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import training
-from recommender.book import CustomerBook, profile_batch
-from recommender.calibration import Calibrator, fit_calibrator, reliability
-from recommender.catalog import load_catalog
-from recommender.config import TrainConfig
-from recommender.data import BankData, validate_customers, validate_holdings
-from recommender.demo import generate
+from recommender.data.book import CustomerBook, profile_batch
+from recommender.data.catalog import load_catalog
+from recommender.data.demo import generate
+from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.life_stages import load_life_stages
 from recommender.exceptions import ConfigError
-from recommender.offers import OfferEngine
-from recommender.policy import (
+from recommender.policy.config import load_policy, parse_policy
+from recommender.policy.offers import OfferEngine
+from recommender.policy.rules import (
     RULES,
     ContactState,
     DecisionContext,
@@ -43,9 +42,10 @@ from recommender.policy import (
     context_weights,
     rule_masks,
 )
-from recommender.policy_config import load_policy, parse_policy
-from recommender.segments import load_life_stages
-from recommender.why_not import why_not
+from recommender.policy.why_not import why_not
+from recommender.ranking import training
+from recommender.ranking.calibration import Calibrator, fit_calibrator, reliability
+from recommender.ranking.config import TrainConfig
 
 CATALOG = load_catalog()
 STAGES = load_life_stages()

@@ -20,19 +20,19 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from recommender import columns as C
-from recommender import training
-from recommender.book import CustomerBook, profile_batch
-from recommender.catalog import load_catalog
-from recommender.config import TrainConfig
-from recommender.data import BankData, validate_customers, validate_holdings
-from recommender.demo import generate
-from recommender.offers import MAX_OFFERS, OfferEngine, OfferList
-from recommender.policy import RULES, DecisionContext, allowed, contact_state
-from recommender.policy_config import CHANNELS, load_policy
-from recommender.responses import OUTCOMES
-from recommender.segments import load_life_stages
-from recommender.why_not import why_not
+from recommender.data import columns as C
+from recommender.data.book import CustomerBook, profile_batch
+from recommender.data.catalog import load_catalog
+from recommender.data.demo import generate
+from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.life_stages import load_life_stages
+from recommender.policy.config import CHANNELS, load_policy
+from recommender.policy.offers import MAX_OFFERS, OfferEngine, OfferList
+from recommender.policy.rules import RULES, DecisionContext, allowed, contact_state
+from recommender.policy.why_not import why_not
+from recommender.ranking import training
+from recommender.ranking.config import TrainConfig
+from recommender.store.responses import OUTCOMES
 
 CATALOG = load_catalog()
 STAGES = load_life_stages()

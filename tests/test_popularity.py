@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.popularity import acquisition_rates
+from recommender.ranking.popularity import acquisition_rates
 
 
 def _m(rows) -> sp.csr_matrix:

@@ -7,7 +7,7 @@ import threading
 
 from tqdm._monitor import TMonitor
 
-from recommender.campaign import _progress
+from recommender.campaign.run import _progress
 
 
 def _chunks() -> list[list[int]]:

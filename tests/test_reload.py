@@ -12,15 +12,15 @@ import time
 import pytest
 
 from api import create_app, reload
-from recommender import artifacts
-from recommender.catalog import catalog_text
-from recommender.config import TrainConfig
-from recommender.data import load_bank
+from recommender.data.catalog import catalog_text
+from recommender.data.extracts import load_bank
+from recommender.data.life_stages import life_stages_text
 from recommender.exceptions import ConfigError
-from recommender.offers import decided
-from recommender.score_table import ServedScores
-from recommender.segments import life_stages_text
-from recommender.training import train
+from recommender.policy.offers import decided
+from recommender.ranking import artifacts
+from recommender.ranking.config import TrainConfig
+from recommender.ranking.score_table import ServedScores
+from recommender.ranking.training import train
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from recommender.reproducible import (
+from recommender.ranking.reproducible import (
     cholesky,
     cholesky_solve,
     dot_rows,
@@ -96,10 +96,10 @@ _PROBE = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
     import scipy.sparse as sp
-    from recommender.cf import CFModel
-    from recommender.config import CFConfig
-    from recommender.ids import IdMap
-    from recommender.reproducible import dot_rows, solve_spd
+    from recommender.ranking.cf import CFModel
+    from recommender.ranking.config import CFConfig
+    from recommender.data.ids import IdMap
+    from recommender.ranking.reproducible import dot_rows, solve_spd
 
     state = dict(np.load(sys.argv[1]))
     n, p = state["user_factors"].shape[0], state["item_factors"].shape[0]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from recommender.exceptions import RecommenderError
-from recommender.responses import (
+from recommender.store.responses import (
     CHANNELS,
     HISTORY_COLUMNS,
     OUTCOMES,

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import columns as C
-from recommender import santander
-from recommender.book import CustomerBook
-from recommender.config import TrainConfig
+from recommender.data import columns as C
+from recommender.data import santander
+from recommender.data.book import CustomerBook
 from recommender.exceptions import DataValidationError
-from recommender.training import fit, history, upto
+from recommender.ranking.config import TrainConfig
+from recommender.ranking.training import fit, history, upto
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "santander"
 RAW = DATA / "raw_2015-01_first10k.csv"
@@ -208,7 +208,7 @@ def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
 
 def _may_additions(sb: santander.SantanderBank) -> set[tuple[str, str]]:
     """Products added between the last two snapshots by customers present in April."""
-    from recommender.interactions import acquisitions
+    from recommender.data.interactions import acquisitions
 
     bank = sb.bank
     past = history(bank, len(bank.customers), len(sb.catalog))

@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from recommender import artifacts
+from recommender.data.mapped_book import open_book
 from recommender.exceptions import ArtifactError, ConfigError
-from recommender.mapped_book import open_book
-from recommender.ranker import served_ranker
-from recommender.replay import agree
-from recommender.score_table import (
+from recommender.ranking import artifacts
+from recommender.ranking.ranker import served_ranker
+from recommender.ranking.score_table import (
     ScoreTable,
     ServedScores,
     build_in_child,
@@ -25,6 +24,7 @@ from recommender.score_table import (
     table_key,
 )
 from recommender.service import load_service, smoke_test
+from recommender.store.replay import agree
 
 from tolerance import assert_close
 

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
+from recommender.data.life_stages import load_life_stages, parse_life_stages
 from recommender.exceptions import ConfigError
-from recommender.segments import load_life_stages, parse_life_stages
 
 
 def _people(*rows) -> pd.DataFrame:

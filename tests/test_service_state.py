@@ -20,19 +20,19 @@ import pandas as pd
 import pytest
 
 from api import create_app
-from recommender import columns as C
-from recommender.catalog import catalog_text, load_catalog
 from recommender.cli import main
-from recommender.config import TrainConfig
-from recommender.data import BankData, load_bank, write_bank
-from recommender.decisions import DecisionLog, load_or_create_key
-from recommender.demo import generate
+from recommender.data import columns as C
+from recommender.data.catalog import catalog_text, load_catalog
+from recommender.data.demo import generate
+from recommender.data.extracts import BankData, load_bank, write_bank
+from recommender.data.life_stages import life_stages_text, load_life_stages
 from recommender.exceptions import ConfigError
-from recommender.offers import decided
-from recommender.replay import agree, replay
-from recommender.segments import life_stages_text, load_life_stages
+from recommender.policy.offers import decided
+from recommender.ranking.config import TrainConfig
+from recommender.ranking.training import train
 from recommender.service import load_service
-from recommender.training import train
+from recommender.store.decisions import DecisionLog, load_or_create_key
+from recommender.store.replay import agree, replay
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 

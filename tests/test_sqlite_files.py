@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.fernet import Fernet
 
-from recommender.decisions import DecisionLog
-from recommender.responses import ResponseStore
+from recommender.store.decisions import DecisionLog
+from recommender.store.responses import ResponseStore
 
 KEY = Fernet.generate_key()
 

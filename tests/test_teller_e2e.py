@@ -24,8 +24,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from api import create_app
-from recommender.keys import create_key, hash_key
 from recommender.service import OfferService
+from recommender.store.keys import create_key, hash_key
 
 try:
     from selenium import webdriver

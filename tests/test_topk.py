@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from recommender.topk import NOT_OFFERABLE, top_k
+from recommender.ranking.topk import NOT_OFFERABLE, top_k
 
 
 def test_best_first():

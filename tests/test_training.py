@@ -4,16 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import artifacts
-from recommender.book import CustomerBook, profile_batch
-from recommender.catalog import parse_catalog
-from recommender.config import CFConfig, TrainConfig
-from recommender.data import BankData, validate_customers, validate_holdings
-from recommender.eligibility import offerable_mask
+from recommender.data.book import CustomerBook, profile_batch
+from recommender.data.catalog import parse_catalog
+from recommender.data.eligibility import offerable_mask
+from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.life_stages import life_stages_text, parse_life_stages
 from recommender.exceptions import DataValidationError
-from recommender.offers import OfferEngine
-from recommender.segments import life_stages_text, parse_life_stages
-from recommender.training import evaluate, fingerprint, fit, train, upto
+from recommender.policy.offers import OfferEngine
+from recommender.ranking import artifacts
+from recommender.ranking.config import CFConfig, TrainConfig
+from recommender.ranking.training import evaluate, fingerprint, fit, train, upto
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 

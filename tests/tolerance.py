@@ -1,13 +1,13 @@
 """How tests compare what two code paths compute: every decision (ids, products, ranks,
 order, sources) exactly, numbers within the project's stated tolerance
-(``recommender.reproducible.RTOL`` and ``ATOL``)."""
+(``recommender.ranking.reproducible.RTOL`` and ``ATOL``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from recommender.reproducible import ATOL, RTOL
+from recommender.ranking.reproducible import ATOL, RTOL
 
 
 def assert_close(actual, desired, err_msg: str = "") -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from .campaign_spec import CampaignSpec
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
+from .spec import CampaignSpec
 
 
 def write_list(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -33,16 +33,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import columns as C
+from ..data import columns as C
+from ..data.book import CustomerBatch
+from ..data.extracts import read_table
+from ..exceptions import ConfigError
+from ..policy.offers import OfferEngine
+from ..policy.rules import (
+    ContactState,
+    DecisionContext,
+    allowed,
+    arbitrate,
+    contact_state,
+    rule_masks,
+)
+from ..ranking.ranker import SOURCES, source_codes
+from ..store.replay import pack_decisions
 from .assignment import greedy_assign
-from .book import CustomerBatch
-from .campaign_spec import CampaignSpec
-from .data import read_table
-from .exceptions import ConfigError
-from .offers import OfferEngine
-from .policy import ContactState, DecisionContext, allowed, arbitrate, contact_state, rule_masks
-from .ranker import SOURCES, source_codes
-from .replay import pack_decisions
+from .spec import CampaignSpec
 
 log = logging.getLogger(__name__)
 

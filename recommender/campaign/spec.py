@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .exceptions import ConfigError
-from .offers import OfferEngine
-from .policy_config import CHANNELS
-from .tomlfiles import toml_document, toml_text
+from ..data.tomlfiles import toml_document, toml_text
+from ..exceptions import ConfigError
+from ..policy.config import CHANNELS
+from ..policy.offers import OfferEngine
 
 _SPEC_KEYS = {"name", "channel", "intent", "products", "quotas", "max_offers_per_customer",
               "min_propensity", "contact_window_days", "exclude_life_stages",

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..exceptions import DataValidationError, UnknownCustomerError
 from . import columns as C
 from .catalog import Catalog
-from .data import BankData, load_bank, validate_customers
-from .exceptions import DataValidationError, UnknownCustomerError
+from .extracts import BankData, load_bank, validate_customers
 from .ids import IdMap
 from .interactions import confidence_matrix, months_between, present_at, snapshot_matrix
+from .life_stages import LifeStageRules
 from .profiles import ProfileArrays, plain_value
-from .segments import LifeStageRules
 
 DEFAULT_LAGS = 4
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import CatalogError
 from .columns import PRODUCT_RISK_GRADES, RESIDENCIES
-from .exceptions import CatalogError
 from .ids import IdMap
 from .tomlfiles import duplicated, toml_document, toml_text
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..exceptions import ConfigError
 from . import columns as C
 from .catalog import Catalog
 from .eligibility import eligibility_mask
-from .exceptions import ConfigError
-from .segments import LifeStageRules
+from .life_stages import LifeStageRules
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..exceptions import DataValidationError
 from . import columns as C
 from .catalog import Catalog
-from .exceptions import DataValidationError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from .exceptions import UnknownIdError
+from ..exceptions import UnknownIdError
 
 
 def _sequence(values: Iterable) -> np.ndarray | pd.Index | pd.Series | list | tuple:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..exceptions import ConfigError
 from . import columns as C
-from .exceptions import ConfigError
 from .ids import IdMap
 from .tomlfiles import duplicated, toml_document, toml_text
 

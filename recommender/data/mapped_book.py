@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..exceptions import ArtifactError, UnknownCustomerError
 from . import columns as C
 from .book import CustomerBatch, CustomerBook, load_book
 from .cache_folders import prune_siblings, written_whole
 from .catalog import Catalog
-from .data import CUSTOMERS_FILE, HOLDINGS_FILE, find_extract
-from .exceptions import ArtifactError, UnknownCustomerError
+from .extracts import CUSTOMERS_FILE, HOLDINGS_FILE, find_extract
+from .life_stages import LifeStageRules
 from .profiles import ProfileArrays, plain_value
-from .segments import LifeStageRules
 
 log = logging.getLogger(__name__)
 

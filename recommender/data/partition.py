@@ -31,10 +31,11 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from ..exceptions import DataValidationError
 from . import columns as C
 from .book import CustomerBatch, CustomerBook
 from .catalog import Catalog
-from .data import (
+from .extracts import (
     CUSTOMERS_FILE,
     HOLDINGS_FILE,
     BankData,
@@ -42,8 +43,7 @@ from .data import (
     validate_customers,
     validate_holdings,
 )
-from .exceptions import DataValidationError
-from .segments import LifeStageRules
+from .life_stages import LifeStageRules
 
 log = logging.getLogger(__name__)
 
@@ -241,14 +241,14 @@ def _split_files(customers_path: Path, holdings_path: Path, dates: list[pd.Times
 
 def _split_in_child(customers_path: Path, holdings_path: Path,
                     dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank) -> None:
-    """``_split_files`` in a new Python process (``python -m recommender.partition``): not a
+    """``_split_files`` in a new Python process (``python -m recommender.data.partition``): not a
     fork, which would copy the caller's loaded models, and not multiprocessing's spawn,
     which re-imports the caller's main module. Its error comes back as the caller's."""
     job = {"customers": str(customers_path), "holdings": str(holdings_path), "parts": parts,
            "dates": None if dates is None else [d.isoformat() for d in dates],
            "folder": str(bank.folder), "snapshots": [d.isoformat() for d in bank.snapshots],
            "n": bank.customers, "source": bank.source}
-    done = subprocess.run([sys.executable, "-m", "recommender.partition", json.dumps(job)],
+    done = subprocess.run([sys.executable, "-m", "recommender.data.partition", json.dumps(job)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
@@ -388,7 +388,7 @@ def _own_peak() -> str:
     return "unknown"
 
 
-if __name__ == "__main__":  # the split child: python -m recommender.partition '<job json>'
+if __name__ == "__main__":  # the split child: python -m recommender.data.partition '<job json>'
     try:
         _split_job(json.loads(sys.argv[1]))
     except (DataValidationError, OSError, ValueError) as exc:

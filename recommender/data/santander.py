@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..exceptions import DataValidationError
 from . import columns as C
 from .catalog import Catalog, load_catalog
-from .data import BankData, read_table, validate_customers, validate_holdings
-from .exceptions import DataValidationError
-from .segments import LifeStageRules, load_life_stages
+from .extracts import BankData, read_table, validate_customers, validate_holdings
+from .life_stages import LifeStageRules, load_life_stages
 
-PACKAGED = Path(__file__).parent / "data"
+PACKAGED = Path(__file__).parent  # the packaged TOML files beside this module
 CATALOG_FILE = PACKAGED / "santander_catalog.toml"
 LIFE_STAGES_FILE = PACKAGED / "santander_life_stages.toml"
 ADDERS_FILE = "may2016_adders.parquet"

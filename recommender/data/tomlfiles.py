@@ -13,7 +13,7 @@ def toml_text(path: str | Path | None, packaged: str, error: type[Exception],
               what: str) -> tuple[str, str]:
     """(text, source name) of ``path``, or of the file ``packaged`` shipped in the package."""
     if path is None:
-        resource = resources.files("recommender") / "data" / packaged
+        resource = resources.files(__package__) / packaged  # beside this module
         return resource.read_text(encoding="utf-8"), f"<packaged {packaged}>"
     path = Path(path)
     if not path.is_file():

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError
-from .tomlfiles import toml_document, toml_text
+from ..data.tomlfiles import toml_document, toml_text
+from ..exceptions import ConfigError
 
 DEFAULT_POLICY = "policy.toml"
 CHANNELS = ("branch", "mobile", "call_center", "email")

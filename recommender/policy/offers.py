@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from . import columns as C
-from .artifacts import TrainedModel
-from .book import CustomerBatch
-from .catalog import Product
-from .explain import (
+from ..data import columns as C
+from ..data.book import CustomerBatch
+from ..data.catalog import Product
+from ..data.life_stages import LifeStage
+from ..ranking.artifacts import TrainedModel
+from ..ranking.ranker import RankerScores, served_ranker
+from .config import PolicyConfig, ServiceAction, load_policy
+from .reasons import (
     Reason,
     bundle_reason,
     held_products_reason,
@@ -31,17 +34,7 @@ from .explain import (
     suitability_reason,
     take_up_reason,
 )
-from .policy import (
-    ContactState,
-    DecisionContext,
-    allowed,
-    arbitrate,
-    priority_order,
-    rule_masks,
-)
-from .policy_config import PolicyConfig, ServiceAction, load_policy
-from .ranker import RankerScores, served_ranker
-from .segments import LifeStage
+from .rules import ContactState, DecisionContext, allowed, arbitrate, priority_order, rule_masks
 
 MAX_OFFERS = 20
 NOTICES = {

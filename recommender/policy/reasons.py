@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import Product
-from .segments import LifeStage
+from ..data.catalog import Product
+from ..data.life_stages import LifeStage
 
 
 @dataclass(frozen=True)

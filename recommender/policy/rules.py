@@ -16,10 +16,10 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from . import columns as C
-from .book import CustomerBatch
-from .catalog import Catalog
-from .eligibility import (
+from ..data import columns as C
+from ..data.book import CustomerBatch
+from ..data.catalog import Catalog
+from ..data.eligibility import (
     Products,
     age_mask,
     holding_sets,
@@ -31,7 +31,7 @@ from .eligibility import (
     product_words,
     residency_mask,
 )
-from .policy_config import PolicyConfig
+from .config import PolicyConfig
 
 _EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .book import CustomerBatch
-from .catalog import Catalog, Product
+from ..data.book import CustomerBatch
+from ..data.catalog import Catalog, Product
+from ..ranking.ranker import RankerScores
 from .offers import NOTICES, OfferEngine, risk_grade
-from .policy import RULES, ContactState, DecisionContext, rule_text
-from .ranker import RankerScores
+from .rules import RULES, ContactState, DecisionContext, rule_text
 
 
 def why_not(engine: OfferEngine, batch: CustomerBatch, product_id: str, limit: int,

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.interactions import acquisitions
+from ..exceptions import InsufficientDataError, NotFittedError
 from .config import AcquisitionConfig
-from .exceptions import InsufficientDataError, NotFittedError
 from .features import FeatureSpace
-from .interactions import acquisitions
 
 log = logging.getLogger(__name__)
 

@@ -25,15 +25,15 @@ import joblib
 import numpy as np
 import scipy.sparse as sp
 
+from ..data.catalog import Catalog, parse_catalog
+from ..data.ids import IdMap
+from ..data.life_stages import LifeStageRules, parse_life_stages
+from ..exceptions import ArtifactError
 from .acquisition import AcquisitionRanker
 from .calibration import Calibrator
-from .catalog import Catalog, parse_catalog
 from .cf import CFModel
 from .config import TrainConfig
-from .exceptions import ArtifactError
-from .ids import IdMap
 from .popularity import AcquisitionRates
-from .segments import LifeStageRules, parse_life_stages
 
 log = logging.getLogger(__name__)
 

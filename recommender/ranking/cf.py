@@ -21,10 +21,10 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import ItemItemRecommender, normalize
 
-from . import columns as C
+from ..data import columns as C
+from ..data.ids import IdMap
+from ..exceptions import NotFittedError
 from .config import CFConfig
-from .exceptions import NotFittedError
-from .ids import IdMap
 from .reproducible import cholesky, cholesky_solve, dot_rows, fixed_point, grid_bits
 from .topk import top_k
 

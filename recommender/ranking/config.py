@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError
-from .tomlfiles import toml_document, toml_text
+from ..data.tomlfiles import toml_document, toml_text
+from ..exceptions import ConfigError
 
 CF_KINDS = ("als", "item_knn")
 RANKERS = ("auto", "hybrid", "acquisition")

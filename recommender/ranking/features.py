@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import columns as C
+from ..data import columns as C
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .interactions import acquisitions
+from ..data.interactions import acquisitions
 
 
 @dataclass(frozen=True)

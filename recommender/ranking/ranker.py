@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..data.book import CustomerBatch, csr_rows
+from ..data.eligibility import holding_sets
 from .acquisition import AcquisitionRanker
-from .book import CustomerBatch, csr_rows
 from .cf import CFModel
-from .eligibility import holding_sets
 from .popularity import AcquisitionRates
 
 SOURCES = ("cf", "cf_fold_in", "life_stage_prior", "acquisition", "popularity")

@@ -5,7 +5,7 @@ extracts); the policy, the request's context and the contact history are applied
 at request time. Scoring one customer at a time costs milliseconds (feature building,
 LightGBM, pandas); reading their row of a memory-mapped table costs microseconds, and every
 server worker shares one copy in the page cache. The table is built in batches by the same
-ranker, in a child process (``python -m recommender.score_table``) so that no server process
+ranker, in a child process (``python -m recommender.ranking.score_table``) so that no server process
 ever runs the batch scoring itself (DESIGN.md: forked children hang after such work).
 
 A table is named by the book it scores and by the model's content (file checksums, served
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.cache_folders import prune_siblings, written_whole
+from ..data.mapped_book import MappedBook, open_book
+from ..exceptions import ArtifactError, ConfigError
 from . import artifacts
-from .cache_folders import prune_siblings, written_whole
-from .exceptions import ArtifactError, ConfigError
-from .mapped_book import MappedBook, open_book
 from .ranker import SOURCES, RankerScores, served_ranker, source_codes
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ def build_in_child(data_dir: str | Path, models_dir: str | Path, version: str,
     job = json.dumps({"data": str(data_dir), "models": str(models_dir), "version": version,
                       "state": str(state_dir)})
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-m", "recommender.score_table", job], env=env,
+    child = subprocess.Popen([sys.executable, "-m", "recommender.ranking.score_table", job],
+                             env=env,
                              start_new_session=not wait)
     if not wait:  # reaped by a thread, so a long-running worker leaves no zombie behind
         threading.Thread(target=child.wait, name="nbo-score-table", daemon=True).start()
@@ -207,6 +208,6 @@ def _main(job_text: str) -> None:
             prune_siblings(folder)
 
 
-if __name__ == "__main__":  # python -m recommender.score_table '<job json>'
+if __name__ == "__main__":  # python -m recommender.ranking.score_table '<job json>'
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _main(sys.argv[1])

@@ -19,29 +19,29 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import artifacts
-from . import columns as C
-from .acquisition import AcquisitionRanker
-from .artifacts import TrainedModel
-from .book import CustomerBook
-from .calibration import Calibrator, fit_calibrator, reliability
-from .catalog import Catalog
-from .cf import CFModel
-from .config import TrainConfig
-from .data import BankData
-from .eligibility import offerable_mask
-from .evaluation import breakdown, ranking_metrics
-from .exceptions import DataValidationError, InsufficientDataError
-from .interactions import (
+from ..data import columns as C
+from ..data.book import CustomerBook
+from ..data.catalog import Catalog
+from ..data.eligibility import offerable_mask
+from ..data.extracts import BankData
+from ..data.interactions import (
     acquisitions,
     confidence_matrix,
     months_between,
     present_at,
     snapshot_matrix,
 )
+from ..data.life_stages import LifeStageRules
+from ..exceptions import DataValidationError, InsufficientDataError
+from . import artifacts
+from .acquisition import AcquisitionRanker
+from .artifacts import TrainedModel
+from .calibration import Calibrator, fit_calibrator, reliability
+from .cf import CFModel
+from .config import TrainConfig
+from .evaluation import breakdown, ranking_metrics
 from .popularity import acquisition_rates
 from .ranker import AcquisitionScorer, HybridRanker, log_rates, served_ranker
-from .segments import LifeStageRules
 from .topk import top_k
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """How the decision log writes a decision down: canonical JSON, so that equal inputs always
 fingerprint alike; one answer's JSON as it is queued; and the packs that hold many answers.
 
-The log itself (``recommender.decisions``) encrypts, stores and reads them back.
+The log itself (``recommender.store.decisions``) encrypts, stores and reads them back.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from ..exceptions import RecommenderError
 from .decision_records import (
     canonical_json,
     encoded_answer,
@@ -41,7 +42,6 @@ from .decision_records import (
     list_pack,
     listed_answers,
 )
-from .exceptions import RecommenderError
 from .sqlite_files import use_wal
 
 log = logging.getLogger(__name__)

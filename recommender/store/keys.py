@@ -30,8 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError, RecommenderError
-from .tomlfiles import duplicated, toml_document
+from ..data.tomlfiles import duplicated, toml_document
+from ..exceptions import ConfigError, RecommenderError
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import artifacts
-from . import columns as C
-from .book import CustomerBatch
-from .catalog import Catalog
-from .data import validate_customers
+from ..data import columns as C
+from ..data.book import CustomerBatch
+from ..data.catalog import Catalog
+from ..data.extracts import validate_customers
+from ..data.life_stages import LifeStageRules
+from ..policy.config import parse_policy
+from ..policy.offers import OfferEngine, decided
+from ..policy.rules import ContactState, DecisionContext
+from ..ranking import artifacts
+from ..ranking.reproducible import ATOL, RTOL
 from .decisions import Decision
-from .offers import OfferEngine, decided
-from .policy import ContactState, DecisionContext
-from .policy_config import parse_policy
-from .reproducible import ATOL, RTOL
-from .segments import LifeStageRules
 
 _CONTACT_MASKS = ("declined_recently", "paused", "accepted_pending")
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import columns as C
-from .exceptions import RecommenderError
-from .policy_config import CHANNELS
+from ..data import columns as C
+from ..exceptions import RecommenderError
+from ..policy.config import CHANNELS
 from .sqlite_files import use_wal
 
 log = logging.getLogger(__name__)

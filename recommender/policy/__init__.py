@@ -1,0 +1,8 @@
+"""The decision policy: from scores to the offers a customer may be made, with reasons.
+
+The policy's configuration (TOML), the rules (eligibility, suitability, consent, contact
+policy) as vectorised masks, arbitration by propensity x value x context, the offer engine
+that decides for one customer or a batch, the reasons in English and Chinese, and why-not.
+
+May import ``recommender.ranking``, ``recommender.data`` and ``recommender.exceptions``.
+"""
