@@ -2,7 +2,7 @@
 
 Views return the service's dicts (encoding them again through models would cost every offers
 answer time for nothing); these models are the declaration the document is generated from, and
-tests/test_openapi.py holds every answer of the app to it. Models are closed
+tests/api/test_openapi.py holds every answer of the app to it. Models are closed
 (``additionalProperties: false``), so a field the service adds without declaring it here fails
 those tests instead of drifting.
 """

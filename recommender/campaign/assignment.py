@@ -3,7 +3,7 @@
 Candidate (customer, product) pairs are taken in decreasing value, each while its customer
 has room (``max_offers_per_customer``) and its product has quota left. A loop over a million
 pairs in Python takes seconds; deferred acceptance in rounds reaches the same pairs with a few
-passes of numpy each (tests/test_campaign_fast.py compares it with the sequential loop).
+passes of numpy each (tests/campaign/test_campaign_fast.py compares it with the sequential loop).
 """
 
 from __future__ import annotations

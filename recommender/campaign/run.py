@@ -8,7 +8,7 @@ quota place; a greedy pass then assigns offers by expected value, at most
 Greedy assignment: candidate (customer, product) pairs in decreasing expected value, each
 taken while its customer and its product have room. It is exact when every customer may get
 every product they qualify for, and otherwise within a factor 1/2 of the optimum in theory;
-tests/test_campaign.py compares it with the exact optimum (a linear program, integral for
+tests/campaign/test_campaign.py compares it with the exact optimum (a linear program, integral for
 this bipartite problem) on small cases and states the gap. It is computed in a few
 vectorised rounds of deferred acceptance, which reach the same pairs (``assignment``).
 

@@ -336,7 +336,7 @@ def test_multiprocess_metrics_add_up_every_worker(tmp_path):
     """)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
     workers = [subprocess.Popen([sys.executable, "-c", worker, str(folder)], env=env,
-                                cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+                                cwd=Path(__file__).resolve().parents[2]) for _ in range(2)]
     assert [w.wait(timeout=60) for w in workers] == [0, 0]
     samples = {(s.name, frozenset(s.labels.items())): s.value
                for family in text_string_to_metric_families(Metrics(folder).render().decode())

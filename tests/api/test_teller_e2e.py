@@ -51,7 +51,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                   "--window-size=1280,1040", "--force-device-scale-factor=1", "--hide-scrollbars",
                   "--lang=en-US")
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "teller.png"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "teller.png"
 RENDER_BUDGET_MS = 1000.0  # the issue: the page renders in under a second
 CJK = re.compile(r"[\u4e00-\u9fff]")
 WAIT_SECONDS = 10

@@ -24,7 +24,7 @@ from recommender.exceptions import DataValidationError
 from recommender.ranking.config import TrainConfig
 from recommender.ranking.training import fit, history, upto
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "santander"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "santander"
 RAW = DATA / "raw_2015-01_first10k.csv"
 ADDERS = DATA / santander.ADDERS_FILE
 
