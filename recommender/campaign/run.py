@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from ..data import columns as C
 from ..data.book import CustomerBatch
@@ -49,6 +47,7 @@ from ..policy.rules import (
 from ..ranking.ranker import SOURCES, source_codes
 from ..store.replay import pack_decisions
 from .assignment import greedy_assign
+from .progress import with_progress
 from .spec import CampaignSpec
 
 log = logging.getLogger(__name__)
@@ -101,28 +100,6 @@ def _best(values: np.ndarray, ids: np.ndarray, limit: int) -> np.ndarray:
     tied = np.flatnonzero(values == threshold)
     tied = tied[np.argsort(ids[tied], kind="stable")[:limit - len(above)]]
     return np.concatenate([above, tied])
-
-
-class _Bar(tqdm):
-    """tqdm without its monitor thread, which it starts for every bar (a bar updated once a
-    chunk needs none), and with a thread lock for its default multiprocessing one, which would
-    fix this process's multiprocessing start method."""
-
-    monitor_interval = 0
-
-
-_Bar.set_lock(threading.RLock())
-
-
-def _progress(chunks: Iterable[CustomerBatch], total: int, stream) -> Iterator[CustomerBatch]:
-    """``chunks``, with a bar of the customers done on ``stream`` (no bar when it is None)."""
-    if stream is None:
-        yield from chunks
-        return
-    with _Bar(total=total, file=stream, unit=" customers", unit_scale=True) as bar:
-        for chunk in chunks:
-            yield chunk
-            bar.update(len(chunk))
 
 
 class Customers(Protocol):
@@ -262,7 +239,7 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
     pool = _Candidates(keep={c: max(total, 1) for c in quotas})
     plan = _Plan.of(engine, spec, context)
     started = time.perf_counter()
-    for chunk in _progress(customers.chunks(chunk_size), len(customers), progress):
+    for chunk in with_progress(customers.chunks(chunk_size), len(customers), progress):
         contact, recent = _contact(engine, responses, chunk, spec, context, customers.snapshot)
         pool.add(**_candidates(engine, chunk, contact, recent, plan))
     result = _assign(engine, pool, quotas, spec)
@@ -341,31 +318,3 @@ def _log_decisions(engine: OfferEngine, customers: Customers, spec: CampaignSpec
             policy_version=engine.policy.version, policy_text=engine.policy.text),
             strict=True))
     return result.assign(decision_id=result["customer_id"].map(ids))
-
-
-def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n: int,
-                  channel: str = "branch", chunk_size: int = 100_000,
-                  progress=sys.stderr) -> pd.DataFrame:
-    """The ``n`` best customers for one product (the classic target list), policy applied."""
-    column = engine.catalog.ids.position(product_id)
-    context = DecisionContext(channel=channel)
-    names = ("ids", "propensity", "priority", "expected_value")
-    best = {name: np.empty(0, dtype=object if name == "ids" else np.float64) for name in names}
-    for batch in _progress(customers.chunks(chunk_size), len(customers), progress):
-        scored = engine.score(batch, 1, context)
-        ok = np.isfinite(scored.priority[:, column]) & (scored.slots > 0)
-        chunk = {"ids": batch.customer_ids[ok].astype(object),
-                 "propensity": scored.propensity[ok, column],
-                 "priority": scored.priority[ok, column],
-                 "expected_value": scored.expected_gain[ok, column]}
-        merged = {name: np.concatenate([best[name], chunk[name]]) for name in names}
-        order = np.lexsort((merged["ids"].astype(str), -merged["expected_value"]))[:n]
-        best = {name: values[order] for name, values in merged.items()}
-    return pd.DataFrame({
-        "customer_id": best["ids"].astype(str),
-        "product_id": product_id, "rank": np.arange(1, len(best["ids"]) + 1),
-        "propensity": best["propensity"].astype(np.float64),
-        "priority": best["priority"].astype(np.float64),
-        "expected_value": best["expected_value"].astype(np.float64),
-        "reason_code": "target_list",
-    })

@@ -10,8 +10,9 @@ from scipy.optimize import linprog
 
 from recommender.campaign.assignment import greedy_assign
 from recommender.campaign.output import summary, write_list, write_summary
-from recommender.campaign.run import OUTPUT_COLUMNS, run_campaign, top_customers
+from recommender.campaign.run import OUTPUT_COLUMNS, run_campaign
 from recommender.campaign.spec import CampaignSpec
+from recommender.campaign.target_list import top_customers
 from recommender.cli import main
 from recommender.data.book import CustomerBook
 from recommender.data.catalog import catalog_text, parse_catalog

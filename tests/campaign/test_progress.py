@@ -7,7 +7,7 @@ import threading
 
 from tqdm._monitor import TMonitor
 
-from recommender.campaign.run import _progress
+from recommender.campaign.progress import with_progress
 
 
 def _chunks() -> list[list[int]]:
@@ -22,7 +22,7 @@ def test_the_bar_counts_customers_on_its_stream_and_starts_no_thread():
     stream = io.StringIO()
     seen = []
     before = _monitors()  # implicit's own (disabled) bars may have started one
-    for chunk in _progress(_chunks(), 1000, stream):
+    for chunk in with_progress(_chunks(), 1000, stream):
         seen.append(chunk)
         assert _monitors() <= before
     assert seen == _chunks()
@@ -32,12 +32,12 @@ def test_the_bar_counts_customers_on_its_stream_and_starts_no_thread():
 
 
 def test_no_stream_means_no_output(capsys):
-    assert list(_progress(_chunks(), 1000, None)) == _chunks()
+    assert list(with_progress(_chunks(), 1000, None)) == _chunks()
     assert capsys.readouterr() == ("", "")
 
 
 def test_the_bar_is_closed_when_the_loop_stops_early():
     stream = io.StringIO()
-    for _ in _progress(_chunks(), 1000, stream):
+    for _ in with_progress(_chunks(), 1000, stream):
         break
     assert stream.getvalue().endswith("\n")
