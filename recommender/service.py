@@ -27,7 +27,8 @@ from .ranking import artifacts
 from .ranking.ranker import RankerScores
 from .ranking.reproducible import ATOL, RTOL
 from .ranking.score_table import ServedScores
-from .store.decisions import DecisionLog, load_or_create_key
+from .store.decision_key import load_or_create_key
+from .store.decisions import DecisionLog
 from .store.replay import decision_inputs
 from .store.responses import ResponseStore
 

@@ -8,13 +8,15 @@ not customer data: each distinct text is stored once, in clear, under its hash.
 
 Decision ids start with the time (ms) and end with 80 random bits: unique without coordination
 between workers, and new rows append to the id index instead of rewriting pages all over it.
+
+The key file lives in ``decision_key``, the queue that writes decisions behind ``record`` in
+``decision_queue``, and how a decision is written down (JSON, fingerprints, packs) in
+``decision_records``.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -23,8 +25,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from ..exceptions import RecommenderError
+from .decision_queue import DecisionQueue
 from .decision_records import (
     canonical_json,
     encoded_answer,
@@ -97,40 +98,6 @@ class Decision:
     pack_row: int = -1
 
 
-def load_or_create_key(path: str | Path) -> bytes:
-    """The log's Fernet key, created (mode 0o600) on first use; losing it loses the log."""
-    path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(descriptor, 0o600)  # whatever the umask
-            os.write(descriptor, Fernet.generate_key())
-            os.fsync(descriptor)
-            # A link, unlike a rename, never replaces a key another worker has just created.
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-                log.info("created decision-log key %s", path)
-        finally:
-            os.close(descriptor)
-            temporary.unlink(missing_ok=True)
-        folder = os.open(path.parent, os.O_RDONLY)  # make the new name itself durable
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    key = path.read_bytes().strip()
-    try:
-        Fernet(key)
-    except (TypeError, ValueError) as exc:
-        raise DecisionLogError(f"{path} is not a valid Fernet key; restore the original key file "
-                               "(a new key cannot read decisions already recorded)") from exc
-    if path.stat().st_mode & 0o077:
-        log.warning("decision-log key %s is readable by other users; chmod 600 it", path)
-    return key
-
-
 def _new_id() -> str:
     """32 hex digits: the time in ms (so ids, and the index on them, grow in time order), then
     80 random bits (so workers never need to agree on ids)."""
@@ -185,10 +152,7 @@ class DecisionLog:
         if not flush_seconds >= 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
         self.flush_seconds = float(flush_seconds)
-        self._queue: list[tuple] = []
-        self._queue_lock, self._flush_lock = threading.Lock(), threading.Lock()
-        self._flusher_pid: int | None = None
-        _LOGS.add(self)
+        self._queue = DecisionQueue(self)
         try:
             self._fernet = Fernet(key)
         except (TypeError, ValueError) as exc:
@@ -329,49 +293,12 @@ class DecisionLog:
         when = _checked(source, model_version, policy_version, policy_text, inputs, output, at)
         queued = (_new_id(), when, source, _customer_checked(customer_id), model_version,
                   policy_version, policy_text, encoded_answer(inputs, output))
-        with self._queue_lock:
-            self._queue.append(queued)
-        if self._flusher_pid != os.getpid():  # first queued decision of this process
-            self._start_flusher()
+        self._queue.put(queued)
         return queued[0]
-
-    def _start_flusher(self) -> None:
-        with self._queue_lock:
-            if self._flusher_pid == os.getpid():
-                return
-            self._flusher_pid = os.getpid()
-        owner = weakref.ref(self)
-
-        def run() -> None:
-            while (log_ := owner()) is not None and not log_._closed:
-                seconds = log_.flush_seconds
-                del log_  # hold no reference while asleep: the log may be dropped meanwhile
-                time.sleep(seconds)
-                if (log_ := owner()) is not None and not log_._closed:
-                    log_._flush_quietly()
-
-        threading.Thread(target=run, name="nbo-decision-log", daemon=True).start()
-        atexit.register(_flush_at_exit, owner)
-
-    def _flush_quietly(self) -> None:
-        try:
-            self.flush()
-        except Exception:  # noqa: BLE001 - kept queued and retried; never kill the thread
-            log.exception("writing queued decisions to %s failed; will retry", self.path)
 
     def flush(self) -> None:
         """Write the queued decisions now, as one pack (nothing to do without a queue)."""
-        with self._flush_lock:
-            with self._queue_lock:
-                queued, self._queue = self._queue, []
-            if not queued:
-                return
-            try:
-                self._write_queued(queued)
-            except BaseException:
-                with self._queue_lock:  # back in front, in order: nothing is lost
-                    self._queue[:0] = queued
-                raise
+        self._queue.flush(self._write_queued)
 
     def _write_queued(self, queued: list[tuple]) -> None:
         """One compressed, encrypted pack of the queued answers; one row per decision."""
@@ -460,6 +387,11 @@ class DecisionLog:
         self.flush()
         return self._connection().execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` has been called: a closed log refuses to be used."""
+        return self._closed
+
     def close(self) -> None:
         """Write what is queued and close this process's connections; call it once no thread
         still uses the log."""
@@ -478,21 +410,3 @@ class DecisionLog:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-
-def _flush_at_exit(owner: weakref.ref) -> None:
-    """A process that exits normally (gunicorn's graceful stop too) writes its queue first."""
-    decision_log = owner()
-    if decision_log is not None and not decision_log._closed:
-        decision_log._flush_quietly()
-
-
-def _forget_parents_queue() -> None:
-    """A forked child must not write its parent's queued decisions a second time."""
-    for decision_log in list(_LOGS):
-        decision_log._queue = []
-        decision_log._queue_lock, decision_log._flush_lock = threading.Lock(), threading.Lock()
-
-
-_LOGS: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parents_queue)

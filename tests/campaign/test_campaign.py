@@ -348,7 +348,8 @@ def test_a_log_made_before_packs_existed_is_upgraded_in_place(tmp_path):
     """Logs written by earlier versions gain the pack columns and keep their decisions."""
     import sqlite3
 
-    from recommender.store.decisions import DecisionLog, load_or_create_key
+    from recommender.store.decision_key import load_or_create_key
+    from recommender.store.decisions import DecisionLog
 
     path, key = tmp_path / "decisions.db", load_or_create_key(tmp_path / "decision.key")
     with sqlite3.connect(path) as db:

@@ -24,13 +24,13 @@ import pytest
 from cryptography.fernet import Fernet
 
 from recommender.exceptions import RecommenderError
+from recommender.store.decision_key import load_or_create_key
 from recommender.store.decision_records import COMPRESSED_LIST_PACK
 from recommender.store.decisions import (
     Decision,
     DecisionLog,
     DecisionLogError,
     fingerprint,
-    load_or_create_key,
 )
 
 CUSTOMER = "CUST-ZX-31415"

@@ -31,7 +31,8 @@ from recommender.policy.offers import decided
 from recommender.ranking.config import TrainConfig
 from recommender.ranking.training import train
 from recommender.service import load_service
-from recommender.store.decisions import DecisionLog, load_or_create_key
+from recommender.store.decision_key import load_or_create_key
+from recommender.store.decisions import DecisionLog
 from recommender.store.replay import agree, replay
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
