@@ -171,13 +171,14 @@ class CFModel:
         row = _canonical(row)
         key = row.indices.tobytes() + row.data.tobytes()
         confidence = float(self._als.alpha) * row.data.astype(np.float64)
-        if self._explained is None or self._explained[0] != key:
+        cached = self._explained  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != key:
             items = self._als.item_factors
             lower = self._normal_equations(row)[0]
             weighted = cholesky_solve(lower, items.T[None].astype(np.float64))[0]  # (k, p)
-            shares = dot_rows(weighted.T, items[row.indices]) * confidence
-            self._explained = (key, shares)
-        shares = self._explained[1][product]
+            cached = (key, dot_rows(weighted.T, items[row.indices]) * confidence)
+            self._explained = cached
+        shares = cached[1][product]
         return [(int(i), float(s)) for i, s, c in zip(row.indices, shares, confidence,
                                                        strict=True) if c >= 0]
 

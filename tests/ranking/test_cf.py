@@ -183,3 +183,21 @@ def test_state_round_trip(als):
 def test_state_with_other_id_maps_is_refused(als):
     with pytest.raises(ValueError, match="stored matrix has shape"):
         CFModel.from_state(als.to_state(), CUSTOMERS.add_ids(["U99"]), PRODUCTS)
+
+
+def test_fold_in_and_explanations_are_implicits_computed_reproducibly(als):
+    """The reproducible solves give what implicit's recalculate_user and explain give."""
+    user_items = _user_items()
+    implicit_als = als._als
+    rows = np.arange(user_items.shape[0])
+    np.testing.assert_allclose(als.fold_in_factors(user_items),
+                               implicit_als.recalculate_user(rows, user_items), atol=1e-5)
+    every = user_items.shape[1]  # every contribution: no cut at the n-th to disagree on
+    for row in rows[user_items.getnnz(axis=1) > 0]:
+        for product in range(every):
+            _, theirs, _ = implicit_als.explain(0, user_items[row], product, N=every)
+            expected = {int(i): s for i, s in theirs if s > 1e-6}
+            got = {i: s for i, s in als.explain(user_items[row], product, n=every) if s > 1e-6}
+            assert got.keys() == expected.keys(), (row, product)
+            np.testing.assert_allclose([got[i] for i in expected], list(expected.values()),
+                                       rtol=1e-4, atol=1e-6)
