@@ -130,13 +130,22 @@ def _transition_batch(bank: BankData, catalog: Catalog, stages: LifeStageRules,
 
 
 def calibrate(model: TrainedModel, bank: BankData) -> Calibrator | None:
-    """Fit the served ranker's score -> take-up probability map on the latest transition."""
+    """Fit the served ranker's score -> take-up probability map on the latest transition.
+
+    Raises InsufficientDataError when nobody took anything up in it: the map would send every
+    score to 0, and every list would come out empty with nothing said."""
     snapshots = bank.snapshots
     if len(snapshots) < 2:
         return None
     batch, added, allowed = _transition_batch(bank, model.catalog, model.stages, model.config,
                                               snapshots[-2], snapshots[-1],
                                               model.config.cf.random_state)
+    if not added[allowed].any():
+        raise InsufficientDataError(
+            f"no customer took up a product between the snapshots {snapshots[-2].date()} and "
+            f"{snapshots[-1].date()}, the months the take-up probabilities are calibrated on: "
+            "identical snapshots, or a last month with no take-up, would make every "
+            "propensity 0. Give holdings up to a month in which customers added products")
     scores = served_ranker(model).score(batch).scores
     return fit_calibrator(scores[allowed], added[allowed])
 
@@ -156,18 +165,25 @@ def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: T
     k = k or config.eval_k
     cutoff, test_month = snapshots[-2], snapshots[-1]
     past = upto(bank, cutoff)
+    book = CustomerBook(past, catalog, stages, config.cf.weighting, config.acquisition.n_lags)
+    after = snapshot_matrix(bank.holdings, book.held.shape, test_month)
+    added = acquisitions(book.held, after, book.present[:, 0])
+    test = np.flatnonzero(np.diff(added.indptr) > 0)
+    if len(test) == 0:
+        raise InsufficientDataError(
+            f"no customer took up a product in the held-out month {test_month.date()} (against "
+            f"{cutoff.date()}): nothing to evaluate a ranking on. Identical snapshots, or a "
+            "last month with no take-up, cannot tell which product a customer takes next")
     try:
         model = fit(past, catalog, stages, config, served="acquisition")
     except InsufficientDataError as exc:
         if config.ranker == "acquisition":
             raise
-        log.warning("acquisition ranker left out of the evaluation: %s", exc)
+        log.warning("acquisition ranker left out of the evaluation, fitted on the %d "
+                    "snapshots before the held-out month %s: %s", len(snapshots) - 1,
+                    test_month.date(), exc)
         model = fit(past, catalog, stages, config)
     knn = fit(past, catalog, stages, replace(config, ranker="hybrid"), cf_kind="item_knn")
-    book = CustomerBook(past, catalog, stages, config.cf.weighting, config.acquisition.n_lags)
-    after = snapshot_matrix(bank.holdings, book.held.shape, test_month)
-    added = acquisitions(book.held, after, book.present[:, 0])
-    test = np.flatnonzero(np.diff(added.indptr) > 0)
     # Rankings are compared on every test customer; the consent policy (non-personalised
     # offers for those who opted out) is a policy applied after ranking, not a ranking.
     batch, labels = book.batch(test), added[test]
@@ -215,7 +231,11 @@ def _reliability(model: TrainedModel, bank: BankData, past: BankData, cutoff: pd
                  test_month: pd.Timestamp) -> dict[str, Any] | None:
     """Calibrate on the month before the cutoff, check on the held-out month (all customers
     present, every allowed product)."""
-    calibrator = calibrate(model, past)
+    try:
+        calibrator = calibrate(model, past)
+    except InsufficientDataError as exc:
+        log.warning("no reliability table for the held-out month: %s", exc)
+        return None
     if calibrator is None:
         return None
     batch, added, allowed = _transition_batch(bank, model.catalog, model.stages, model.config,
@@ -231,6 +251,10 @@ def train(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: Trai
     the config names), save a new version and make it current."""
     catalog.check_life_stages([s.id for s in stages.stages])
     can_evaluate = run_evaluation and len(bank.snapshots) >= 3
+    if run_evaluation and not can_evaluate:
+        log.warning("no held-out evaluation: it needs at least 3 monthly snapshots (fit on all "
+                    "but the last, test on the last), the holdings have %d; the model is "
+                    "saved without metrics", len(bank.snapshots))
     metrics = evaluate(bank, catalog, stages, config) if can_evaluate else {}
     served = metrics.get("served") or ("hybrid" if config.ranker == "auto" else config.ranker)
     model = fit(bank, catalog, stages, config, catalog_text, stages_text, served=served)

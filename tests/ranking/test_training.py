@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recommender.cli import main
+from recommender.data import columns as C
 from recommender.data.book import CustomerBook, profile_batch
 from recommender.data.catalog import parse_catalog
 from recommender.data.eligibility import offerable_mask
 from recommender.data.extracts import BankData, validate_customers, validate_holdings
 from recommender.data.life_stages import life_stages_text, parse_life_stages
-from recommender.exceptions import DataValidationError
+from recommender.exceptions import DataValidationError, InsufficientDataError
 from recommender.policy.offers import OfferEngine
 from recommender.ranking import artifacts
 from recommender.ranking.config import CFConfig, TrainConfig
@@ -125,6 +127,68 @@ def test_train_checks_bundles_against_life_stages(tiny_bank, tiny_catalog, tiny_
     with pytest.raises(CatalogError, match="unknown life stages"):
         train(tiny_bank, tiny_catalog, only_one, TrainConfig(), tmp_path, tiny_catalog_toml, "")
     assert not any(tmp_path.iterdir())
+
+
+def _frozen(raw_holdings: pd.DataFrame, months: int) -> pd.DataFrame:
+    """The latest snapshot repeated for ``months`` month-ends: nobody ever adds a product."""
+    latest = raw_holdings[raw_holdings["snapshot_date"] == raw_holdings["snapshot_date"].max()]
+    dates = pd.date_range(end=pd.Timestamp(latest["snapshot_date"].iloc[0]), periods=months,
+                          freq="ME").strftime("%Y-%m-%d")
+    return pd.concat([latest.assign(snapshot_date=d) for d in dates], ignore_index=True)
+
+
+@pytest.mark.parametrize(("months", "refusal"), [
+    (2, "no customer took up a product between the snapshots 2026-09-30 and 2026-10-31"),
+    (3, "no customer took up a product in the held-out month 2026-10-31"),
+    (4, "no customer took up a product in the held-out month 2026-10-31"),
+])
+def test_identical_snapshots_are_refused_not_learned_as_zero(customers, raw_holdings,
+                                                              tiny_catalog, tiny_catalog_toml,
+                                                              life_stages, tmp_path, months,
+                                                              refusal):
+    """Two months: no evaluation, and the calibration has no take-up to learn; three or
+    more: the held-out month has none to rank."""
+    holdings = validate_holdings(_frozen(raw_holdings, months), tiny_catalog,
+                                 pd.Index(customers["customer_id"]))
+    bank = BankData(customers=customers, holdings=holdings)
+    with pytest.raises(InsufficientDataError, match=refusal):
+        train(bank, tiny_catalog, life_stages, TrainConfig(cf=CFConfig(factors=2)), tmp_path,
+              tiny_catalog_toml, life_stages_text()[0])
+    assert not any(tmp_path.iterdir())  # no model version written
+
+
+def test_a_last_month_without_take_up_is_refused(tiny_bank, tiny_catalog, tiny_catalog_toml,
+                                                 life_stages, tmp_path):
+    """Take-ups in earlier months, none in the last: the propensities would all be 0."""
+    holdings = tiny_bank.holdings
+    last = holdings[holdings[C.SNAPSHOT_DATE] == holdings[C.SNAPSHOT_DATE].max()]
+    again = last.assign(**{C.SNAPSHOT_DATE: pd.Timestamp("2026-11-30")})
+    bank = BankData(customers=tiny_bank.customers,
+                    holdings=pd.concat([holdings, again], ignore_index=True))
+    with pytest.raises(InsufficientDataError, match="no customer took up a product"):
+        train(bank, tiny_catalog, life_stages, TrainConfig(cf=CFConfig(factors=2)), tmp_path,
+              tiny_catalog_toml, life_stages_text()[0], run_evaluation=False)
+
+
+def test_nbo_train_on_identical_snapshots_exits_non_zero_and_says_why(
+        raw_customers, raw_holdings, write_extracts, tmp_path, tiny_catalog_toml, caplog):
+    data = write_extracts(tmp_path / "data", raw_customers, _frozen(raw_holdings, 3))
+    (tmp_path / "catalog.toml").write_text(tiny_catalog_toml, encoding="utf-8")
+    code = main(["train", "--data", str(data), "--models", str(tmp_path / "models"),
+                 "--catalog", str(tmp_path / "catalog.toml"), "--factors", "2"])
+    assert code != 0
+    assert "no customer took up a product in the held-out month" in caplog.text
+    assert not (tmp_path / "models" / "current").exists()
+
+
+def test_train_says_when_it_cannot_evaluate(tiny_bank, tiny_catalog, tiny_catalog_toml,
+                                            life_stages, tmp_path, caplog):
+    two_months = upto(tiny_bank, pd.Timestamp("2026-09-30"))
+    model = train(two_months, tiny_catalog, life_stages, TrainConfig(cf=CFConfig(factors=2)),
+                  tmp_path, tiny_catalog_toml, life_stages_text()[0])
+    assert model.manifest["metrics"] == {}
+    assert "no held-out evaluation: it needs at least 3 monthly snapshots" in caplog.text
+    assert "the holdings have 2" in caplog.text
 
 
 # ---------------------------------------------------------------- served offers, end to end
