@@ -302,8 +302,40 @@ def test_recommend_text_output(cli_trained, cli_demo, cli_customer, capsys):
                  "--customer", cli_customer]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(cli_customer)
-    assert [line.strip().split(".")[0] for line in lines[1:]] == ["1", "2", "3", "4", "5"]
-    assert all("[cf]" in line for line in lines[1:])
+    assert lines[1].split() == ["rank", "priority", "propensity", "source", "offer", "—",
+                                "reason"]
+    rows = [line.split(maxsplit=4) for line in lines[2:]]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4", "5"]
+    assert all(row[3] == "cf" for row in rows)
+    # the table is in the order of the column it prints, and it is the API's order
+    priorities = [float(row[1]) for row in rows]
+    assert priorities == sorted(priorities, reverse=True)
+    assert main(["recommend", "--state", str(models.parent / "state"), "--data", str(data),
+                 "--models", str(models), "--customer", cli_customer, "--json"]) == 0
+    offers = json.loads(capsys.readouterr().out)[0]["offers"]
+    assert priorities == [o["priority"] for o in offers]
+    assert [float(row[2]) for row in rows] == [o["propensity"] for o in offers]
+    assert [row[4].split(" — ")[0] for row in rows] == [o["name"] for o in offers]
+
+
+def test_recommend_table_prints_priority_not_the_ranker_score():
+    """The raw ranker score orders nothing the teller sees: it is not in the table."""
+    from recommender.cli.decisions import _offer_table
+
+    result = {"customer_id": "C1", "life_stage": {"name": "Retired"}, "offers": [
+        {"rank": 1, "name": "Time deposit", "source": "acquisition", "score": -4.5,
+         "priority": 0.25, "propensity": 0.125, "reasons": [{"text": "held it before"}]},
+        {"rank": 2, "name": "Bond fund", "source": "acquisition", "score": -1.5,
+         "priority": 0.0625, "propensity": 0.5, "reasons": []},
+    ]}
+    lines = _offer_table(result).splitlines()
+    assert lines[0] == "C1 (Retired):"
+    assert [line.split()[:4] for line in lines[2:]] == [
+        ["1", "0.250000", "0.125000", "acquisition"], ["2", "0.062500", "0.500000", "acquisition"]]
+    assert lines[2].endswith("Time deposit — held it before")
+    assert lines[3].endswith("Bond fund")
+    assert "-4.5" not in _offer_table(result)
+    assert _offer_table({**result, "offers": []}).splitlines() == ["C1 (Retired):", "  no offer"]
 
 
 def test_recommend_unknown_customer(cli_trained, cli_demo, caplog):

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..policy.config import CHANNELS
 from .arguments import add_serving_inputs, positive_int
@@ -21,12 +22,26 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(results, ensure_ascii=False, indent=2) + "\n")
         return 0
     for result in results:
-        sys.stdout.write(f"{result['customer_id']} ({result['life_stage']['name']}):\n")
-        for offer in result["offers"]:
-            reason = offer["reasons"][0]["text"] if offer["reasons"] else ""
-            sys.stdout.write(f"  {offer['rank']}. {offer['name']} [{offer['source']}] "
-                             f"{offer['score']:.3f}  {reason}\n")
+        sys.stdout.write(_offer_table(result))
     return 0
+
+
+_TABLE_ROW = "  {:>4}  {:>10}  {:>10}  {:<16}  {}\n"
+
+
+def _offer_table(result: dict[str, Any]) -> str:
+    """A customer's offers as the API orders them: by priority, which is printed with the
+    propensity it grows from (the ranker's raw score orders nothing the teller sees)."""
+    lines = [f"{result['customer_id']} ({result['life_stage']['name']}):\n"]
+    if not result["offers"]:
+        return lines[0] + "  no offer\n"
+    lines.append(_TABLE_ROW.format("rank", "priority", "propensity", "source", "offer — reason"))
+    for offer in result["offers"]:
+        reason = offer["reasons"][0]["text"] if offer["reasons"] else ""
+        lines.append(_TABLE_ROW.format(
+            offer["rank"], f"{offer['priority']:.6f}", f"{offer['propensity']:.6f}",
+            offer["source"], f"{offer['name']} — {reason}" if reason else offer["name"]))
+    return "".join(lines)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -80,7 +95,7 @@ def add_recommend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=5)
     p.add_argument("--lang", choices=("en", "zh"), default="en")
     p.add_argument("--state", default="var", help="folder of responses and the decision log")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the API's answers instead of a table")
     p.set_defaults(func=cmd_recommend)
 
 

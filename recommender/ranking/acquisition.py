@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from ..data.interactions import acquisitions
 from ..exceptions import InsufficientDataError, NotFittedError
-from .config import AcquisitionConfig
+from .config import AcquisitionConfig, available_cpus
 from .features import FeatureSpace
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,18 @@ class AcquisitionRanker:
     def is_fitted(self) -> bool:
         return self.booster is not None
 
+    @property
+    def num_threads(self) -> int:
+        """LightGBM's threads for training and batch scoring: ``config.num_threads``, 0 (or
+        more than there are) meaning the CPUs this process may use.
+
+        Read when used, not when the model was trained: a model trained on a large machine
+        and loaded on a small one must not start more threads than the small one has.
+        """
+        available = available_cpus()
+        wanted = self.config.num_threads
+        return available if wanted == 0 else min(wanted, available)
+
     def _params(self, n_products: int) -> dict[str, Any]:
         cfg = self.config
         return {
@@ -65,7 +77,7 @@ class AcquisitionRanker:
             "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
             "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1,
             "lambda_l2": cfg.lambda_l2, "seed": cfg.random_state, "deterministic": True,
-            "num_threads": 2, "verbose": -1,
+            "num_threads": self.num_threads, "verbose": -1,
         }
 
     def fit(self, snapshots: list[sp.csr_matrix], presence: np.ndarray, products: list[str],
@@ -119,9 +131,10 @@ class AcquisitionRanker:
         if len(features) == 0:
             return np.zeros((0, len(self.space.products)), dtype=np.float32)
         # One thread for small batches: a server scores one customer per request in each of
-        # several workers, and OpenMP threads competing for two cores slow everything down.
-        # Batch scoring (evaluation, campaigns) is alone on the machine and uses two.
-        threads = 2 if len(features) >= _PARALLEL_ROWS else 1
+        # several workers, and OpenMP threads competing for the cores slow everything down.
+        # Batch scoring (evaluation, campaigns) is alone on the machine and uses num_threads.
+        # Each row is scored by one thread, so the thread count never changes a probability.
+        threads = self.num_threads if len(features) >= _PARALLEL_ROWS else 1
         probabilities = self.booster.predict(features, num_iteration=self.best_iteration,
                                              num_threads=threads)
         return np.asarray(probabilities, dtype=np.float32).reshape(len(features), -1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,14 @@ def _from_mapping(cls, values: dict[str, Any], where: str):
         allowed = sorted(f.name for f in fields(cls))
         raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {allowed}")
     return cls(**values)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask (which a container's cpuset or
+    ``taskset`` narrows) where the platform has one, else every CPU of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class AcquisitionConfig:
     ``train_months`` transitions before it are the training examples. ``refit`` adds the
     validation month to the training data afterwards (measured on Santander: it hurts,
     because the month next to the test month is the one most shaped by selection).
+    ``num_threads`` is LightGBM's threads for training and batch scoring; 0 means the CPUs
+    this process may use (``available_cpus``).
     """
 
     n_lags: int = 4
@@ -84,10 +95,11 @@ class AcquisitionConfig:
     max_rounds: int = 2000
     early_stopping_rounds: int = 100
     random_state: int = 42
+    num_threads: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_lags", "train_months", "num_leaves", "min_data_in_leaf", "max_rounds",
-                     "early_stopping_rounds", "random_state"):
+                     "early_stopping_rounds", "random_state", "num_threads"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), f"acquisition.{name}",
                    f"must be an integer, got {value!r}")
@@ -95,6 +107,8 @@ class AcquisitionConfig:
         _check(self.train_months >= 1, "acquisition.train_months", "must be at least 1")
         _check(self.num_leaves >= 2, "acquisition.num_leaves", "must be at least 2")
         _check(self.max_rounds >= 1, "acquisition.max_rounds", "must be at least 1")
+        _check(self.num_threads >= 0, "acquisition.num_threads",
+               "must not be negative (0 = the CPUs this process may use)")
         _check(isinstance(self.refit, bool), "acquisition.refit", "must be true or false")
         for name in ("learning_rate", "feature_fraction", "bagging_fraction", "lambda_l2"):
             _check(_is_number(getattr(self, name)), f"acquisition.{name}",

@@ -36,7 +36,7 @@ from recommender.data.extracts import (
 from recommender.data.life_stages import LifeStageRules, life_stages_text, parse_life_stages
 from recommender.exceptions import ArtifactError, InsufficientDataError, NotFittedError
 from recommender.policy.offers import OfferEngine
-from recommender.ranking import artifacts, training
+from recommender.ranking import acquisition, artifacts, training
 from recommender.ranking.acquisition import AcquisitionRanker
 from recommender.ranking.config import AcquisitionConfig, TrainConfig
 from recommender.ranking.features import FeatureSpace
@@ -294,6 +294,68 @@ def test_state_round_trip_predicts_identically(winback, winback_ranker, tmp_path
     assert restored.best_iteration == winback_ranker.best_iteration
     assert restored.space == winback_ranker.space
     np.testing.assert_array_equal(winback.predict(restored), winback.predict(winback_ranker))
+
+
+def test_a_state_saved_before_num_threads_existed_loads(winback, winback_ranker):
+    """Artifacts written before ``num_threads`` was a key have no such key: the default."""
+    state = winback_ranker.to_state()
+    del state["config"]["num_threads"]
+    restored = AcquisitionRanker.from_state(state)
+    assert restored.config.num_threads == 0 and restored.config == winback_ranker.config
+    np.testing.assert_array_equal(winback.predict(restored), winback.predict(winback_ranker))
+
+
+@pytest.mark.parametrize(("configured", "available", "expected"), [
+    (0, 8, 8),    # 0: the CPUs this process may use
+    (3, 8, 3),
+    (16, 8, 8),   # never more than there are: a model may be loaded on a smaller machine
+    (0, 1, 1),
+])
+def test_lightgbm_threads_follow_the_config(monkeypatch, configured, available, expected):
+    monkeypatch.setattr(acquisition, "available_cpus", lambda: available)
+    params = AcquisitionRanker(AcquisitionConfig(num_threads=configured))._params(10)
+    assert params["num_threads"] == expected
+    assert params["deterministic"] is True
+
+
+def test_fit_trains_with_the_configured_threads(winback, monkeypatch):
+    seen = []
+    real_train = acquisition.lgb.train
+
+    def spy(params, *args, **kwargs):
+        seen.append(params["num_threads"])
+        return real_train(params, *args, **kwargs)
+
+    monkeypatch.setattr(acquisition, "available_cpus", lambda: 6)
+    monkeypatch.setattr(acquisition.lgb, "train", spy)
+    _fit(winback, AcquisitionConfig(num_threads=3, max_rounds=5, refit=True))
+    assert seen == [3, 3]  # early stopping, then the refit
+
+
+def test_batches_predict_with_the_configured_threads_and_one_customer_with_one(
+        winback, winback_ranker, monkeypatch):
+    """A server scores one customer per request in each of several workers: one thread."""
+    seen = []
+    real_predict = acquisition.lgb.Booster.predict
+
+    def spy(self, data, *args, num_threads=None, **kwargs):
+        seen.append((len(data), num_threads))
+        return real_predict(self, data, *args, num_threads=num_threads, **kwargs)
+
+    monkeypatch.setattr(acquisition, "available_cpus", lambda: 4)
+    monkeypatch.setattr(acquisition.lgb.Booster, "predict", spy)
+    copies = -(-acquisition._PARALLEL_ROWS // len(winback.profiles))  # a batch at the threshold
+    big = winback_ranker.predict(
+        [sp.vstack([m] * copies, format="csr") for m in winback.lags],
+        np.ones((copies * len(winback.profiles), len(winback.lags)), bool),
+        pd.concat([winback.profiles] * copies, ignore_index=True),
+        np.tile(winback.stages, copies))
+    one = winback_ranker.predict([m[:1] for m in winback.lags],
+                                 np.ones((1, len(winback.lags)), bool),
+                                 winback.profiles.iloc[:1], winback.stages[:1])
+    assert seen == [(copies * len(winback.profiles), 4), (1, 1)]
+    # a row's probabilities do not depend on the threads that computed it
+    np.testing.assert_array_equal(one[0], big[0])
 
 
 def test_predictions_are_probabilities(winback, winback_ranker):

@@ -3,7 +3,8 @@
 import pytest
 
 from recommender.exceptions import ConfigError
-from recommender.ranking.config import CFConfig, TrainConfig
+from recommender.ranking import config as config_module
+from recommender.ranking.config import AcquisitionConfig, CFConfig, TrainConfig
 from recommender.ranking.training import with_overrides
 
 
@@ -70,6 +71,35 @@ def test_missing_toml_file(tmp_path):
 def test_bad_cf_values(values, expected):
     with pytest.raises(ConfigError, match=expected):
         CFConfig(**values)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (-1, "acquisition.num_threads: must not be negative"),
+    (2.0, "acquisition.num_threads: must be an integer, got 2.0"),
+    (True, "acquisition.num_threads: must be an integer, got True"),
+    ("4", "acquisition.num_threads: must be an integer, got '4'"),
+])
+def test_bad_num_threads(value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        AcquisitionConfig(num_threads=value)
+
+
+def test_num_threads_defaults_to_the_available_cpus_and_loads_from_toml(tmp_path):
+    assert AcquisitionConfig().num_threads == 0  # 0 = the CPUs this process may use
+    path = tmp_path / "train.toml"
+    path.write_text("[acquisition]\nnum_threads = 3\n", encoding="utf-8")
+    assert TrainConfig.from_toml(path).acquisition.num_threads == 3
+
+
+def test_available_cpus_reads_the_affinity_mask_else_the_cpu_count(monkeypatch):
+    monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: {0, 2, 5},
+                        raising=False)
+    monkeypatch.setattr(config_module.os, "cpu_count", lambda: 64)
+    assert config_module.available_cpus() == 3  # a container or taskset narrows it
+    monkeypatch.delattr(config_module.os, "sched_getaffinity")
+    assert config_module.available_cpus() == 64
+    monkeypatch.setattr(config_module.os, "cpu_count", lambda: None)
+    assert config_module.available_cpus() == 1
 
 
 @pytest.mark.parametrize(("values", "expected"), [
