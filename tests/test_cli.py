@@ -19,7 +19,7 @@ import pytest
 
 from recommender.cli import main
 from recommender.data import columns as C
-from recommender.data.catalog import catalog_text
+from recommender.data.catalog import catalog_text, parse_catalog
 
 CUSTOMERS, MONTHS, SEED = 1500, 4, 7
 METHODS = {"popularity", "life_stage_prior", "als", "item_knn", "hybrid", "acquisition"}
@@ -193,6 +193,60 @@ def test_demo_data_with_a_bad_catalog_risk_grade(tmp_path, caplog):
     assert rc == 2
     assert any("risk_grade" in m for m in _errors(caplog))
     assert not (tmp_path / "data").exists()
+
+
+def test_init_catalog_drafts_the_holdings_products_and_trains(cli_demo, tmp_path, caplog):
+    """One product per id held, sorted; the draft loads and trains as it is."""
+    _, data = cli_demo
+    out = tmp_path / "bank" / "catalog.toml"
+    assert main(["init-catalog", "--data", str(data), "--out", str(out)]) == 0
+    held = sorted(pd.read_parquet(data / "holdings.parquet")[C.PRODUCT_ID].astype(str).unique())
+    catalog = parse_catalog(out.read_text(encoding="utf-8"), str(out))
+    assert catalog.ids.external_ids.tolist() == held
+    assert {(p.category, p.risk_grade) for p in catalog.products} == {("unclassified", "R5")}
+    models = tmp_path / "models"
+    assert main(["train", "--data", str(data), "--models", str(models),
+                 "--catalog", str(out)]) == 0, _errors(caplog)
+    assert (models / "current").exists()
+
+
+def test_init_catalog_reads_csv_holdings_as_the_loader_does(tmp_path):
+    """Ids are stripped and empty ids dropped, as the holdings reader does."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "holdings.csv").write_text(
+        "customer_id,product_id,snapshot_date\nC1, loan ,2024-01-31\nC1,card,2024-01-31\n"
+        "C2,loan,2024-01-31\nC3,,2024-01-31\n", encoding="utf-8")
+    out = tmp_path / "catalog.toml"
+    assert main(["init-catalog", "--data", str(data), "--out", str(out)]) == 0
+    assert parse_catalog(out.read_text(encoding="utf-8")).ids.external_ids.tolist() == [
+        "card", "loan"]
+
+
+def test_init_catalog_refuses_to_overwrite_unless_forced(cli_demo, tmp_path, caplog):
+    _, data = cli_demo
+    out = tmp_path / "catalog.toml"
+    out.write_text("# the bank's edited catalog\n", encoding="utf-8")
+    assert main(["init-catalog", "--data", str(data), "--out", str(out)]) == 2
+    assert any(str(out) in m and "--force" in m for m in _errors(caplog)), _errors(caplog)
+    assert out.read_text(encoding="utf-8") == "# the bank's edited catalog\n"
+    assert main(["init-catalog", "--data", str(data), "--out", str(out), "--force"]) == 0
+    assert len(parse_catalog(out.read_text(encoding="utf-8"))) > 0
+
+
+def test_init_catalog_with_a_missing_data_folder(tmp_path, caplog):
+    missing = tmp_path / "no_such_folder"
+    out = tmp_path / "catalog.toml"
+    assert main(["init-catalog", "--data", str(missing), "--out", str(out)]) == 2
+    assert any("data folder not found" in m and str(missing) in m for m in _errors(caplog))
+    assert not out.exists()
+
+
+def test_init_catalog_without_holdings(tmp_path, caplog):
+    assert main(["init-catalog", "--data", str(tmp_path), "--out",
+                 str(tmp_path / "catalog.toml")]) == 2
+    assert any("no holdings.parquet or holdings.csv" in m for m in _errors(caplog))
+    assert not (tmp_path / "catalog.toml").exists()
 
 
 def test_train_with_an_invalid_factor_count(cli_demo, tmp_path, caplog):

@@ -1,9 +1,10 @@
 """``nbo``: the command line. Each sub-command parses arguments and calls the library.
 
-One module per command group: ``bank`` (demo-data, import-santander), ``models`` (train,
-evaluate), ``decisions`` (recommend, replay, audit), ``campaigns`` (campaign), ``serving``
-(serve) and ``keys`` (keys create, list, revoke); ``arguments`` holds the options several
-share. This module assembles the parser from them and runs the chosen command.
+One module per command group: ``bank`` (demo-data, import-santander, init-catalog),
+``models`` (train, evaluate), ``decisions`` (recommend, replay, audit), ``campaigns``
+(campaign), ``serving`` (serve) and ``keys`` (keys create, list, revoke); ``arguments``
+holds the options several share. This module assembles the parser from them and runs the
+chosen command.
 
 The top layer, a surface like ``api``: it may import everything in ``recommender``. Handlers
 import the heavy modules inside their function, so that ``nbo --help`` stays fast.
@@ -24,8 +25,8 @@ log = logging.getLogger("nbo")
 # Each adds one sub-command, in the order `nbo --help` lists them.
 _COMMANDS = (
     bank.add_demo_data, models.add_train, models.add_evaluate, bank.add_import_santander,
-    decisions.add_replay, decisions.add_audit, campaigns.add_campaign, decisions.add_recommend,
-    serving.add_serve, keys.add_keys,
+    bank.add_init_catalog, decisions.add_replay, decisions.add_audit, campaigns.add_campaign,
+    decisions.add_recommend, serving.add_serve, keys.add_keys,
 )
 
 

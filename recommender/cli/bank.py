@@ -1,4 +1,5 @@
-"""``nbo demo-data`` and ``nbo import-santander``: a bank's extracts, generated or imported."""
+"""``nbo demo-data``, ``nbo import-santander`` and ``nbo init-catalog``: a bank's extracts,
+generated or imported, and a starting catalog drafted from them."""
 
 from __future__ import annotations
 
@@ -42,6 +43,32 @@ def cmd_import_santander(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_catalog(args: argparse.Namespace) -> int:
+    from ..data import columns as C
+    from ..data.catalog import draft_catalog_text, parse_catalog
+    from ..data.extracts import HOLDINGS_FILE, find_extract, read_table
+    from ..exceptions import CatalogError, DataValidationError
+
+    data, out = Path(args.data), Path(args.out)
+    if not data.is_dir():
+        raise DataValidationError("data folder not found", source=str(data))
+    if out.exists() and not args.force:
+        raise CatalogError(f"{out} exists; pass --force to overwrite it")
+    path = find_extract(data, HOLDINGS_FILE)
+    holdings = read_table(path)
+    if C.PRODUCT_ID not in holdings:
+        raise DataValidationError(f"missing required columns {[C.PRODUCT_ID]}", source=str(path))
+    ids = holdings[C.PRODUCT_ID].dropna().astype(str).str.strip()
+    text = draft_catalog_text(ids[ids != ""].unique(), str(path))
+    catalog = parse_catalog(text, str(out))  # what is written must load as it is
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    log.info("wrote a starting catalog of %d products to %s: edit its names, categories, risk"
+             " grades, eligibility and values, then train with --catalog %s",
+             len(catalog), out, out)
+    return 0
+
+
 def add_demo_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-data", help="generate the embedded demo bank")
     p.add_argument("--customers", type=int, default=100_000)
@@ -59,3 +86,12 @@ def add_import_santander(sub: argparse._SubParsersAction) -> None:
                    help="folder with may2016_adders.parquet, or a raw train_ver2-format CSV")
     p.add_argument("--out", default="data/santander")
     p.set_defaults(func=cmd_import_santander)
+
+
+def add_init_catalog(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init-catalog",
+                       help="draft a catalog from the products in the holdings, to edit")
+    p.add_argument("--data", required=True, help="folder with the holdings extract")
+    p.add_argument("--out", default="catalog.toml", help="catalog file to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=cmd_init_catalog)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -13,14 +16,25 @@ from .columns import PRODUCT_RISK_GRADES, RESIDENCIES
 from .ids import IdMap
 from .tomlfiles import duplicated, toml_document, toml_text
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CATALOG = "catalog.toml"
 
-_REQUIRED = ("id", "name_en", "name_zh", "category", "risk_grade", "value_weight")
+# What the rules cannot do without: the category decides which suitability rules apply
+# (investment, credit) and has no safe default, so it stays required with the id and name.
+_REQUIRED = ("id", "name_en", "category")
+# An ungraded product is treated as the riskiest (R5): it is offered only to customers whose
+# risk tolerance is the highest (C5), never to someone it might not suit.
+DEFAULT_RISK_GRADE = PRODUCT_RISK_GRADES[-1]
+# Every product worth the same to the bank: no product is favoured for its value.
+DEFAULT_VALUE_WEIGHT = 1.0
 _OPTIONAL = {
+    "risk_grade": DEFAULT_RISK_GRADE, "value_weight": DEFAULT_VALUE_WEIGHT,
     "min_age": 0, "max_age": 200, "min_income": 0.0, "residency": tuple(RESIDENCIES),
     "prerequisites": (), "exclusions": (), "life_stages": (), "talking_points_en": (),
-    "talking_points_zh": (),
 }
+# Chinese wording, when absent, is the English one (key -> the key it falls back to).
+_FALLBACKS = {"name_zh": "name_en", "talking_points_zh": "talking_points_en"}
 
 
 @dataclass(frozen=True)
@@ -151,14 +165,19 @@ def _product_from_table(table: dict, position: int, source: str) -> Product:
     missing = [key for key in _REQUIRED if key not in table]
     if missing:
         raise CatalogError(f"{where} is missing required keys {missing}")
-    unknown = sorted(set(table) - set(_REQUIRED) - set(_OPTIONAL))
+    unknown = sorted(set(table) - set(_REQUIRED) - set(_OPTIONAL) - set(_FALLBACKS))
     if unknown:
         raise CatalogError(f"{where} has unknown keys {unknown}")
-    if table["risk_grade"] not in PRODUCT_RISK_GRADES:
-        raise CatalogError(
-            f"{where}: risk_grade {table['risk_grade']!r} is not one of {PRODUCT_RISK_GRADES}"
-        )
+    for key in ("id", "name_en", "name_zh", "category"):
+        if key in table and (not isinstance(table[key], str) or not table[key].strip()):
+            raise CatalogError(f"{where}: {key} must be a non-empty string, got {table[key]!r}")
     values = {**_OPTIONAL, **table}
+    for key, fallback in _FALLBACKS.items():
+        values.setdefault(key, values[fallback])
+    if values["risk_grade"] not in PRODUCT_RISK_GRADES:
+        raise CatalogError(
+            f"{where}: risk_grade {values['risk_grade']!r} is not one of {PRODUCT_RISK_GRADES}"
+        )
     for key in ("value_weight", "min_age", "max_age", "min_income"):
         if isinstance(values[key], bool) or not isinstance(values[key], int | float):
             raise CatalogError(f"{where}: {key} must be a number, got {values[key]!r}")
@@ -180,7 +199,10 @@ def _product_from_table(table: dict, position: int, source: str) -> Product:
 
 
 def parse_catalog(text: str, source: str = "<string>") -> Catalog:
-    """Catalog from TOML text; errors name the source, the product and the key."""
+    """Catalog from TOML text; errors name the source, the product and the key.
+
+    Only ``id``, ``name_en`` and ``category`` are required; the other keys have the defaults
+    above (an ungraded product is R5, logged as a warning so that it is not missed)."""
     document = toml_document(text, source, CatalogError, {"version", "currency", "product"})
     tables = document.get("product", [])
     if not tables:
@@ -189,6 +211,10 @@ def parse_catalog(text: str, source: str = "<string>") -> Catalog:
     dupes = duplicated([p.id for p in products])
     if dupes:
         raise CatalogError(f"{source}: duplicate product ids {dupes}")
+    ungraded = [t["id"] for t in tables if "risk_grade" not in t]
+    if ungraded:
+        log.warning("%s: no risk_grade for %s: treated as %s, offered only to customers of the"
+                    " highest risk tolerance", source, ungraded, DEFAULT_RISK_GRADE)
     return Catalog(products, version=str(document.get("version", "unversioned")), source=source)
 
 
@@ -200,3 +226,49 @@ def catalog_text(path: str | Path | None = None) -> tuple[str, str]:
 def load_catalog(path: str | Path | None = None) -> Catalog:
     """Load a catalog file (TOML), or the packaged demo-bank catalog when ``path`` is None."""
     return parse_catalog(*catalog_text(path))
+
+
+UNCLASSIFIED = "unclassified"  # the category a drafted catalog gives every product
+_DRAFT_HEADER = """\
+# Starting catalog drafted by `nbo init-catalog` from the products in {source}.
+# EDIT BEFORE USE. Every product below has placeholder values, chosen to be safe, not right:
+#   name_en      the product id; set the name staff and customers see (name_zh, when left
+#                out, is name_en)
+#   category     "{unclassified}": until you set one, both category rules apply (an up-to-date
+#                risk assessment is needed, and it is never offered to vulnerable customers);
+#                set the categories your policy names ("investment"/"wealth", "credit", ...)
+#   risk_grade   "{risk}", the highest: offered only to customers of risk tolerance C5
+#   value_weight {value}: every product worth the same to the bank
+#   min_age, max_age, min_income, residency: no eligibility limit; set the bank's rules
+# Optional keys: prerequisites, exclusions (product ids), life_stages (bundles),
+# talking_points_en / talking_points_zh. See the README, "Data formats".
+version = "draft"
+"""
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's (quotes, backslashes, controls)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def draft_catalog_text(product_ids: Iterable[str], source: str = "the holdings") -> str:
+    """A starting catalog (TOML) for a bank to edit: one product per id, sorted, with the
+    required keys and the conservative defaults written out. It parses with ``parse_catalog``
+    as it is, so that a first model can be trained before the bank has finished editing."""
+    ids = sorted({str(i) for i in product_ids})
+    if not ids:
+        raise CatalogError(f"no product ids in {source}: nothing to draft a catalog from")
+    residency = "[" + ", ".join(_toml_string(r) for r in RESIDENCIES) + "]"
+    parts = [_DRAFT_HEADER.format(source=" ".join(source.split()), unclassified=UNCLASSIFIED,
+                                  risk=DEFAULT_RISK_GRADE, value=DEFAULT_VALUE_WEIGHT)]
+    for product_id in ids:
+        parts.append(
+            f"\n[[product]]\nid = {_toml_string(product_id)}\n"
+            f"name_en = {_toml_string(product_id)}\n"
+            f"category = {_toml_string(UNCLASSIFIED)}\n"
+            f"risk_grade = {_toml_string(DEFAULT_RISK_GRADE)}\n"
+            f"value_weight = {DEFAULT_VALUE_WEIGHT}\n"
+            f"min_age = {_OPTIONAL['min_age']}\nmax_age = {_OPTIONAL['max_age']}\n"
+            f"min_income = {_OPTIONAL['min_income']}\nresidency = {residency}\n"
+        )
+    return "".join(parts)

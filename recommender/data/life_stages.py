@@ -101,9 +101,14 @@ def _stage_from_table(table: dict, position: int, source: str) -> LifeStage:
     unknown = sorted(set(table) - _STAGE_KEYS)
     if unknown:
         raise ConfigError(f"{where} has unknown keys {unknown}")
-    for key in ("id", "name_en", "name_zh"):
+    for key in ("id", "name_en"):
         if not isinstance(table.get(key), str) or not table[key]:
             raise ConfigError(f"{where} needs a non-empty string {key!r}")
+    for key in ("name_zh", "description_en", "description_zh"):
+        if key in table and not isinstance(table[key], str):
+            raise ConfigError(f"{where}: {key} must be a string, got {table[key]!r}")
+    if table.get("name_zh") == "":
+        raise ConfigError(f"{where}: name_zh must not be empty; leave it out to use name_en")
     conditions = []
     for key, bound in table.get("when", {}).items():
         if key not in _CONDITIONS:
@@ -118,15 +123,19 @@ def _stage_from_table(table: dict, position: int, source: str) -> LifeStage:
         elif isinstance(bound, bool) or not isinstance(bound, int | float):
             raise ConfigError(f"{where}: {key} must be a number, got {bound!r}")
         conditions.append((key, bound))
-    return LifeStage(
-        id=table["id"], name_en=table["name_en"], name_zh=table["name_zh"],
-        description_en=table.get("description_en", ""),
-        description_zh=table.get("description_zh", ""), when=tuple(conditions),
+    description_en = table.get("description_en", "")
+    return LifeStage(  # Chinese wording, when absent, is the English one
+        id=table["id"], name_en=table["name_en"], name_zh=table.get("name_zh", table["name_en"]),
+        description_en=description_en, description_zh=table.get("description_zh", description_en),
+        when=tuple(conditions),
     )
 
 
 def parse_life_stages(text: str, source: str = "<string>") -> LifeStageRules:
-    """Rules from TOML text; errors name the source, the stage and the key."""
+    """Rules from TOML text; errors name the source, the stage and the key.
+
+    A stage needs ``id`` and ``name_en``; ``name_zh`` defaults to ``name_en``, the
+    descriptions to ``""`` (Chinese to the English one) and ``when`` to no condition."""
     document = toml_document(text, source, ConfigError, {"version", "stage"})
     stages = tuple(_stage_from_table(t, i, source) for i, t in enumerate(document.get("stage", [])))
     dupes = duplicated([s.id for s in stages])

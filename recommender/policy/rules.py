@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..data import columns as C
 from ..data.book import CustomerBatch
-from ..data.catalog import Catalog
+from ..data.catalog import UNCLASSIFIED, Catalog
 from ..data.eligibility import (
     Products,
     age_mask,
@@ -251,9 +251,12 @@ def _product_terms(catalog: Catalog, policy: PolicyConfig) -> _ProductTerms:
     if terms is not None:
         return terms
     categories = catalog.column("category")
+    # A product the bank has not classified yet (a drafted catalog) gets both rules: it may
+    # be an investment or a credit product until someone says which.
+    unclassified = categories == UNCLASSIFIED
     arrays = {"positions": np.arange(len(catalog)),
-              "investment": np.isin(categories, policy.investment_categories),
-              "credit": np.isin(categories, policy.credit_categories),
+              "investment": np.isin(categories, policy.investment_categories) | unclassified,
+              "credit": np.isin(categories, policy.credit_categories) | unclassified,
               "value": catalog.column("value_weight").astype(np.float64)}
     for array in arrays.values():
         array.setflags(write=False)

@@ -5,7 +5,12 @@ import re
 import numpy as np
 import pytest
 
-from recommender.data.catalog import Product, load_catalog, parse_catalog
+from recommender.data.catalog import (
+    Product,
+    draft_catalog_text,
+    load_catalog,
+    parse_catalog,
+)
 from recommender.exceptions import CatalogError
 
 
@@ -91,9 +96,18 @@ def test_products_are_immutable(tiny_catalog):
 @pytest.mark.parametrize(("old", "new", "expected"), [
     pytest.param('category = "credit"', 'category = "credit"\ncolour = "red"',
                  r"product #2 \('credit_card'\) has unknown keys \['colour'\]", id="unknown key"),
-    pytest.param('name_zh = "信用卡"\n', "",
-                 r"product #2 \('credit_card'\) is missing required keys \['name_zh'\]",
+    pytest.param('category = "credit"\n', "",
+                 r"product #2 \('credit_card'\) is missing required keys \['category'\]",
                  id="missing key"),
+    pytest.param('name_en = "Credit card"\n', "",
+                 r"product #2 \('credit_card'\) is missing required keys \['name_en'\]",
+                 id="missing name"),
+    pytest.param('name_zh = "信用卡"', 'name_zh = ""',
+                 r"product #2 \('credit_card'\): name_zh must be a non-empty string",
+                 id="empty name"),
+    pytest.param('category = "credit"', "category = 3",
+                 r"product #2 \('credit_card'\): category must be a non-empty string",
+                 id="category not text"),
     pytest.param('risk_grade = "R4"', 'risk_grade = "R9"',
                  r"product #5 \('equity_fund'\): risk_grade 'R9' is not one of", id="risk grade"),
     pytest.param('prerequisites = ["mortgage"]', 'prerequisites = ["mortgag"]',
@@ -163,3 +177,56 @@ def test_product_name_and_talking_points_by_language():
                       talking_points_zh=("甲",))
     assert product.name("zh") == "计划" and product.name("en") == "Plan"
     assert product.talking_points("zh") == ("甲",) and product.talking_points("fr") == ("a",)
+
+
+_MINIMAL = """
+[[product]]
+id = "savings"
+name_en = "Savings account"
+category = "deposit"
+talking_points_en = ["Interest paid monthly"]
+
+[[product]]
+id = "fund"
+name_en = "Bond fund"
+name_zh = "债券基金"
+category = "investment"
+risk_grade = "R2"
+value_weight = 3.0
+"""
+
+
+def test_a_product_needs_only_id_name_and_category(caplog):
+    """A bank without Chinese names, risk grades or values: the documented defaults apply."""
+    catalog = parse_catalog(_MINIMAL, "minimal.toml")
+    savings, fund = catalog["savings"], catalog["fund"]
+    assert savings.name_zh == "Savings account" and savings.name("zh") == "Savings account"
+    assert savings.talking_points("zh") == ("Interest paid monthly",)
+    assert savings.value_weight == 1.0
+    # ungraded is the riskiest grade: offered only to customers of the highest tolerance
+    assert savings.risk_grade == "R5" and savings.risk_level == 5
+    assert catalog.column("risk_level").tolist() == [5, 2]
+    assert (fund.name_zh, fund.risk_grade, fund.value_weight) == ("债券基金", "R2", 3.0)
+    assert fund.talking_points("zh") == ()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "minimal.toml" in warned[0] and "['savings']" in warned[0]
+
+
+def test_draft_catalog_parses_with_one_product_per_id_sorted():
+    ids = ["zeta", "alpha", 'odd "quoted" \\ id', "理财", "alpha"]
+    text = draft_catalog_text(ids, "bank/holdings.csv")
+    assert text.startswith("# Starting catalog") and "bank/holdings.csv" in text
+    catalog = parse_catalog(text, "draft.toml")
+    assert catalog.ids.external_ids.tolist() == sorted(set(ids))
+    product = catalog["理财"]
+    assert (product.name_en, product.name_zh, product.category) == ("理财", "理财", "unclassified")
+    assert (product.risk_grade, product.value_weight, product.min_age, product.max_age,
+            product.min_income) == ("R5", 1.0, 0, 200, 0.0)
+    assert product.residency == ("resident", "non_resident")
+    for key in ("risk_grade", "value_weight", "min_age", "max_age", "min_income", "residency"):
+        assert text.count(f"\n{key} = ") == len(set(ids)), key  # written out, not implied
+
+
+def test_draft_catalog_of_no_products_is_refused():
+    with pytest.raises(CatalogError, match="no product ids in empty.csv"):
+        draft_catalog_text([], "empty.csv")

@@ -99,6 +99,29 @@ name_zh = "其他"
     assert rules.assign_ids(people).tolist() == ["vip", "other", "other"]
 
 
+def test_chinese_wording_defaults_to_the_english():
+    """A bank without Chinese names writes only id and name_en (and the conditions)."""
+    rules = parse_life_stages("""
+[[stage]]
+id = "young"
+name_en = "Young"
+description_en = "Under thirty"
+[stage.when]
+age_max = 30
+
+[[stage]]
+id = "rest"
+name_en = "Everyone else"
+description_zh = "其他客户"
+""", "english.toml")
+    young, rest = rules["young"], rules["rest"]
+    assert (young.name("zh"), young.description("zh")) == ("Young", "Under thirty")
+    assert (rest.name_zh, rest.description_en, rest.description("zh")) == (
+        "Everyone else", "", "其他客户")
+    assert rules.assign_ids(_people((30, 1.0, "single", 0), (31, 1.0, "single", 0))).tolist() == [
+        "young", "rest"]
+
+
 def test_gender_condition_is_refused():
     """Rules may not use protected attributes; the error says so."""
     text = _BASE.replace("age_max = 30", 'gender = ["F"]')
@@ -118,6 +141,9 @@ def test_last_stage_must_be_unconditional():
     ('name_zh = "年轻"', 'name_zh = "年轻"\ncolour = "red"', r"stage #1 \('young'\) has unknown "
                                                              r"keys \['colour'\]"),
     ('name_en = "Young"\n', "", r"stage #1 \('young'\) needs a non-empty string 'name_en'"),
+    ('name_zh = "年轻"', 'name_zh = ""', r"stage #1 \('young'\): name_zh must not be empty"),
+    ('name_zh = "年轻"', "name_zh = 1", r"stage #1 \('young'\): name_zh must be a string"),
+    ('id = "young"\n', "", r"stage #1 \('no id'\) needs a non-empty string 'id'"),
     ("age_max = 30", 'age_max = "thirty"', "age_max must be a number"),
     ("age_max = 30", 'marital_status = "married"', "marital_status must be a non-empty list"),
     ('id = "rest"', 'id = "young"', r"duplicate stage ids \['young'\]"),

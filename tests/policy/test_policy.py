@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from recommender.data.book import CustomerBook, profile_batch
-from recommender.data.catalog import load_catalog
+from recommender.data.catalog import draft_catalog_text, load_catalog, parse_catalog
 from recommender.data.demo import generate
 from recommender.data.extracts import BankData, validate_customers, validate_holdings
 from recommender.data.life_stages import load_life_stages
@@ -365,6 +365,23 @@ def test_vulnerable_customers_get_no_credit_products():
     assert _blocked_by(_masks(_batch(["current_account"], vulnerable=True)),
                        "vulnerable_credit") == set(CREDIT)
     assert _blocked_by(_masks(_batch(["current_account"])), "vulnerable_credit") == set()
+
+
+def test_an_unclassified_product_gets_both_category_rules():
+    """A drafted catalog's products may be investment or credit products: until the bank says
+    which, neither a vulnerable customer nor an outdated risk assessment gets them."""
+    drafted = parse_catalog(draft_catalog_text(["current_account", "new_thing"]), "<draft>")
+    def masks(**changes):
+        batch = profile_batch({k: v for k, v in {**BASE, **changes}.items() if v is not DROP},
+                              ["current_account"], drafted, STAGES)
+        return rule_masks(batch, drafted, POLICY, ContactState.empty(1, len(drafted)), BRANCH)
+
+    new_thing = drafted.ids.position("new_thing")
+    assert masks(vulnerable=True)["vulnerable_credit"][0, new_thing]
+    assert masks(risk_assessed_on=DROP)["risk_assessment_outdated"][0, new_thing]
+    fine = masks()
+    assert not fine["vulnerable_credit"][0, new_thing]
+    assert not fine["risk_assessment_outdated"][0, new_thing]
 
 
 def test_vulnerable_customers_are_still_offered_other_products(flat_engine):
