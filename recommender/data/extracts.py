@@ -2,7 +2,8 @@
 
 Every check is vectorised and every failure raises ``DataValidationError`` naming the file,
 the column and the first offending rows, so that a bad extract is fixed at its source rather
-than half-loaded.
+than half-loaded. Holdings come as monthly snapshots or as intervals (opened, closed), told
+apart by their columns; intervals become month-end snapshots here (see ``intervals``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ..exceptions import DataValidationError
 from . import columns as C
 from .catalog import Catalog
+from .intervals import (
+    CLOSED_ON,
+    DEFAULT_MAX_MONTHS,
+    INTERVALS,
+    OPENED_ON,
+    held_months,
+    holdings_form,
+    month_end,
+    month_ends,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +94,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataValidationError(
         f"unsupported file type {suffix!r}; use .csv or .parquet", source=str(path)
     )
+
+
+def extract_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV or Parquet extract, without reading its rows."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return list(pq.read_schema(path).names)
+        return list(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataValidationError(f"cannot read the file: {exc}", source=str(path)) from exc
 
 
 def find_extract(data_dir: str | Path, name: str) -> Path:
@@ -221,12 +244,7 @@ def validate_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.In
     if missing:
         raise DataValidationError(f"missing required columns {missing}", source=source)
     frame = frame.reset_index(drop=True)
-    customers = _aligned_categorical(frame[C.CUSTOMER_ID], customer_ids)
-    _fail_if(customers.codes < 0, "names a customer that is not in the customers extract",
-             source, C.CUSTOMER_ID)
-    products = _aligned_categorical(frame[C.PRODUCT_ID], pd.Index(catalog.ids.external_ids))
-    _fail_if(products.codes < 0, f"is not a product of the catalog {catalog.source}", source,
-             C.PRODUCT_ID)
+    customers, products = _holding_ids(frame, catalog, customer_ids, source)
     out = pd.DataFrame({
         C.CUSTOMER_ID: customers, C.PRODUCT_ID: products,
         C.SNAPSHOT_DATE: _dates(frame, C.SNAPSHOT_DATE, source),
@@ -242,6 +260,76 @@ def validate_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.In
     return out.iloc[np.sort(first)].reset_index(drop=True)
 
 
+def validate_interval_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.Index,
+                               source: str = "<holdings>", *,
+                               as_of: pd.Timestamp | str | None = None,
+                               max_months: int = DEFAULT_MAX_MONTHS) -> pd.DataFrame:
+    """Interval holdings (``opened_on``, ``closed_on``) as the month-end snapshot rows
+    ``validate_holdings`` gives, ordered by snapshot, customer and product.
+
+    Month-ends and the held-at rule are those of ``intervals``: up to the month-end of
+    ``as_of`` (default: of the latest date), at most ``max_months`` of them. Overlapping
+    intervals of one customer and product count once.
+    """
+    missing = [c for c in (C.CUSTOMER_ID, C.PRODUCT_ID, OPENED_ON) if c not in frame]
+    if missing:
+        raise DataValidationError(f"missing required columns {missing}", source=source)
+    frame = frame.reset_index(drop=True)
+    customers, products = _holding_ids(frame, catalog, customer_ids, source)
+    opened, closed = interval_dates(frame, source)
+    ends = month_ends(opened, closed, as_of=as_of, max_months=max_months)
+    rows, months = held_months(opened, closed, ends)
+    # One key per (snapshot, customer, product), sorted in place, repeats dropped (np.unique
+    # hashes first, several times slower at tens of millions of keys).
+    n_customers, n_products = max(len(customer_ids), 1), max(len(catalog), 1)
+    key = months.astype(np.int64) * n_customers
+    key += customers.codes[rows]
+    key *= n_products
+    key += products.codes[rows]
+    del rows, months
+    key.sort()
+    if len(key) > 1:
+        key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+    product_codes = (key % n_products).astype(np.int32)
+    key //= n_products
+    customer_codes = (key % n_customers).astype(np.int32)
+    return pd.DataFrame({
+        C.CUSTOMER_ID: pd.Categorical.from_codes(customer_codes, categories=customer_ids),
+        C.PRODUCT_ID: pd.Categorical.from_codes(
+            product_codes, categories=pd.Index(catalog.ids.external_ids)),
+        C.SNAPSHOT_DATE: ends[key // n_customers],
+    })
+
+
+def interval_dates(frame: pd.DataFrame, source: str) -> tuple[pd.Series, pd.Series]:
+    """``opened_on`` and ``closed_on`` (NaT while held; all NaT without the column) as
+    calendar days, checked: dates, plausible, and no closing before the opening. A blank
+    ``closed_on`` is empty in Parquet text too, as it is in CSV."""
+    opened = _dates(frame, OPENED_ON, source).dt.normalize()
+    if CLOSED_ON not in frame:
+        return opened, pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    raw = frame[CLOSED_ON]
+    if not pd.api.types.is_datetime64_any_dtype(raw):
+        blank = raw.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+        raw = raw.mask(blank)
+    closed = _dates(pd.DataFrame({CLOSED_ON: raw}), CLOSED_ON, source,
+                    allow_missing=True).dt.normalize()
+    _fail_if((closed < opened).to_numpy(dtype=bool), f"is before {OPENED_ON}", source, CLOSED_ON)
+    return opened, closed
+
+
+def _holding_ids(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.Index,
+                 source: str) -> tuple[pd.Categorical, pd.Categorical]:
+    """The customer and product of each holdings row; unknown ones name the rows."""
+    customers = _aligned_categorical(frame[C.CUSTOMER_ID], customer_ids)
+    _fail_if(customers.codes < 0, "names a customer that is not in the customers extract",
+             source, C.CUSTOMER_ID)
+    products = _aligned_categorical(frame[C.PRODUCT_ID], pd.Index(catalog.ids.external_ids))
+    _fail_if(products.codes < 0, f"is not a product of the catalog {catalog.source}", source,
+             C.PRODUCT_ID)
+    return customers, products
+
+
 def _aligned_categorical(values: pd.Series, categories: pd.Index) -> pd.Categorical:
     """Categorical over ``categories``; unknown values get code -1. Fast on dictionary input."""
     if isinstance(values.dtype, pd.CategoricalDtype):
@@ -253,9 +341,10 @@ def _aligned_categorical(values: pd.Series, categories: pd.Index) -> pd.Categori
     return pd.Categorical.from_codes(codes.astype(np.int32), categories=categories)
 
 
-def _recent_holdings(path: Path, last_snapshots: int) -> pd.DataFrame:
-    """Only the latest ``last_snapshots`` snapshots of a Parquet holdings file: a server or a
-    campaign needs a few months, not the whole history, in memory."""
+def _recent_holdings(path: Path, last_snapshots: int,
+                     until: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Only the latest ``last_snapshots`` snapshots (up to ``until``) of a Parquet holdings
+    file: a server or a campaign needs a few months, not the whole history, in memory."""
     try:
         dates = pd.to_datetime(pd.read_parquet(path, columns=[C.SNAPSHOT_DATE])[C.SNAPSHOT_DATE],
                                errors="coerce")
@@ -263,32 +352,63 @@ def _recent_holdings(path: Path, last_snapshots: int) -> pd.DataFrame:
         raise DataValidationError(f"cannot read the file: {exc}", source=str(path)) from exc
     if dates.isna().any():  # let the full validation report the bad rows
         return read_table(path)
-    keep = [pd.Timestamp(d) for d in np.sort(dates.unique())[-last_snapshots:]]
+    unique = np.sort(dates.unique())
+    if until is not None:
+        unique = unique[unique <= until]
+    keep = [pd.Timestamp(d) for d in unique[-last_snapshots:]]
     return pd.read_parquet(path, filters=[(C.SNAPSHOT_DATE, "in", keep)])
 
 
-def load_bank(data_dir: str | Path, catalog: Catalog,
-              last_snapshots: int | None = None) -> BankData:
+def load_bank(data_dir: str | Path, catalog: Catalog, last_snapshots: int | None = None, *,
+              as_of: pd.Timestamp | str | None = None,
+              max_months: int = DEFAULT_MAX_MONTHS) -> BankData:
     """Read and validate ``customers`` and ``holdings`` (Parquet or CSV) from a folder.
 
-    ``last_snapshots`` keeps only the latest snapshots (what serving and campaigns need).
+    Holdings are monthly snapshots or intervals, told apart by their columns; intervals
+    become month-end snapshots (at most ``max_months`` of them, see ``intervals``).
+    ``as_of`` ends the holdings at its month-end: interval snapshots run to it, later
+    snapshots are dropped. ``last_snapshots`` keeps only the latest snapshots (what serving
+    and campaigns need). Ages from birth dates are taken at the latest snapshot.
     """
     customers_path = find_extract(data_dir, CUSTOMERS_FILE)
     holdings_path = find_extract(data_dir, HOLDINGS_FILE)
-    if last_snapshots and holdings_path.suffix == ".parquet":
-        holdings_raw = _recent_holdings(holdings_path, last_snapshots)
+    source = str(holdings_path)
+    until = None if as_of is None else month_end(as_of)
+    intervals = holdings_form(extract_columns(holdings_path), source) == INTERVALS
+    if last_snapshots and not intervals and holdings_path.suffix == ".parquet":
+        holdings_raw = _recent_holdings(holdings_path, last_snapshots, until)
     else:
         holdings_raw = read_table(holdings_path)
-    as_of = None  # ages from birth dates are taken at the latest snapshot
-    if C.SNAPSHOT_DATE in holdings_raw.columns:
-        latest = pd.to_datetime(holdings_raw[C.SNAPSHOT_DATE], errors="coerce").max()
-        as_of = latest if pd.notna(latest) else None
-    customers = validate_customers(read_table(customers_path), str(customers_path), as_of)
-    holdings = validate_holdings(holdings_raw, catalog, pd.Index(customers[C.CUSTOMER_ID]),
-                                 str(holdings_path))
+    customers = validate_customers(read_table(customers_path), str(customers_path),
+                                   _latest_snapshot(holdings_raw, intervals, until))
+    customer_ids = pd.Index(customers[C.CUSTOMER_ID])
+    if intervals:  # the latest month-ends only: they are the latest snapshots
+        months = min(max_months, last_snapshots) if last_snapshots else max_months
+        holdings = validate_interval_holdings(holdings_raw, catalog, customer_ids, source,
+                                              as_of=as_of, max_months=months)
+    else:
+        holdings = validate_holdings(holdings_raw, catalog, customer_ids, source)
+        if until is not None:
+            holdings = holdings[holdings[C.SNAPSHOT_DATE] <= until].reset_index(drop=True)
     log.info("loaded %d customers and %d holding rows over %d snapshots from %s",
              len(customers), len(holdings), holdings[C.SNAPSHOT_DATE].nunique(), data_dir)
     return BankData(customers=customers, holdings=holdings)
+
+
+def _latest_snapshot(raw: pd.DataFrame, intervals: bool,
+                     until: pd.Timestamp | None) -> pd.Timestamp | None:
+    """The date ages are taken at: the latest snapshot, read leniently (validation follows)."""
+    if intervals:
+        if until is not None:
+            return until
+        dates = [pd.to_datetime(raw[c], errors="coerce").max()
+                 for c in (OPENED_ON, CLOSED_ON) if c in raw]
+        latest = max((d for d in dates if pd.notna(d)), default=None)
+        return None if latest is None else month_end(latest)
+    latest = pd.to_datetime(raw[C.SNAPSHOT_DATE], errors="coerce").max()
+    if pd.isna(latest):
+        return None
+    return latest if until is None else min(latest, until)
 
 
 def write_bank(bank: BankData, out_dir: str | Path) -> None:

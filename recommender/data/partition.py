@@ -6,6 +6,10 @@ parts of about ``part_size`` customers (a customer and all their holdings land i
 part), keeping only the latest snapshots the model reads. Each part is then read, validated
 and scored on its own, with the snapshot dates of the whole extract so every part sees the
 same months. Peak memory depends on the part size, not on the number of customers.
+
+Interval holdings (``opened_on``, ``closed_on``) are turned into the same month-end snapshot
+rows as ``load_bank`` makes of them, batch by batch as they are split: the month-ends come
+from one first pass over the two date columns, which also checks them.
 """
 
 from __future__ import annotations
@@ -39,9 +43,20 @@ from .extracts import (
     CUSTOMERS_FILE,
     HOLDINGS_FILE,
     BankData,
+    extract_columns,
     find_extract,
+    interval_dates,
     validate_customers,
     validate_holdings,
+)
+from .intervals import (
+    CLOSED_ON,
+    DEFAULT_MAX_MONTHS,
+    INTERVALS,
+    OPENED_ON,
+    held_months,
+    holdings_form,
+    month_ends,
 )
 from .life_stages import LifeStageRules
 
@@ -197,10 +212,11 @@ class PartedBank:
 
 def split_bank(data_dir: str | Path, last_snapshots: int | None,
                part_size: int = DEFAULT_PART_SIZE, folder: str | Path | None = None,
-               in_child: bool | None = None) -> PartedBank:
+               in_child: bool | None = None, max_months: int = DEFAULT_MAX_MONTHS) -> PartedBank:
     """Split the extracts of ``data_dir`` into parts of about ``part_size`` customers.
 
-    Holdings keep only the latest ``last_snapshots`` snapshot dates (all with None). The parts
+    Holdings keep only the latest ``last_snapshots`` snapshot dates (all with None); interval
+    holdings become month-end snapshots as in ``load_bank`` (at most ``max_months``). The parts
     go to ``folder`` (a new temporary folder by default, removed by ``close``). The split runs
     in a child process (``in_child``; by default for more than ``CHILD_ABOVE`` customers):
     reading an extract's id dictionaries takes memory that grows with the bank, and a child
@@ -208,7 +224,10 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     """
     customers_path = find_extract(data_dir, CUSTOMERS_FILE)
     holdings_path = find_extract(data_dir, HOLDINGS_FILE)
-    dates = _snapshot_dates(holdings_path)
+    columns = extract_columns(holdings_path)
+    intervals = holdings_form(columns, str(holdings_path)) == INTERVALS
+    dates = (_interval_month_ends(holdings_path, columns, max_months) if intervals
+             else _snapshot_dates(holdings_path))
     keep = dates[-last_snapshots:] if last_snapshots else dates
     n_customers = _count_rows(customers_path)
     parts = max(1, math.ceil(n_customers / part_size))
@@ -216,14 +235,14 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     out = Path(tempfile.mkdtemp(prefix="nbo-parts-") if owns else folder)
     out.mkdir(parents=True, exist_ok=True)
     bank = PartedBank(out, parts, n_customers, tuple(keep), str(data_dir), owns)
-    dates = keep if last_snapshots else None
+    dates = keep if last_snapshots or intervals else None  # intervals: the month-ends to make
     if in_child is None:
         in_child = n_customers > CHILD_ABOVE
     try:
         if in_child:
-            _split_in_child(customers_path, holdings_path, dates, parts, bank)
+            _split_in_child(customers_path, holdings_path, dates, parts, bank, intervals)
         else:
-            _split_files(customers_path, holdings_path, dates, parts, bank)
+            _split_files(customers_path, holdings_path, dates, parts, bank, intervals)
     except BaseException:
         bank.close()
         raise
@@ -233,21 +252,22 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
 
 
 def _split_files(customers_path: Path, holdings_path: Path, dates: list[pd.Timestamp] | None,
-                 parts: int, bank: PartedBank) -> None:
+                 parts: int, bank: PartedBank, intervals: bool = False) -> None:
     _split_file(customers_path, None, parts, bank, CUSTOMERS_FILE)
-    _split_file(holdings_path, dates, parts, bank, HOLDINGS_FILE)
+    _split_file(holdings_path, dates, parts, bank, HOLDINGS_FILE, intervals)
     pa.default_memory_pool().release_unused()
 
 
 def _split_in_child(customers_path: Path, holdings_path: Path,
-                    dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank) -> None:
+                    dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank,
+                    intervals: bool = False) -> None:
     """``_split_files`` in a new Python process (``python -m recommender.data.partition``): not a
     fork, which would copy the caller's loaded models, and not multiprocessing's spawn,
     which re-imports the caller's main module. Its error comes back as the caller's."""
     job = {"customers": str(customers_path), "holdings": str(holdings_path), "parts": parts,
            "dates": None if dates is None else [d.isoformat() for d in dates],
            "folder": str(bank.folder), "snapshots": [d.isoformat() for d in bank.snapshots],
-           "n": bank.customers, "source": bank.source}
+           "n": bank.customers, "source": bank.source, "intervals": intervals}
     done = subprocess.run([sys.executable, "-m", "recommender.data.partition", json.dumps(job)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -263,7 +283,8 @@ def _split_job(job: dict) -> None:
     bank = PartedBank(Path(job["folder"]), job["parts"], job["n"], snapshots, job["source"],
                       owns_folder=False)
     dates = None if job["dates"] is None else [pd.Timestamp(d) for d in job["dates"]]
-    _split_files(Path(job["customers"]), Path(job["holdings"]), dates, job["parts"], bank)
+    _split_files(Path(job["customers"]), Path(job["holdings"]), dates, job["parts"], bank,
+                 job["intervals"])
 
 
 def _count_rows(path: Path) -> int:
@@ -294,12 +315,51 @@ def _snapshot_dates(path: Path) -> list[pd.Timestamp]:
     return [pd.Timestamp(d) for d in np.sort(parsed.unique())]
 
 
+def _interval_month_ends(path: Path, columns: list[str], max_months: int) -> list[pd.Timestamp]:
+    """The month-ends of an interval holdings extract, as ``load_bank`` chooses them, from one
+    pass over its date columns; bad dates name the file, the column and the rows."""
+    firsts, lasts, offset = [], [], 0
+    for batch in _read_batches(path, columns=[c for c in (OPENED_ON, CLOSED_ON) if c in columns]):
+        frame = batch.to_pandas()
+        try:
+            opened, closed = interval_dates(frame, str(path))
+        except DataValidationError as exc:  # rows of the whole file, not of the batch
+            raise DataValidationError(exc.reason, source=exc.source, column=exc.column,
+                                      rows=tuple(r + offset for r in exc.rows),
+                                      problem=exc.problem) from None
+        offset += len(frame)
+        if len(frame):
+            firsts.append(opened.min())
+            lasts.append(opened.max() if closed.isna().all() else max(opened.max(),
+                                                                       closed.max()))
+    ends = month_ends(pd.Series(firsts, dtype="datetime64[ns]"),
+                      pd.Series(lasts, dtype="datetime64[ns]"), max_months=max_months)
+    return [pd.Timestamp(d) for d in ends]
+
+
+def _as_snapshots(batch: pa.RecordBatch, months: list[pd.Timestamp]) -> pa.RecordBatch:
+    """A batch of interval holdings as its snapshot rows at the month-ends ``months``
+    (repeated rows of overlapping intervals go when a part is validated)."""
+    ends = np.array([d.to_datetime64() for d in months], dtype="datetime64[ns]")
+    names = batch.schema.names
+    closed = (batch.column(CLOSED_ON).to_pandas() if CLOSED_ON in names
+              else pd.Series(pd.NaT, index=range(batch.num_rows)))
+    rows, held = held_months(pd.to_datetime(batch.column(OPENED_ON).to_pandas(), errors="coerce"),
+                             pd.to_datetime(closed, errors="coerce"), ends)
+    ids = [n for n in (C.CUSTOMER_ID, C.PRODUCT_ID) if n in names]
+    return pa.RecordBatch.from_arrays(
+        [batch.column(n).take(pa.array(rows)) for n in ids] + [pa.array(ends[held])],
+        names=[*ids, C.SNAPSHOT_DATE])
+
+
 def _split_file(path: Path, dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank,
-                name: str) -> None:
+                name: str, intervals: bool = False) -> None:
     writers: dict[int, pq.ParquetWriter] = {}
     owners = _Owners(parts)
     try:
-        for batch in _read_batches(path, dates=dates):
+        for batch in _read_batches(path, dates=None if intervals else dates):
+            if intervals:
+                batch = _as_snapshots(batch, dates)
             if C.CUSTOMER_ID not in batch.schema.names:
                 raise DataValidationError(f"missing required columns {[C.CUSTOMER_ID]}",
                                           source=str(path))
