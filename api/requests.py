@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from recommender.data import columns as C
-from recommender.data.extracts import FIRST_DATE, LAST_DATE, RANGES
+from recommender.data.value_checks import FIRST_DATE, LAST_DATE, RANGES
 from recommender.service import CHANNELS, LANGUAGES, MAX_OFFERS, OfferService
 
 from . import schemas

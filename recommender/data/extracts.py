@@ -29,25 +29,18 @@ from .intervals import (
     month_end,
     month_ends,
 )
+from .value_checks import RANGES, boolean, categorical, date_column, fail_if, numeric
 
 log = logging.getLogger(__name__)
 
 CUSTOMERS_FILE = "customers"
 HOLDINGS_FILE = "holdings"
-_SHOW_ROWS = 5
 _REQUIRED_CUSTOMER_COLUMNS = (
     C.CUSTOMER_ID, C.INCOME, C.MARITAL_STATUS, C.DEPENDANTS, C.TENURE_MONTHS, C.SEGMENT,
     C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING,
 )
 CUSTOMER_COLUMNS = (*_REQUIRED_CUSTOMER_COLUMNS, C.AGE, C.BIRTH_DATE, C.RISK_ASSESSED_ON,
                     C.VULNERABLE, C.OPEN_COMPLAINT, C.GENDER)
-# What a customers extract may hold: dates and numbers outside these are data errors. The API
-# holds a customer described in a request to the same bounds.
-FIRST_DATE, LAST_DATE = pd.Timestamp("1850-01-01"), pd.Timestamp("2200-12-31")
-RANGES = {C.AGE: (0, 130), C.INCOME: (0, 1e12), C.DEPENDANTS: (0, 30),
-          C.TENURE_MONTHS: (0, 1500)}
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f"}
 
 
 @dataclass(frozen=True)
@@ -118,76 +111,6 @@ def find_extract(data_dir: str | Path, name: str) -> Path:
     )
 
 
-def _fail(message: str, source: str, column: str, bad: np.ndarray, problem: str = "") -> None:
-    rows = tuple(int(r) for r in np.flatnonzero(bad)[:_SHOW_ROWS])
-    raise DataValidationError(message, source=source, column=column, rows=rows,
-                              problem=problem)
-
-
-def _numeric(frame: pd.DataFrame, column: str, source: str, *, integer: bool = False,
-             allow_missing: bool = False) -> pd.Series:
-    """``column`` as numbers within ``RANGES[column]``."""
-    low, high = RANGES[column]
-    raw = frame[column]
-    if pd.api.types.is_bool_dtype(raw) or raw.dtype == object:
-        # true/false is not a number, even though Python would count it as 1/0
-        _fail_if(raw.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool),
-                 "is a true/false value, not a number", source, column)
-    values = pd.to_numeric(raw, errors="coerce")
-    missing_raw = raw.isna().to_numpy()
-    _fail_if(values.isna().to_numpy() & ~missing_raw, "is not a number", source, column)
-    if not allow_missing:
-        _fail_if(missing_raw, "is missing", source, column)
-    finite = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    out_of_range = ~np.isnan(finite) & ((finite < low) | (finite > high))
-    _fail_if(out_of_range, f"is outside the possible range [{low}, {high}]", source, column)
-    if integer:
-        _fail_if(~np.isnan(finite) & (finite != np.round(finite)), "is not a whole number",
-                 source, column)
-        return values.astype(np.int32)
-    return values.astype(np.float64)
-
-
-def _fail_if(bad: np.ndarray, what: str, source: str, column: str) -> None:
-    if bad.any():
-        _fail(f"{int(bad.sum())} value(s) in column {column!r} {what}", source, column, bad,
-              what)
-
-
-def _categorical(frame: pd.DataFrame, column: str, source: str,
-                 allowed: tuple[str, ...]) -> pd.Series:
-    values = frame[column].astype("string").str.strip()
-    if column != C.RISK_GRADE:
-        values = values.str.lower()
-    _fail_if(~values.isin(allowed).to_numpy(dtype=bool),
-             f"is not one of {list(allowed)}", source, column)
-    return values.astype(str)
-
-
-def _boolean(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
-    raw = frame[column]
-    if pd.api.types.is_bool_dtype(raw):
-        return raw.astype(bool)
-    text = raw.astype("string").str.strip().str.lower()
-    _fail_if(~text.isin(_TRUE | _FALSE).to_numpy(dtype=bool),
-             "is not a yes/no value (true/false, 1/0, yes/no)", source, column)
-    return text.isin(_TRUE).astype(bool)
-
-
-def _dates(frame: pd.DataFrame, column: str, source: str,
-           allow_missing: bool = False) -> pd.Series:
-    raw = frame[column]
-    parsed = pd.to_datetime(raw, errors="coerce")
-    _fail_if(parsed.isna().to_numpy() & raw.notna().to_numpy(), "is not a date", source, column)
-    if not allow_missing:
-        _fail_if(raw.isna().to_numpy(), "is missing", source, column)
-    # Placeholders such as 9999-12-31 are not real dates (and overflow nanosecond time).
-    implausible = ((parsed < FIRST_DATE) | (parsed > LAST_DATE)).to_numpy(dtype=bool)
-    _fail_if(implausible, f"is outside {FIRST_DATE.date()} .. {LAST_DATE.date()}", source,
-             column)
-    return parsed.astype("datetime64[ns]")
-
-
 def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
                        as_of: pd.Timestamp | None = None) -> pd.DataFrame:
     """The customers extract with canonical columns and dtypes, or a DataValidationError."""
@@ -198,37 +121,38 @@ def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
         raise DataValidationError(f"missing required columns {missing}", source=source)
     frame = frame.reset_index(drop=True)
     ids = frame[C.CUSTOMER_ID].astype("string").str.strip()
-    _fail_if((ids.isna() | (ids == "")).to_numpy(dtype=bool), "is empty", source, C.CUSTOMER_ID)
-    _fail_if(ids.duplicated(keep="first").to_numpy(), "is a duplicate customer id", source,
+    fail_if((ids.isna() | (ids == "")).to_numpy(dtype=bool), "is empty", source, C.CUSTOMER_ID)
+    fail_if(ids.duplicated(keep="first").to_numpy(), "is a duplicate customer id", source,
              C.CUSTOMER_ID)
     out = pd.DataFrame({C.CUSTOMER_ID: ids.astype(str)})
     if C.AGE in frame.columns:
-        out[C.AGE] = _numeric(frame, C.AGE, source, integer=True)
+        out[C.AGE] = numeric(frame, C.AGE, source, integer=True)
     else:
-        born = _dates(frame, C.BIRTH_DATE, source)
+        born = date_column(frame, C.BIRTH_DATE, source)
         reference = as_of if as_of is not None else pd.Timestamp.today().normalize()
         before_birthday = (born.dt.month > reference.month) | (
             (born.dt.month == reference.month) & (born.dt.day > reference.day))
         out[C.AGE] = (reference.year - born.dt.year - before_birthday).astype(np.int32)
         youngest, oldest = RANGES[C.AGE]
-        _fail_if(((out[C.AGE] < youngest) | (out[C.AGE] > oldest)).to_numpy(),
+        fail_if(((out[C.AGE] < youngest) | (out[C.AGE] > oldest)).to_numpy(),
                  "gives an impossible age", source, C.BIRTH_DATE)
-    out[C.INCOME] = _numeric(frame, C.INCOME, source, allow_missing=True)
-    out[C.MARITAL_STATUS] = _categorical(frame, C.MARITAL_STATUS, source, C.MARITAL_STATUSES)
-    out[C.DEPENDANTS] = _numeric(frame, C.DEPENDANTS, source, integer=True)
-    out[C.TENURE_MONTHS] = _numeric(frame, C.TENURE_MONTHS, source, integer=True)
+    out[C.INCOME] = numeric(frame, C.INCOME, source, allow_missing=True)
+    out[C.MARITAL_STATUS] = categorical(frame, C.MARITAL_STATUS, source, C.MARITAL_STATUSES)
+    out[C.DEPENDANTS] = numeric(frame, C.DEPENDANTS, source, integer=True)
+    out[C.TENURE_MONTHS] = numeric(frame, C.TENURE_MONTHS, source, integer=True)
     segment = frame[C.SEGMENT].astype("string").str.strip()
-    _fail_if((segment.isna() | (segment == "")).to_numpy(dtype=bool), "is empty", source,
+    fail_if((segment.isna() | (segment == "")).to_numpy(dtype=bool), "is empty", source,
              C.SEGMENT)
     out[C.SEGMENT] = segment.astype(str)
-    out[C.RISK_GRADE] = _categorical(frame, C.RISK_GRADE, source, C.RISK_GRADES)
+    out[C.RISK_GRADE] = categorical(frame, C.RISK_GRADE, source, C.RISK_GRADES)
     if C.RISK_ASSESSED_ON in frame.columns:
         # Empty for a customer never assessed: the policy treats that as outdated.
-        out[C.RISK_ASSESSED_ON] = _dates(frame, C.RISK_ASSESSED_ON, source, allow_missing=True)
-    out[C.RESIDENCY] = _categorical(frame, C.RESIDENCY, source, C.RESIDENCIES)
-    out[C.CONSENT_PROFILING] = _boolean(frame, C.CONSENT_PROFILING, source)
+        out[C.RISK_ASSESSED_ON] = date_column(frame, C.RISK_ASSESSED_ON, source,
+                                              allow_missing=True)
+    out[C.RESIDENCY] = categorical(frame, C.RESIDENCY, source, C.RESIDENCIES)
+    out[C.CONSENT_PROFILING] = boolean(frame, C.CONSENT_PROFILING, source)
     for flag in (C.VULNERABLE, C.OPEN_COMPLAINT):  # optional service flags, false when absent
-        out[flag] = _boolean(frame, flag, source) if flag in frame.columns else False
+        out[flag] = boolean(frame, flag, source) if flag in frame.columns else False
     if C.GENDER in frame.columns:  # audit only: carried, never used by rules or models
         out[C.GENDER] = frame[C.GENDER].astype("string").fillna("").astype(str)
     return out
@@ -247,7 +171,7 @@ def validate_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.In
     customers, products = _holding_ids(frame, catalog, customer_ids, source)
     out = pd.DataFrame({
         C.CUSTOMER_ID: customers, C.PRODUCT_ID: products,
-        C.SNAPSHOT_DATE: _dates(frame, C.SNAPSHOT_DATE, source),
+        C.SNAPSHOT_DATE: date_column(frame, C.SNAPSHOT_DATE, source),
     })
     # One integer key per (customer, product, snapshot): far cheaper than hashing the rows.
     dates = out[C.SNAPSHOT_DATE].to_numpy().astype(np.int64)
@@ -305,16 +229,16 @@ def interval_dates(frame: pd.DataFrame, source: str) -> tuple[pd.Series, pd.Seri
     """``opened_on`` and ``closed_on`` (NaT while held; all NaT without the column) as
     calendar days, checked: dates, plausible, and no closing before the opening. A blank
     ``closed_on`` is empty in Parquet text too, as it is in CSV."""
-    opened = _dates(frame, OPENED_ON, source).dt.normalize()
+    opened = date_column(frame, OPENED_ON, source).dt.normalize()
     if CLOSED_ON not in frame:
         return opened, pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
     raw = frame[CLOSED_ON]
     if not pd.api.types.is_datetime64_any_dtype(raw):
         blank = raw.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
         raw = raw.mask(blank)
-    closed = _dates(pd.DataFrame({CLOSED_ON: raw}), CLOSED_ON, source,
-                    allow_missing=True).dt.normalize()
-    _fail_if((closed < opened).to_numpy(dtype=bool), f"is before {OPENED_ON}", source, CLOSED_ON)
+    closed = date_column(pd.DataFrame({CLOSED_ON: raw}), CLOSED_ON, source,
+                         allow_missing=True).dt.normalize()
+    fail_if((closed < opened).to_numpy(dtype=bool), f"is before {OPENED_ON}", source, CLOSED_ON)
     return opened, closed
 
 
@@ -322,10 +246,10 @@ def _holding_ids(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.Index,
                  source: str) -> tuple[pd.Categorical, pd.Categorical]:
     """The customer and product of each holdings row; unknown ones name the rows."""
     customers = _aligned_categorical(frame[C.CUSTOMER_ID], customer_ids)
-    _fail_if(customers.codes < 0, "names a customer that is not in the customers extract",
+    fail_if(customers.codes < 0, "names a customer that is not in the customers extract",
              source, C.CUSTOMER_ID)
     products = _aligned_categorical(frame[C.PRODUCT_ID], pd.Index(catalog.ids.external_ids))
-    _fail_if(products.codes < 0, f"is not a product of the catalog {catalog.source}", source,
+    fail_if(products.codes < 0, f"is not a product of the catalog {catalog.source}", source,
              C.PRODUCT_ID)
     return customers, products
 
