@@ -1,13 +1,17 @@
-"""Ranking metrics for next-period acquisitions (Kaggle's AP@k, recall, precision, NDCG).
+"""Metrics of rankings: per customer (Kaggle's AP@k, MAP@1, recall, precision, NDCG) and
+per product (AUC and lift of the customers ranked for it).
 
-Inputs are the ranked product positions per customer (``-1`` pads short lists) and a
-boolean matrix of what each customer actually added.
+Per-customer inputs are the ranked product positions per customer (``-1`` pads short lists)
+and a boolean matrix of what each customer actually added. On a catalog of a few products
+MAP@5 and recall@5 saturate (every method offers everything); MAP@1 and the per-product
+AUC and lift do not, so every report carries them too.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.stats import rankdata
 
 
 def _hits(top: np.ndarray, added: np.ndarray) -> np.ndarray:
@@ -25,8 +29,8 @@ def ranking_metrics(top: np.ndarray, added: sp.csr_matrix | np.ndarray, k: int) 
     keep = n_relevant > 0
     top, added, n_relevant = top[keep, :k], added[keep], n_relevant[keep]
     if len(top) == 0:
-        return {"customers": 0, f"map@{k}": 0.0, f"precision@{k}": 0.0, f"recall@{k}": 0.0,
-                f"ndcg@{k}": 0.0, "coverage": 0.0}
+        return {"customers": 0, f"map@{k}": 0.0, "map@1": 0.0, f"precision@{k}": 0.0,
+                f"recall@{k}": 0.0, f"ndcg@{k}": 0.0, "coverage": 0.0}
     hits = _hits(top, added)
     cum_precision = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
     ap = (cum_precision * hits).sum(axis=1) / np.minimum(n_relevant, k)
@@ -37,6 +41,7 @@ def ranking_metrics(top: np.ndarray, added: sp.csr_matrix | np.ndarray, k: int) 
     return {
         "customers": int(len(top)),
         f"map@{k}": float(ap.mean()),
+        "map@1": float(hits[:, 0].mean()),
         f"precision@{k}": float((hits.sum(axis=1) / k).mean()),
         f"recall@{k}": float((hits.sum(axis=1) / n_relevant).mean()),
         f"ndcg@{k}": float((dcg / ideal).mean()),
@@ -69,3 +74,55 @@ def breakdown(top: np.ndarray, added: sp.csr_matrix | np.ndarray, k: int,
         for i, p in enumerate(products)
     }
     return per_group, per_product
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (tied scores count a half), None without both classes."""
+    labels = np.asarray(labels, dtype=bool)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(scores)  # average ranks: a tie is worth a half whatever the order
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2)
+                 / (positives * negatives))
+
+
+def lift(scores: np.ndarray, labels: np.ndarray, share: float = 0.1) -> float | None:
+    """Take-up rate among the ``share`` best-scored over the rate among all.
+
+    Customers tied at the cut count by the fraction of their group that fits, so neither
+    the order of the file nor a last-bit rounding difference can move the figure.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    if len(labels) == 0 or labels.sum() == 0:
+        return None
+    n = max(int(round(share * len(labels))), 1)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ordered, hits = np.asarray(scores)[order], labels[order]
+    threshold = ordered[n - 1]
+    above = ordered > threshold
+    tied = ordered == threshold
+    expected = hits[above].sum() + (n - above.sum()) * hits[tied].mean()
+    return float((expected / n) / labels.mean())
+
+
+def product_metrics(scores: np.ndarray, labels: np.ndarray, candidates: np.ndarray,
+                    products: np.ndarray | list[str], share: float = 0.1) -> dict:
+    """Per product, among its candidates (customers it may be offered to): AUC, lift in
+    the top ``share`` and the number of candidates and positives; and their means over the
+    products with both classes (``mean_auc``, ``mean_lift``)."""
+    per_product, aucs, lifts = {}, [], []
+    labels, candidates = np.asarray(labels, dtype=bool), np.asarray(candidates, dtype=bool)
+    for j, product in enumerate(products):
+        rows = candidates[:, j]
+        y, s = labels[rows, j], scores[rows, j]
+        figures = {"candidates": int(rows.sum()), "positives": int(y.sum()),
+                   "auc": auc(s, y), f"lift@{share:g}": lift(s, y, share)}
+        per_product[str(product)] = figures
+        if figures["auc"] is not None:
+            aucs.append(figures["auc"])
+            lifts.append(figures[f"lift@{share:g}"])
+    return {"mean_auc": float(np.mean(aucs)) if aucs else None,
+            f"mean_lift@{share:g}": float(np.mean(lifts)) if lifts else None,
+            "by_product": per_product}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.ranking.evaluation import ranking_metrics
+from recommender.ranking.evaluation import auc, lift, product_metrics, ranking_metrics
 
 LOG2_3 = np.log2(3)
 
@@ -79,7 +79,8 @@ def test_sparse_labels_and_weights_are_accepted():
 
 def test_no_customer_with_acquisitions():
     metrics = ranking_metrics(np.array([[0, 1]]), np.zeros((1, 3)), 2)
-    assert metrics == {"customers": 0, "map@2": 0.0, "precision@2": 0.0, "recall@2": 0.0,
+    assert metrics == {"customers": 0, "map@2": 0.0, "map@1": 0.0, "precision@2": 0.0,
+                       "recall@2": 0.0,
                        "ndcg@2": 0.0, "coverage": 0.0}
 
 
@@ -88,3 +89,39 @@ def test_fewer_ranked_columns_than_k():
     metrics = ranking_metrics(np.array([[0, 1]]), np.array([[0, 1]]), 5)
     assert metrics["map@5"] == pytest.approx(0.5)
     assert metrics["recall@5"] == pytest.approx(1.0)
+
+
+def test_map_at_1_counts_the_first_offer_only():
+    top = np.array([[1, 0], [0, 1]])
+    added = np.array([[1, 0], [1, 0]])
+    assert ranking_metrics(top, added, 2)["map@1"] == pytest.approx(0.5)
+
+
+def test_auc_hand_computed_with_a_tie():
+    """Positives scored 3 and 1, negatives 2 and 1: pairs (3>2, 3>1, 1<2, 1=1) = 2.5 / 4."""
+    scores = np.array([3.0, 1.0, 2.0, 1.0])
+    labels = np.array([True, True, False, False])
+    assert auc(scores, labels) == pytest.approx(2.5 / 4)
+    assert auc(scores, np.ones(4, dtype=bool)) is None
+
+
+def test_lift_counts_ties_at_the_cut_by_their_share():
+    """Top 2 of 4 when the 2nd to 4th are tied: one sure hit plus 1/3 of the tied group's
+    one hit, over a base rate of 2/4."""
+    scores = np.array([5.0, 1.0, 1.0, 1.0])
+    labels = np.array([1, 1, 0, 0])
+    expected = ((1 + 1 / 3) / 2) / 0.5
+    assert lift(scores, labels, share=0.5) == pytest.approx(expected)
+    shuffled = np.array([0, 3, 2, 1])
+    assert lift(scores[shuffled], labels[shuffled], share=0.5) == pytest.approx(expected)
+
+
+def test_product_metrics_only_rank_a_products_candidates():
+    scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.3], [0.0, 0.4]])
+    labels = np.array([[1, 0], [0, 1], [0, 0], [0, 1]], dtype=bool)
+    candidates = np.array([[1, 1], [1, 1], [1, 0], [0, 1]], dtype=bool)
+    result = product_metrics(scores, labels, candidates, ["a", "b"], share=0.5)
+    assert result["by_product"]["a"]["auc"] == pytest.approx(1.0)
+    assert result["by_product"]["b"]["candidates"] == 3
+    assert result["by_product"]["b"]["auc"] == pytest.approx(1.0)  # 0.2, 0.4 over 0.1
+    assert result["mean_auc"] == pytest.approx(1.0)
