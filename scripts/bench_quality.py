@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.data) / ADDERS_FILE: "pass --data the folder of the Santander benchmark data "
         "(../shared/data/santander)"})
     from recommender.data import santander
+    from recommender.ranking.backtest import evaluate
     from recommender.ranking.config import TrainConfig
-    from recommender.ranking.training import evaluate
     from recommender.report import write_report
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "

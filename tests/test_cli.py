@@ -22,7 +22,8 @@ from recommender.data import columns as C
 from recommender.data.catalog import catalog_text, parse_catalog
 
 CUSTOMERS, MONTHS, SEED = 1500, 4, 7
-METHODS = {"popularity", "life_stage_prior", "als", "item_knn", "hybrid", "acquisition"}
+METHODS = {"popularity", "recent_popularity", "plain_gbdt", "life_stage_prior", "als", "item_knn",
+           "hybrid", "acquisition"}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -300,13 +301,15 @@ def test_evaluate_refuses_to_record_for_a_model_of_other_data(cli_trained, tmp_p
     assert (models / "current" / "manifest.json").read_text(encoding="utf-8") == before
 
 
-def test_evaluate_needs_three_snapshots(tmp_path, caplog):
+def test_evaluate_with_two_snapshots_cross_validates(tmp_path, caplog):
+    """Too few months for a back-test: the propensity to own, cross-validated, and said."""
     data = tmp_path / "short"
-    assert main(["demo-data", "--customers", "200", "--months", "2", "--out", str(data)]) == 0
+    assert main(["demo-data", "--customers", "400", "--months", "2", "--out", str(data)]) == 0
     rc = main(["evaluate", "--data", str(data), "--json", str(tmp_path / "out.json")])
-    assert rc == 2
-    assert any("3 monthly snapshots" in m for m in _errors(caplog))
-    assert not (tmp_path / "out.json").exists()
+    assert rc == 0
+    assert "it needs 3" in caplog.text and "cross-validation" in caplog.text
+    result = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert result["evaluation"] == "cross_validation" and result["metric"] == "mean_auc"
 
 
 # --------------------------------------------------------------------------- recommend
@@ -449,3 +452,26 @@ def test_train_with_an_out_of_range_date_is_a_clean_error(cli_demo, tmp_path, ca
     rc = main(["train", "--data", str(folder), "--models", str(tmp_path / "m")])
     assert rc == 2
     assert any(C.RISK_ASSESSED_ON in m for m in _errors(caplog))
+
+
+def test_train_on_one_snapshot_says_it_cross_validates(cli_demo, tmp_path, capsys, caplog):
+    """One snapshot: no back-test; the propensity to own is served and cross-validated."""
+    import pandas as pd
+
+    _, data = cli_demo
+    one = tmp_path / "one"
+    one.mkdir()
+    for name in ("customers", "holdings"):
+        source = next(data.glob(f"{name}.*"))
+        frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source)
+        if name == "holdings":
+            frame = frame[frame["snapshot_date"] == frame["snapshot_date"].max()]
+        frame.to_parquet(one / f"{name}.parquet", index=False)
+    assert main(["train", "--data", str(one), "--models", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "5-fold cross-validation by customer" in out and "mean AUC" in out
+    assert "ownership" in out and "<- served" in out
+    assert "no held-out month to back-test a take-up model" in caplog.text
+    manifest = json.loads((tmp_path / "m" / "current" / "manifest.json").read_text("utf-8"))
+    assert manifest["served"] == "ownership"
+    assert manifest["metrics"]["evaluation"] == "cross_validation"

@@ -41,11 +41,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..data.extracts import load_bank
     from ..ranking import artifacts
-    from ..ranking.training import evaluate, fingerprint
+    from ..ranking.training import assess, fingerprint
 
     catalog, stages, _, _ = catalog_and_stages(args)
     bank = load_bank(args.data, catalog)
-    result = evaluate(bank, catalog, stages, _config(args), k=args.k)
+    result = assess(bank, catalog, stages, _config(args), k=args.k)
     _print_metrics(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -60,6 +60,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_metrics(result: dict) -> None:
+    if result.get("evaluation") == "cross_validation":
+        sys.stdout.write(f"{result['protocol']}\ncustomers: {result['customers']}\n"
+                         f"{'method':<18}{'mean AUC':>10}{'lift@10%':>10}\n")
+        for name, m in result["methods"].items():
+            served = "  <- served" if name == result["served"] else ""
+            auc, lift = m["mean_auc"], m["mean_lift@0.1"]
+            sys.stdout.write(f"{name:<18}{auc or float('nan'):>10.4f}"
+                             f"{lift or float('nan'):>10.2f}{served}\n")
+        return
     k = result["k"]
     sys.stdout.write(f"{result['protocol']}\ntest customers: {result['test_customers']}\n")
     sys.stdout.write(f"{'method':<18}{'MAP@' + str(k):>10}{'recall@' + str(k):>11}"
@@ -68,6 +77,12 @@ def _print_metrics(result: dict) -> None:
         served = "  <- served" if name == result["served"] else ""
         sys.stdout.write(f"{name:<18}{m[f'map@{k}']:>10.4f}{m[f'recall@{k}']:>11.4f}"
                          f"{m[f'ndcg@{k}']:>10.4f}{m['coverage']:>10.2f}{served}\n")
+    selection = result.get("selection", {})
+    if selection:
+        sys.stdout.write(f"served method chosen on {selection['month']}"
+                         + ("" if selection["separate_from_report"] else
+                            " (the reported month: too few snapshots for a separate one)")
+                         + "\n")
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:

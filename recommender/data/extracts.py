@@ -9,7 +9,7 @@ apart by their columns; intervals become month-end snapshots here (see ``interva
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from ..exceptions import DataValidationError
 from . import columns as C
 from .catalog import Catalog
+from .features import FeatureSchema
 from .intervals import (
     CLOSED_ON,
     DEFAULT_MAX_MONTHS,
@@ -56,6 +57,7 @@ class BankData:
     holdings: pd.DataFrame
     as_of: pd.Timestamp | None = None
     months: tuple[pd.Timestamp, ...] | None = None
+    schema: FeatureSchema = field(default_factory=FeatureSchema)
 
     @property
     def snapshots(self) -> list[pd.Timestamp]:

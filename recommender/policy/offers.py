@@ -27,6 +27,7 @@ from .reasons import (
     Reason,
     bundle_reason,
     held_products_reason,
+    look_alike_reason,
     next_product_reason,
     popular_overall_reason,
     recently_held_reason,
@@ -245,7 +246,7 @@ class OfferEngine:
         # Only the acquisition ranker's reasons read last month's holdings and its
         # probabilities (its scores are log-probabilities: one exp for the row, not per offer).
         held_before, likely = frozenset(), scores  # not read for the other sources
-        if source == "acquisition":
+        if source in ("acquisition", "ownership"):
             if len(batch.lags) > 1:
                 held_before = _held(batch.lags[1], i)
             likely = np.exp(scored.scores[i], dtype=np.float64).tolist()
@@ -294,6 +295,8 @@ class OfferEngine:
                 next_product_reason(product, likely),
                 fixed.bundle,
             )
+        elif source == "ownership":
+            candidates = (look_alike_reason(product, likely), fixed.bundle)
         else:
             contributors = []
             if source in ("cf", "cf_fold_in"):
@@ -317,12 +320,14 @@ class OfferEngine:
             product, stage = self.catalog.products[pos], self.stages.stages[stage_index]
             overall = float(self.model.rates.overall[pos])
             stage_rate = float(self.model.rates.by_stage[stage_index, pos])
+            holding = self.model.rates.kind == "holding"  # one snapshot: no take-up seen
             fixed = self._fixed[key] = _FixedReasons(
                 suitability=suitability_reason(product, grade),
                 bundle=bundle_reason(product, stage),
-                popular_overall=popular_overall_reason(product, overall),
-                stage_popularity=stage_popularity_reason(product, stage, stage_rate, overall),
-                take_up=take_up_reason(product, stage, stage_rate))
+                popular_overall=popular_overall_reason(product, overall, holding),
+                stage_popularity=stage_popularity_reason(product, stage, stage_rate, overall,
+                                                         holding),
+                take_up=take_up_reason(product, stage, stage_rate, holding))
         return fixed
 
 

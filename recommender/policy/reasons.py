@@ -63,11 +63,22 @@ def held_products_reason(product: Product,
 
 
 def stage_popularity_reason(product: Product, stage: LifeStage, stage_rate: float,
-                            overall_rate: float) -> Reason | None:
-    """The product is taken up more often in this life stage than overall."""
+                            overall_rate: float, holding: bool = False) -> Reason | None:
+    """The product is taken up (``holding``: held) more often in this life stage than
+    overall."""
     if stage_rate <= overall_rate:
         return None
     lift = stage_rate / overall_rate if overall_rate > 0 else float("inf")
+    if holding:
+        return Reason(
+            code="popular_in_life_stage",
+            text_en=f"Customers in the '{stage.name_en}' stage hold {product.name_en} "
+                    f"{lift:.1f} times as often as customers overall",
+            text_zh=f"处于“{stage.name_zh}”阶段的客户持有{product.name_zh}的比例是全体客户的"
+                    f"{lift:.1f}倍",
+            evidence={"life_stage": stage.id, "holding_share_stage": round(stage_rate, 6),
+                      "holding_share_overall": round(overall_rate, 6)},
+        )
     return Reason(
         code="popular_in_life_stage",
         text_en=f"Customers in the '{stage.name_en}' stage take up {product.name_en} "
@@ -79,8 +90,18 @@ def stage_popularity_reason(product: Product, stage: LifeStage, stage_rate: floa
     )
 
 
-def popular_overall_reason(product: Product, overall_rate: float) -> Reason:
+def popular_overall_reason(product: Product, overall_rate: float,
+                           holding: bool = False) -> Reason:
     """Non-personalised: the customer did not consent to profiling."""
+    if holding:
+        return Reason(
+            code="popular_overall",
+            text_en=f"One of the bank's most held products ({_percent(overall_rate)} of "
+                    "customers hold it); not personalised, as you did not consent to profiling",
+            text_zh=f"本行持有人数最多的产品之一（{_percent(overall_rate)}的客户持有）；"
+                    "因您未同意个性化分析，此推荐未使用您的个人信息",
+            evidence={"holding_share_overall": round(overall_rate, 6), "personalised": False},
+        )
     return Reason(
         code="popular_overall",
         text_en=f"One of the bank's most taken-up products ({_percent(overall_rate)} of "
@@ -91,8 +112,18 @@ def popular_overall_reason(product: Product, overall_rate: float) -> Reason:
     )
 
 
-def take_up_reason(product: Product, stage: LifeStage, stage_rate: float) -> Reason:
-    """Fallback that always holds: how often customers of this stage take the product up."""
+def take_up_reason(product: Product, stage: LifeStage, stage_rate: float,
+                   holding: bool = False) -> Reason:
+    """Fallback that always holds: how often customers of this stage take the product up
+    (``holding``: hold it, when one snapshot shows no take-up)."""
+    if holding:
+        return Reason(
+            code="holding_share",
+            text_en=f"{_percent(stage_rate)} of customers in the '{stage.name_en}' stage hold "
+                    f"{product.name_en}",
+            text_zh=f"{_percent(stage_rate)}的“{stage.name_zh}”阶段客户持有{product.name_zh}",
+            evidence={"life_stage": stage.id, "holding_share_stage": round(stage_rate, 6)},
+        )
     return Reason(
         code="take_up_rate",
         text_en=f"{_percent(stage_rate)} of customers in the '{stage.name_en}' stage take up "
@@ -111,6 +142,20 @@ def next_product_reason(product: Product, probability: float) -> Reason:
                 f"{percent} of what they take up next is {product.name_en}",
         text_zh=f"与您的产品组合和客户特征相似的客户，下一步办理的产品中{percent}是{product.name_zh}",
         evidence={"probability": round(probability, 6)},
+    )
+
+
+def look_alike_reason(product: Product, probability: float) -> Reason:
+    """The propensity-to-own model's estimate (one snapshot): customers like this one hold
+    the product; nothing is said about taking it up."""
+    percent = _percent(probability)
+    return Reason(
+        code="customers_like_you_hold",
+        text_en=f"Customers like you hold {product.name_en}: {percent} of customers whose "
+                "products and profile resemble yours hold it",
+        text_zh=f"与您相似的客户持有{product.name_zh}：产品组合和客户特征与您相似的客户中，"
+                f"{percent}持有该产品",
+        evidence={"probability_of_holding": round(probability, 6)},
     )
 
 

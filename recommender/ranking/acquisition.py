@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.features import FeatureSchema
 from ..data.interactions import acquisitions
 from ..exceptions import InsufficientDataError, NotFittedError
 from .config import AcquisitionConfig, available_cpus
@@ -25,6 +26,7 @@ from .features import FeatureSpace
 log = logging.getLogger(__name__)
 
 _PARALLEL_ROWS = 10_000
+FEW_EXAMPLES = 500  # below this a warning says the model can have learned little
 
 
 def _examples(space: FeatureSpace, snapshots: list[sp.csr_matrix], presence: np.ndarray,
@@ -69,33 +71,39 @@ class AcquisitionRanker:
         wanted = self.config.num_threads
         return available if wanted == 0 else min(wanted, available)
 
-    def _params(self, n_products: int) -> dict[str, Any]:
+    def _params(self, n_products: int, n_examples: int) -> dict[str, Any]:
+        """LightGBM's parameters, the leaf sizes following the data: the configured
+        ``min_data_in_leaf`` of 50 on 57 examples would grow one leaf per tree and learn
+        nothing. A leaf keeps at least 1% of the examples (and 5), and a tree has no more
+        leaves than the examples can fill."""
         cfg = self.config
+        min_leaf = min(cfg.min_data_in_leaf, max(5, n_examples // 100))
+        leaves = min(cfg.num_leaves, max(4, n_examples // (2 * min_leaf)))
         return {
             "objective": "multiclass", "num_class": n_products,
-            "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
-            "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
+            "learning_rate": cfg.learning_rate, "num_leaves": leaves,
+            "min_data_in_leaf": min_leaf, "feature_fraction": cfg.feature_fraction,
             "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1,
             "lambda_l2": cfg.lambda_l2, "seed": cfg.random_state, "deterministic": True,
             "num_threads": self.num_threads, "verbose": -1,
         }
 
     def fit(self, snapshots: list[sp.csr_matrix], presence: np.ndarray, products: list[str],
-            profiles: pd.DataFrame, stage_codes: np.ndarray) -> AcquisitionRanker:
+            profiles: pd.DataFrame, stage_codes: np.ndarray,
+            extra: FeatureSchema | None = None) -> AcquisitionRanker:
         """Fit on monthly snapshots (oldest first) that end with the latest month known.
 
-        ``presence[:, t]`` says who was a customer at snapshot ``t``.
+        ``presence[:, t]`` says who was a customer at snapshot ``t``; ``extra`` declares the
+        bank's further columns of ``profiles``, used as features too.
         """
         cfg = self.config
         if len(snapshots) < 3:
             raise InsufficientDataError(
                 f"the acquisition ranker needs at least 3 monthly snapshots, got {len(snapshots)}"
             )
-        self.space = FeatureSpace.fit(products, cfg.n_lags, profiles)
+        self.space = FeatureSpace.fit(products, cfg.n_lags, profiles, extra)
         last = len(snapshots) - 1
-        train_targets = [t for t in range(last - cfg.train_months, last) if t >= 1]
-        parts = [_examples(self.space, snapshots, presence, t, profiles, stage_codes)
-                 for t in train_targets]
+        parts = self._window(snapshots, presence, profiles, stage_codes)
         x_train = np.vstack([p[0] for p in parts])
         y_train = np.concatenate([p[1] for p in parts])
         x_valid, y_valid = _examples(self.space, snapshots, presence, last, profiles,
@@ -103,7 +111,11 @@ class AcquisitionRanker:
         if len(y_train) == 0 or len(y_valid) == 0:
             raise InsufficientDataError("no product was added in the training or validation "
                                         "months: the acquisition ranker has nothing to learn")
-        params = self._params(len(products))
+        if len(y_train) < FEW_EXAMPLES or len(y_valid) < FEW_EXAMPLES // 5:
+            log.warning("the acquisition ranker learns from %d additions (and %d to stop "
+                        "on): with so few it can have learned little; the back-test decides "
+                        "whether it is served", len(y_train), len(y_valid))
+        params = self._params(len(products), len(y_train))
         names = self.space.names
         train = lgb.Dataset(x_train, y_train, feature_name=names, free_raw_data=False)
         valid = lgb.Dataset(x_valid, y_valid, reference=train, feature_name=names)
@@ -121,6 +133,21 @@ class AcquisitionRanker:
                  "product, validation log-loss %.4f", len(y_train), len(y_valid),
                  self.best_iteration, self.validation_loss)
         return self
+
+    def _window(self, snapshots: list[sp.csr_matrix], presence: np.ndarray,
+                profiles: pd.DataFrame, stage_codes: np.ndarray) -> list:
+        """Examples of the ``train_months`` transitions before the validation month, and of
+        earlier ones while there are fewer than ``min_examples``: a small bank's window
+        reaches back as far as its history does."""
+        last = len(snapshots) - 1
+        parts, n_examples = [], 0
+        for t in range(last - 1, 0, -1):
+            if len(parts) >= self.config.train_months and n_examples >= self.config.min_examples:
+                break
+            part = _examples(self.space, snapshots, presence, t, profiles, stage_codes)
+            parts.insert(0, part)
+            n_examples += len(part[1])
+        return parts
 
     def predict(self, lags: list[sp.csr_matrix], present: np.ndarray, profiles: pd.DataFrame,
                 stage_codes: np.ndarray) -> np.ndarray:
@@ -147,14 +174,15 @@ class AcquisitionRanker:
             "config": self.config.__dict__.copy(), "model": self.booster.model_to_string(),
             "best_iteration": self.best_iteration, "validation_loss": self.validation_loss,
             "products": list(self.space.products), "n_lags": self.space.n_lags,
-            "segments": list(self.space.segments),
+            "segments": list(self.space.segments), "extra": self.space.extra.to_state(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AcquisitionRanker:
         ranker = cls(AcquisitionConfig(**state["config"]))
         ranker.space = FeatureSpace(tuple(state["products"]), int(state["n_lags"]),
-                                    tuple(state["segments"]))
+                                    tuple(state["segments"]),
+                                    FeatureSchema.from_state(state.get("extra") or {}))
         try:
             ranker.booster = lgb.Booster(model_str=state["model"])
         except lgb.basic.LightGBMError as exc:

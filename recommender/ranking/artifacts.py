@@ -33,6 +33,7 @@ from .acquisition import AcquisitionRanker
 from .calibration import Calibrator
 from .cf import CFModel
 from .config import TrainConfig
+from .ownership import OwnershipModel
 from .popularity import AcquisitionRates
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ CURRENT = "current"
 MANIFEST = "manifest.json"
 _FILES = ("cf.joblib", "ids.joblib", "rates.joblib", "catalog.toml", "life_stages.toml")
 _ACQUISITION = "acquisition.joblib"
-SERVABLE = ("hybrid", "acquisition")
+_OWNERSHIP = "ownership.joblib"
+SERVABLE = ("hybrid", "acquisition", "ownership")
 _LIBRARIES = ("implicit", "numpy", "scipy", "pandas", "joblib", "flask")
 
 
@@ -60,6 +62,7 @@ class TrainedModel:
     stages_text: str
     acquisition: AcquisitionRanker | None = None
     served: str = "hybrid"
+    ownership: OwnershipModel | None = None
     calibrator: Calibrator | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -110,6 +113,7 @@ def save(model: TrainedModel, models_dir: str | Path, manifest: dict[str, Any],
         joblib.dump({"customers": model.cf.customers.external_ids,
                      "products": model.cf.products.external_ids}, partial / "ids.joblib")
         joblib.dump({"overall": model.rates.overall, "by_stage": model.rates.by_stage,
+                     "kind": model.rates.kind,
                      "calibration": model.calibrator.to_state() if model.calibrator else None},
                     partial / "rates.joblib")
         (partial / "catalog.toml").write_text(model.catalog_text, encoding="utf-8")
@@ -118,8 +122,10 @@ def save(model: TrainedModel, models_dir: str | Path, manifest: dict[str, Any],
         if model.acquisition is not None:
             joblib.dump(model.acquisition.to_state(), partial / _ACQUISITION)
             files.append(_ACQUISITION)
-        if model.served not in SERVABLE or (model.served == "acquisition"
-                                             and model.acquisition is None):
+        if model.ownership is not None:
+            joblib.dump(model.ownership.to_state(), partial / _OWNERSHIP)
+            files.append(_OWNERSHIP)
+        if model.served not in SERVABLE or _lacks(model, model.served):
             raise ArtifactError(f"cannot serve {model.served!r}: not a trained ranker")
         full = {
             **manifest, "format_version": FORMAT_VERSION, "version": version,
@@ -230,7 +236,8 @@ def load(models_dir: str | Path, version: str = CURRENT) -> TrainedModel:
         raise ArtifactError(f"{folder}: cf.joblib is inconsistent: {exc}") from exc
     rates = _load_typed(folder / "rates.joblib", dict)
     acquisition = AcquisitionRates(overall=np.asarray(rates["overall"]),
-                                   by_stage=np.asarray(rates["by_stage"]))
+                                   by_stage=np.asarray(rates["by_stage"]),
+                                   kind=rates.get("kind", "take_up"))
     if acquisition.by_stage.shape != (len(stages.stages), len(products)):
         raise ArtifactError(f"{folder}: life-stage rates do not match stages x products")
     config = TrainConfig.from_dict(manifest["parameters"], f"{folder / MANIFEST} parameters")
@@ -243,12 +250,28 @@ def load(models_dir: str | Path, version: str = CURRENT) -> TrainedModel:
             raise ArtifactError(f"{folder}: {_ACQUISITION} is inconsistent: {exc}") from exc
         if list(ranker.space.products) != list(products.external_ids):
             raise ArtifactError(f"{folder}: the acquisition ranker's products do not match")
+    ownership = None
+    if _OWNERSHIP in listed:
+        try:
+            ownership = OwnershipModel.from_state(_load_typed(folder / _OWNERSHIP, dict))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{folder}: {_OWNERSHIP} is inconsistent: {exc}") from exc
+        if list(ownership.products) != list(products.external_ids):
+            raise ArtifactError(f"{folder}: the propensity-to-own model's products do not match")
     calibration = rates.get("calibration")
     calibrator = Calibrator.from_state(calibration) if calibration else None
     served = manifest.get("served", "hybrid")
-    if served not in SERVABLE or (served == "acquisition" and ranker is None):
+    model = TrainedModel(cf=cf, rates=acquisition, catalog=catalog, stages=stages, config=config,
+                         catalog_text=catalog_text, stages_text=stages_text, acquisition=ranker,
+                         served=served, ownership=ownership, calibrator=calibrator,
+                         manifest=manifest)
+    if served not in SERVABLE or _lacks(model, served):
         raise ArtifactError(f"{folder}: manifest serves {served!r}, which this folder lacks")
     log.info("loaded model version %s from %s (serving %s)", manifest["version"], folder, served)
-    return TrainedModel(cf=cf, rates=acquisition, catalog=catalog, stages=stages, config=config,
-                        catalog_text=catalog_text, stages_text=stages_text, acquisition=ranker,
-                        served=served, calibrator=calibrator, manifest=manifest)
+    return model
+
+
+def _lacks(model: TrainedModel, served: str) -> bool:
+    """Whether the model has no fitted part for the ranker it would serve."""
+    return (served == "acquisition" and model.acquisition is None) or (
+        served == "ownership" and model.ownership is None)

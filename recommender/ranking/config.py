@@ -11,7 +11,7 @@ from ..data.tomlfiles import toml_document, toml_text
 from ..exceptions import ConfigError
 
 CF_KINDS = ("als", "item_knn")
-RANKERS = ("auto", "hybrid", "acquisition")
+RANKERS = ("auto", "hybrid", "acquisition", "ownership")
 WEIGHTINGS = ("binary", "months_held")
 
 
@@ -79,12 +79,15 @@ class AcquisitionConfig:
     ``train_months`` transitions before it are the training examples. ``refit`` adds the
     validation month to the training data afterwards (measured on Santander: it hurts,
     because the month next to the test month is the one most shaped by selection).
+    While those months hold fewer than ``min_examples`` additions, earlier months join them
+    (a small bank's window reaches back as far as its history; 0 keeps ``train_months``).
     ``num_threads`` is LightGBM's threads for training and batch scoring; 0 means the CPUs
     this process may use (``available_cpus``).
     """
 
     n_lags: int = 4
     train_months: int = 1
+    min_examples: int = 5_000
     refit: bool = False
     learning_rate: float = 0.1
     num_leaves: int = 15
@@ -98,13 +101,14 @@ class AcquisitionConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_lags", "train_months", "num_leaves", "min_data_in_leaf", "max_rounds",
-                     "early_stopping_rounds", "random_state", "num_threads"):
+        for name in ("n_lags", "train_months", "min_examples", "num_leaves", "min_data_in_leaf",
+                     "max_rounds", "early_stopping_rounds", "random_state", "num_threads"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), f"acquisition.{name}",
                    f"must be an integer, got {value!r}")
         _check(self.n_lags >= 2, "acquisition.n_lags", "must be at least 2")
         _check(self.train_months >= 1, "acquisition.train_months", "must be at least 1")
+        _check(self.min_examples >= 0, "acquisition.min_examples", "must not be negative")
         _check(self.num_leaves >= 2, "acquisition.num_leaves", "must be at least 2")
         _check(self.max_rounds >= 1, "acquisition.max_rounds", "must be at least 1")
         _check(self.num_threads >= 0, "acquisition.num_threads",

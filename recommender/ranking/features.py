@@ -1,20 +1,23 @@
-"""Features of the acquisition ranker, computed from the project's data model alone.
+"""Features of the acquisition ranker: the project's data model and the bank's own columns.
 
 For a target month, the inputs are the holdings snapshots before it (``lags``, most recent
-first), the customer profile and the life stage, so the same function serves training
-(earlier transitions), evaluation and live scoring. A lag at which the customer was not a
-customer yet is missing (NaN), not zero.
+first), the customer profile and the life stage, then the bank's extra columns as its
+``FeatureSchema`` encodes them (numbers as they are, categories as codes fixed at training),
+so the same function serves training (earlier transitions), evaluation and live scoring. A
+lag at which the customer was not a customer yet is missing (NaN), not zero; so is an extra
+column a customer has no value for (one described in a request has none).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ..data import columns as C
+from ..data.features import FeatureSchema
 
 
 @dataclass(frozen=True)
@@ -24,19 +27,24 @@ class FeatureSpace:
     products: tuple[str, ...]
     n_lags: int
     segments: tuple[str, ...]
+    extra: FeatureSchema = field(default_factory=FeatureSchema)
 
     @property
     def names(self) -> list[str]:
         names = [f"{p}_lag{j}" for j in range(1, self.n_lags + 1) for p in self.products]
         names += [f"{p}_dropped" for p in self.products]
         names += [f"{p}_months_held" for p in self.products]
-        return names + ["n_held", "n_held_lag2", "n_added", "n_dropped", "months_known",
-                        C.AGE, C.INCOME, C.TENURE_MONTHS, C.SEGMENT, C.LIFE_STAGE]
+        names += ["n_held", "n_held_lag2", "n_added", "n_dropped", "months_known",
+                  C.AGE, C.INCOME, C.TENURE_MONTHS, C.SEGMENT, C.LIFE_STAGE]
+        return names + [f"bank_{name}" for name in self.extra.names]
 
     @classmethod
-    def fit(cls, products: list[str], n_lags: int, profiles: pd.DataFrame) -> FeatureSpace:
+    def fit(cls, products: list[str], n_lags: int, profiles: pd.DataFrame,
+            extra: FeatureSchema | None = None) -> FeatureSpace:
+        """``extra``: the bank's further columns; their categories are fixed here."""
         segments = tuple(sorted(profiles[C.SEGMENT].astype(str).unique()))
-        return cls(products=tuple(products), n_lags=n_lags, segments=segments)
+        schema = (extra or FeatureSchema()).fit(profiles)
+        return cls(products=tuple(products), n_lags=n_lags, segments=segments, extra=schema)
 
     def build(self, lags: list[sp.csr_matrix], present: np.ndarray, profiles: pd.DataFrame,
               stage_codes: np.ndarray) -> np.ndarray:
@@ -70,4 +78,6 @@ class FeatureSpace:
                        np.where(segment >= 0, segment, np.nan),  # unseen segment: missing
                        np.asarray(stage_codes, dtype=np.float64),
                    ])]
+        if self.extra.columns:
+            columns.append(self.extra.encode(profiles))
         return np.hstack(columns).astype(np.float32)

@@ -21,6 +21,7 @@ class AcquisitionRates:
 
     overall: np.ndarray  # (n_products,)
     by_stage: np.ndarray  # (n_stages, n_products)
+    kind: str = "take_up"  # "holding": one snapshot, holding shares stand in for rates
 
     def for_stages(self, stage_codes: np.ndarray) -> np.ndarray:
         """(n_customers x n_products) prior rates for customers of the given stages."""
@@ -56,4 +57,5 @@ def acquisition_rates(snapshots: list[sp.csr_matrix], stage_codes: np.ndarray, n
     with np.errstate(invalid="ignore", divide="ignore"):
         by_stage = np.where(weight > 0, (counts + smoothing * overall) / weight, overall)
     return AcquisitionRates(overall=overall.astype(np.float32),
-                            by_stage=by_stage.astype(np.float32))
+                            by_stage=by_stage.astype(np.float32),
+                            kind="take_up" if pairs else "holding")

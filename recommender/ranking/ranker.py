@@ -17,6 +17,8 @@ scores come from one source, reported with every offer:
 - ``life_stage_prior``: no holdings at all, so CF has nothing to go on (its scores would be
   all zero in arbitrary order): the life-stage prior alone ranks;
 - ``acquisition``: the acquisition ranker, from recent holdings history and profile;
+- ``ownership``: one snapshot only: the calibrated probability that a customer like this
+  holds the product (``ownership``), a look-alike score, not a take-up rate;
 - ``popularity``: the customer did not consent to profiling: the bank-wide take-up rates,
   the same for everyone.
 """
@@ -32,9 +34,11 @@ from ..data.book import CustomerBatch, csr_rows
 from ..data.eligibility import holding_sets
 from .acquisition import AcquisitionRanker
 from .cf import CFModel
+from .ownership import OwnershipModel
 from .popularity import AcquisitionRates
 
-SOURCES = ("cf", "cf_fold_in", "life_stage_prior", "acquisition", "popularity")
+# Stored as codes (positions) in score tables: new sources are added at the end.
+SOURCES = ("cf", "cf_fold_in", "life_stage_prior", "acquisition", "popularity", "ownership")
 _RATE_FLOOR = 1e-5
 
 
@@ -140,16 +144,40 @@ class AcquisitionScorer:
         """Scores of every product, or only of ``products`` (catalog positions)."""
         probabilities = self.model.predict(list(batch.lags), batch.present, batch.profiles,
                                            batch.stages)
-        scores = log_rates(probabilities)
-        sources = np.full(len(batch), "acquisition", dtype=object)
-        _without_consent(batch, scores, sources, self.rates)
-        if products is not None:
-            scores = scores[:, products]
-        return RankerScores(scores=scores.astype(np.float32), sources=sources.astype(str))
+        return _probability_scores(probabilities, self.name, batch, self.rates, products)
 
 
-def served_ranker(model) -> HybridRanker | AcquisitionScorer:
+class OwnershipScorer:
+    """Serves the propensity-to-own model: score = log P(customer holds the product)."""
+
+    name = "ownership"
+    scores_cheaply = False  # a booster per product: score only whom the rules let through
+
+    def __init__(self, model: OwnershipModel, rates: AcquisitionRates) -> None:
+        self.model, self.rates = model, rates
+
+    def score(self, batch: CustomerBatch, products: np.ndarray | None = None) -> RankerScores:
+        """Scores of every product, or only of ``products`` (catalog positions)."""
+        probabilities = self.model.predict(batch.held, batch.profiles, batch.stages,
+                                           batch.customer_ids)
+        return _probability_scores(probabilities, self.name, batch, self.rates, products)
+
+
+def _probability_scores(probabilities: np.ndarray, source: str, batch: CustomerBatch,
+                        rates: AcquisitionRates, products: np.ndarray | None) -> RankerScores:
+    """Log-probabilities as scores from ``source``, popularity for those without consent."""
+    scores = log_rates(probabilities)
+    sources = np.full(len(batch), source, dtype=object)
+    _without_consent(batch, scores, sources, rates)
+    if products is not None:
+        scores = scores[:, products]
+    return RankerScores(scores=scores.astype(np.float32), sources=sources.astype(str))
+
+
+def served_ranker(model) -> HybridRanker | AcquisitionScorer | OwnershipScorer:
     """The ranker a trained model serves (``model.served``)."""
     if model.served == "acquisition":
         return AcquisitionScorer(model.acquisition, model.rates)
+    if model.served == "ownership":
+        return OwnershipScorer(model.ownership, model.rates)
     return HybridRanker(model.cf, model.rates, model.config.cf_weight)

@@ -22,7 +22,8 @@ from recommender.data.demo import generate
 from recommender.data.extracts import BankData, load_bank, write_bank
 from recommender.data.life_stages import life_stages_text, load_life_stages
 from recommender.ranking.config import TrainConfig
-from recommender.ranking.training import train, upto
+from recommender.ranking.fitting import upto
+from recommender.ranking.training import train
 
 SOURCES = {"cf", "cf_fold_in", "life_stage_prior", "popularity"}
 ERROR_KEYS = {"code", "message", "details"}

@@ -45,7 +45,7 @@ from recommender.policy.rules import (
     contact_state,
     rule_masks,
 )
-from recommender.ranking import training
+from recommender.ranking import fitting
 from recommender.ranking.calibration import Calibrator
 from recommender.ranking.config import TrainConfig
 from recommender.ranking.ranker import changed_rows
@@ -199,8 +199,8 @@ def varied():
     profiles = validate_customers(demo.customers, "<demo customers>")
     holdings = validate_holdings(demo.holdings, CATALOG, pd.Index(profiles[C.CUSTOMER_ID]))
     bank = BankData(profiles, holdings)
-    model = training.fit(bank, CATALOG, STAGES, TrainConfig(ranker="hybrid"))
-    model = replace(model, calibrator=training.calibrate(model, bank))
+    model = fitting.fit(bank, CATALOG, STAGES, TrainConfig(ranker="hybrid"))
+    model = replace(model, calibrator=fitting.calibrate(model, bank))
     rng = np.random.default_rng(5)
     changed = profiles.copy()
     n = len(changed)

@@ -22,7 +22,7 @@ from recommender.data import santander
 from recommender.data.book import CustomerBook
 from recommender.exceptions import DataValidationError
 from recommender.ranking.config import TrainConfig
-from recommender.ranking.training import fit, history, upto
+from recommender.ranking.fitting import fit, history, upto
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "santander"
 RAW = DATA / "raw_2015-01_first10k.csv"

@@ -43,7 +43,7 @@ from recommender.policy.rules import (
     rule_masks,
 )
 from recommender.policy.why_not import why_not
-from recommender.ranking import training
+from recommender.ranking import fitting
 from recommender.ranking.calibration import Calibrator, fit_calibrator, reliability
 from recommender.ranking.config import TrainConfig
 
@@ -152,8 +152,8 @@ def model():
     customers = validate_customers(demo.customers, "<demo customers>")
     holdings = validate_holdings(demo.holdings, CATALOG, pd.Index(customers["customer_id"]))
     bank = BankData(customers, holdings)
-    fitted = training.fit(bank, CATALOG, STAGES, TrainConfig(ranker="hybrid"))
-    return replace(fitted, calibrator=training.calibrate(fitted, bank))
+    fitted = fitting.fit(bank, CATALOG, STAGES, TrainConfig(ranker="hybrid"))
+    return replace(fitted, calibrator=fitting.calibrate(fitted, bank))
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from recommender.policy.config import CHANNELS, load_policy
 from recommender.policy.offers import MAX_OFFERS, OfferEngine, OfferList
 from recommender.policy.rules import RULES, DecisionContext, allowed, contact_state
 from recommender.policy.why_not import why_not
-from recommender.ranking import training
+from recommender.ranking import fitting
 from recommender.ranking.config import TrainConfig
 from recommender.store.responses import OUTCOMES
 
@@ -291,8 +291,8 @@ def engine() -> OfferEngine:
     profiles = validate_customers(demo.customers, "<demo customers>")
     holdings = validate_holdings(demo.holdings, CATALOG, pd.Index(profiles[C.CUSTOMER_ID]))
     bank = BankData(profiles, holdings)
-    model = training.fit(bank, CATALOG, STAGES, TrainConfig(ranker="hybrid"))
-    return OfferEngine(replace(model, calibrator=training.calibrate(model, bank)), POLICY)
+    model = fitting.fit(bank, CATALOG, STAGES, TrainConfig(ranker="hybrid"))
+    return OfferEngine(replace(model, calibrator=fitting.calibrate(model, bank)), POLICY)
 
 
 # --------------------------------------------------------------------------- properties

@@ -36,12 +36,14 @@ from recommender.data.extracts import (
 from recommender.data.life_stages import LifeStageRules, life_stages_text, parse_life_stages
 from recommender.exceptions import ArtifactError, InsufficientDataError, NotFittedError
 from recommender.policy.offers import OfferEngine
-from recommender.ranking import acquisition, artifacts, training
+from recommender.ranking import acquisition, artifacts, backtest
 from recommender.ranking.acquisition import AcquisitionRanker
+from recommender.ranking.backtest import evaluate
 from recommender.ranking.config import AcquisitionConfig, TrainConfig
 from recommender.ranking.features import FeatureSpace
+from recommender.ranking.fitting import fit, history, upto
 from recommender.ranking.ranker import AcquisitionScorer, HybridRanker
-from recommender.ranking.training import evaluate, fit, history, train, upto
+from recommender.ranking.training import train
 from recommender.service import load_service
 
 from tolerance import assert_close
@@ -313,7 +315,7 @@ def test_a_state_saved_before_num_threads_existed_loads(winback, winback_ranker)
 ])
 def test_lightgbm_threads_follow_the_config(monkeypatch, configured, available, expected):
     monkeypatch.setattr(acquisition, "available_cpus", lambda: available)
-    params = AcquisitionRanker(AcquisitionConfig(num_threads=configured))._params(10)
+    params = AcquisitionRanker(AcquisitionConfig(num_threads=configured))._params(10, 10_000)
     assert params["num_threads"] == expected
     assert params["deterministic"] is True
 
@@ -371,12 +373,12 @@ def test_predictions_are_probabilities(winback, winback_ranker):
 
 def test_fit_reads_only_the_months_its_lags_reach(winback):
     """Six months, one training transition (the fifth month) and two lags: the first two
-    months are never read, while four lags do read them."""
+    months are never read, while four lags do read them (the window kept to one month)."""
     changed = list(winback.snapshots)
     changed[0] = sp.csr_matrix(np.ones_like(winback.held[0], dtype=np.float32))
     changed[1] = sp.csr_matrix(np.zeros_like(winback.held[0], dtype=np.float32))
     for n_lags, same in ((2, True), (4, False)):
-        config = AcquisitionConfig(n_lags=n_lags)
+        config = AcquisitionConfig(n_lags=n_lags, min_examples=0)
         original = _fit(winback, config).booster.model_to_string()
         assert (_fit(winback, config, changed).booster.model_to_string() == original) is same
 
@@ -520,32 +522,37 @@ def test_the_same_scramble_is_seen_when_the_last_month_is_fitted(demo):
 @pytest.fixture
 def captured_rankings(monkeypatch):
     """Every (top-k ranking, labels) ``evaluate`` scores, method by method."""
-    calls: list[tuple[np.ndarray, sp.csr_matrix]] = []
-    original = training.ranking_metrics
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+    original = backtest.ranking_metrics
 
     def capture(top, labels, k):
-        calls.append((np.array(top), labels.copy()))
+        calls.append((np.array(top), np.asarray(labels).copy()))
         return original(top, labels, k)
 
-    monkeypatch.setattr(training, "ranking_metrics", capture)
+    monkeypatch.setattr(backtest, "ranking_metrics", capture)
     return calls
 
 
 def test_evaluate_differs_only_through_the_labels(demo, captured_rankings):
     """Extra additions in the test month change the labels of the same test customers; every
-    method ranks them exactly as before."""
+    method ranks them exactly as before. The selection month, before it, is untouched."""
     config = TrainConfig()
     first = evaluate(demo.bank, demo.catalog, demo.stages, config)
-    n_methods = len(captured_rankings)
+    n_calls = len(captured_rankings)
     extra, n_extra = _extra_additions(demo)
     second = evaluate(extra, demo.catalog, demo.stages, config)
+    n_methods = len(first["methods"])
     assert list(first["methods"]) == list(second["methods"])
-    assert "acquisition" in first["methods"] and n_methods == len(first["methods"]) == 6
+    assert "acquisition" in first["methods"] and n_calls == 2 * n_methods == 16
+    assert first["selection"]["separate_from_report"]
+    assert first["selection"] == second["selection"]
     assert first["test_customers"] == second["test_customers"]
-    for (top_a, labels_a), (top_b, labels_b) in zip(captured_rankings[:n_methods],
-                                                    captured_rankings[n_methods:], strict=True):
+    for i, ((top_a, labels_a), (top_b, labels_b)) in enumerate(
+            zip(captured_rankings[:n_calls], captured_rankings[n_calls:], strict=True)):
         np.testing.assert_array_equal(top_a, top_b)
-        assert labels_b.nnz == labels_a.nnz + n_extra
+        reported_month = i < n_methods  # the report comes first, then the selection month
+        expected = np.count_nonzero(labels_a) + (n_extra if reported_month else 0)
+        assert np.count_nonzero(labels_b) == expected
     assert first["methods"] != second["methods"]
 
 
@@ -863,3 +870,26 @@ def test_a_corrupt_booster_is_refused_with_an_artifact_error(model_copy):
     _record_checksum(model_copy)
     with pytest.raises(ArtifactError):
         artifacts.load(model_copy.parent)
+
+
+@pytest.mark.parametrize(("examples", "min_leaf", "leaves"), [
+    (57, 5, 5),           # a small bank: leaves of 5 examples, as many as they fill
+    (10_000, 50, 15),     # enough: the configured values
+    (2_000, 20, 15),
+])
+def test_tree_sizes_follow_the_number_of_examples(examples, min_leaf, leaves):
+    params = AcquisitionRanker(AcquisitionConfig())._params(10, examples)
+    assert (params["min_data_in_leaf"], params["num_leaves"]) == (min_leaf, leaves)
+
+
+def test_a_small_banks_window_reaches_back_until_it_has_enough_examples(winback):
+    """The same six months: with one month's additions below ``min_examples``, the earlier
+    months join the training window, so changing the first month changes the model."""
+    changed = list(winback.snapshots)
+    changed[1] = sp.csr_matrix(np.zeros_like(winback.held[0], dtype=np.float32))
+    small = AcquisitionConfig(n_lags=2, min_examples=0)
+    grown = AcquisitionConfig(n_lags=2, min_examples=10**6)
+    assert (_fit(winback, small).booster.model_to_string()
+            == _fit(winback, small, changed).booster.model_to_string())
+    assert (_fit(winback, grown).booster.model_to_string()
+            != _fit(winback, grown, changed).booster.model_to_string())

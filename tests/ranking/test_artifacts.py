@@ -13,7 +13,8 @@ from recommender.exceptions import ArtifactError
 from recommender.policy.offers import OfferEngine
 from recommender.ranking import artifacts
 from recommender.ranking.config import CFConfig, TrainConfig
-from recommender.ranking.training import fit, train
+from recommender.ranking.fitting import fit
+from recommender.ranking.training import train
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 
@@ -72,9 +73,9 @@ def test_manifest_records_version_data_parameters_libraries_and_metrics(trained,
     assert manifest["parameters"]["cf"]["factors"] == 2
     for library in ("python", "implicit", "numpy", "scipy", "pandas", "joblib"):
         assert manifest["libraries"][library][0].isdigit(), library
-    assert set(manifest["metrics"]["methods"]) == {"popularity", "life_stage_prior", "als",
-                                                   "item_knn",
-                                                   "hybrid"}
+    assert set(manifest["metrics"]["methods"]) == {
+        "popularity", "recent_popularity", "plain_gbdt", "life_stage_prior", "als", "item_knn",
+        "hybrid"}
     assert manifest["catalog_version"] == "tiny-1"
     assert set(manifest["files"]) == {"cf.joblib", "ids.joblib", "rates.joblib", "catalog.toml",
                                       "life_stages.toml"}

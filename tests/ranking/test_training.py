@@ -1,5 +1,8 @@
 """Training and evaluation end to end: metrics, determinism, and known-answer offers."""
 
+import re
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,20 +10,24 @@ import pytest
 from recommender.cli import main
 from recommender.data import columns as C
 from recommender.data.book import CustomerBook, profile_batch
-from recommender.data.catalog import parse_catalog
+from recommender.data.catalog import catalog_text, parse_catalog
 from recommender.data.eligibility import offerable_mask
 from recommender.data.extracts import BankData, validate_customers, validate_holdings
 from recommender.data.life_stages import life_stages_text, parse_life_stages
 from recommender.exceptions import DataValidationError, InsufficientDataError
 from recommender.policy.offers import OfferEngine
 from recommender.ranking import artifacts
+from recommender.ranking.backtest import evaluate
 from recommender.ranking.config import CFConfig, TrainConfig
-from recommender.ranking.training import evaluate, fingerprint, fit, train, upto
+from recommender.ranking.fitting import fit, upto
+from recommender.ranking.training import fingerprint, train
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 
-METHODS = {"popularity", "life_stage_prior", "als", "item_knn", "hybrid", "acquisition"}
-METRICS = {"customers", "map@5", "precision@5", "recall@5", "ndcg@5", "coverage"}
+METHODS = {"popularity", "recent_popularity", "plain_gbdt", "life_stage_prior", "als",
+           "item_knn", "hybrid", "acquisition"}
+METRICS = {"customers", "map@5", "map@1", "precision@5", "recall@5", "ndcg@5", "coverage",
+           "mean_auc", "mean_lift@0.1"}
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +41,16 @@ def test_evaluate_reports_every_method(demo_evaluation):
     assert set(result["methods"]) == METHODS
     assert result["k"] == 5 and result["served"] == "hybrid"
     assert result["test_customers"] > 50
-    assert "rank acquisitions of 2026-10-31" in result["protocol"]
+    assert "rank the acquisitions of 2026-10-31" in result["protocol"]
     for name, metrics in result["methods"].items():
         assert set(metrics) == METRICS, name
         assert metrics["customers"] == result["test_customers"]
-        for key in METRICS - {"customers"}:
+        for key in METRICS - {"customers", "mean_lift@0.1"}:
             assert 0.0 <= metrics[key] <= 1.0, (name, key)
+        assert metrics["mean_lift@0.1"] >= 0.0
+    constant = result["methods"]["popularity"]  # the same score for everyone ranks at random
+    assert constant["mean_auc"] == pytest.approx(0.5)
+    assert constant["mean_lift@0.1"] == pytest.approx(1.0)
     assert result["served_beats_popularity"] == (
         result["methods"]["hybrid"]["map@5"] > result["methods"]["popularity"]["map@5"])
 
@@ -138,20 +149,20 @@ def _frozen(raw_holdings: pd.DataFrame, months: int) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(("months", "refusal"), [
-    (2, "no customer took up a product between the snapshots 2026-09-30 and 2026-10-31"),
-    (3, "no customer took up a product in the held-out month 2026-10-31"),
-    (4, "no customer took up a product in the held-out month 2026-10-31"),
+    (2, "the 2 holdings snapshots (2026-09-30 .. 2026-10-31) show no customer taking up"),
+    (3, "the 3 holdings snapshots (2026-08-31 .. 2026-10-31) show no customer taking up"),
+    (4, "the 4 holdings snapshots (2026-07-31 .. 2026-10-31) show no customer taking up"),
 ])
 def test_identical_snapshots_are_refused_not_learned_as_zero(customers, raw_holdings,
                                                               tiny_catalog, tiny_catalog_toml,
                                                               life_stages, tmp_path, months,
                                                               refusal):
-    """Two months: no evaluation, and the calibration has no take-up to learn; three or
-    more: the held-out month has none to rank."""
+    """Two or more identical months: nobody ever took anything up, refused before anything
+    is fitted."""
     holdings = validate_holdings(_frozen(raw_holdings, months), tiny_catalog,
                                  pd.Index(customers["customer_id"]))
     bank = BankData(customers=customers, holdings=holdings)
-    with pytest.raises(InsufficientDataError, match=refusal):
+    with pytest.raises(InsufficientDataError, match=re.escape(refusal)):
         train(bank, tiny_catalog, life_stages, TrainConfig(cf=CFConfig(factors=2)), tmp_path,
               tiny_catalog_toml, life_stages_text()[0])
     assert not any(tmp_path.iterdir())  # no model version written
@@ -177,18 +188,27 @@ def test_nbo_train_on_identical_snapshots_exits_non_zero_and_says_why(
     code = main(["train", "--data", str(data), "--models", str(tmp_path / "models"),
                  "--catalog", str(tmp_path / "catalog.toml"), "--factors", "2"])
     assert code != 0
-    assert "no customer took up a product in the held-out month" in caplog.text
+    assert "show no customer taking up any product: identical snapshots" in caplog.text
     assert not (tmp_path / "models" / "current").exists()
 
 
-def test_train_says_when_it_cannot_evaluate(tiny_bank, tiny_catalog, tiny_catalog_toml,
-                                            life_stages, tmp_path, caplog):
-    two_months = upto(tiny_bank, pd.Timestamp("2026-09-30"))
-    model = train(two_months, tiny_catalog, life_stages, TrainConfig(cf=CFConfig(factors=2)),
-                  tmp_path, tiny_catalog_toml, life_stages_text()[0])
-    assert model.manifest["metrics"] == {}
-    assert "no held-out evaluation: it needs at least 3 monthly snapshots" in caplog.text
-    assert "the holdings have 2" in caplog.text
+def test_with_two_snapshots_train_cross_validates_the_propensity_to_own(
+        demo_bank, packaged_catalog, life_stages, tmp_path, caplog):
+    """No month to back-test on: ``train`` says so, cross-validates and serves the
+    propensity to own, and records the cross-validated figures."""
+    two_months = upto(demo_bank, demo_bank.snapshots[1])
+    two_months = replace(two_months, holdings=two_months.holdings[
+        two_months.holdings[C.SNAPSHOT_DATE] >= demo_bank.snapshots[0]])
+    cat_text, stages_text = catalog_text()[0], life_stages_text()[0]
+    model = train(two_months, packaged_catalog, life_stages, TrainConfig(), tmp_path,
+                  cat_text, stages_text)
+    metrics = model.manifest["metrics"]
+    assert "2 snapshots of holdings: no held-out month to back-test" in caplog.text
+    assert "evaluated by cross-validation" in caplog.text
+    assert metrics["evaluation"] == "cross_validation" and metrics["served"] == "ownership"
+    assert model.served == "ownership" and model.rates.kind == "take_up"
+    assert metrics["methods"]["ownership"]["mean_auc"] > metrics["methods"]["popularity"][
+        "mean_auc"] == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------- served offers, end to end
