@@ -425,6 +425,36 @@ def test_recommend_rejects_an_unknown_language(cli_trained, cli_demo, capsys):
     assert "--lang" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------- campaign
+
+
+def test_campaign_for_an_unknown_product_fails_before_reading_the_bank(
+        cli_trained, cli_demo, tmp_path, monkeypatch, caplog):
+    import recommender.data.partition as partition
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the bank was opened for an unknown product")
+
+    monkeypatch.setattr(partition, "open_customers", no_reading)
+    _, models = cli_trained
+    _, data = cli_demo
+    out = tmp_path / "targets.csv"
+    rc = main(["campaign", "--for-product", "bond_fnd", "--all", "--out", str(out),
+               "--data", str(data), "--models", str(models)])
+    assert rc == 2
+    errors = _errors(caplog)
+    assert any("'bond_fnd' is not in the model's catalog" in m and "bond_fund" in m
+               for m in errors), errors
+    assert not out.exists()
+
+
+def test_campaign_top_and_all_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["campaign", "--for-product", "bond_fund", "--top", "5", "--all", "--out", "x.csv"])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- bugs
 
 

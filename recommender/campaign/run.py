@@ -5,9 +5,10 @@ with the number of customers). Each chunk keeps only the candidates that could s
 quota place; a greedy pass then assigns offers by expected value, at most
 ``max_offers_per_customer`` per customer and ``quotas[product]`` per product.
 
-Greedy assignment: candidate (customer, product) pairs in decreasing expected value, each
-taken while its customer and its product have room. It is exact when every customer may get
-every product they qualify for, and otherwise within a factor 1/2 of the optimum in theory;
+Greedy assignment: candidate (customer, product) pairs in decreasing expected value (ties:
+a stable hash of the customer id, ``ties``), each taken while its customer and its product
+have room. It is exact when every customer may get every product they qualify for, and
+otherwise within a factor 1/2 of the optimum in theory;
 tests/campaign/test_campaign.py compares it with the exact optimum (a linear program, integral for
 this bipartite problem) on small cases and states the gap. It is computed in a few
 vectorised rounds of deferred acceptance, which reach the same pairs (``assignment``).
@@ -49,6 +50,7 @@ from ..store.replay import pack_decisions
 from .assignment import greedy_assign
 from .progress import with_progress
 from .spec import CampaignSpec
+from .ties import tie_codes
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +94,14 @@ class _Candidates:
 
 
 def _best(values: np.ndarray, ids: np.ndarray, limit: int) -> np.ndarray:
-    """Positions of the ``limit`` best values, ties by customer id (the greedy's order)."""
+    """Positions of the ``limit`` best values, ties by the hash of the customer id (the
+    greedy's order)."""
     if len(values) <= limit:
         return np.arange(len(values))
     threshold = np.partition(values, len(values) - limit)[len(values) - limit]
     above = np.flatnonzero(values > threshold)
     tied = np.flatnonzero(values == threshold)
-    tied = tied[np.argsort(ids[tied], kind="stable")[:limit - len(above)]]
+    tied = tied[np.argsort(tie_codes(ids[tied]), kind="stable")[:limit - len(above)]]
     return np.concatenate([above, tied])
 
 
@@ -268,9 +271,15 @@ def _assign(engine: OfferEngine, pool: _Candidates, quotas: dict[int, int],
         kinds = (object, object, np.int64, float, float, float, object, object)
         return pd.DataFrame({name: pd.Series(dtype=kind)
                              for name, kind in zip(OUTPUT_COLUMNS, kinds, strict=True)})
+    # Ties between customers go by the hash of their id, not by id or row order. Each
+    # customer's pairs are together and in catalog order, so the pool sorted by tie code is
+    # sorted as the greedy's fast path wants it.
+    ties = tie_codes(candidates["ids"])
+    by_tie = np.argsort(ties, kind="stable")
+    chosen = by_tie[greedy_assign(ties[by_tie], candidates["cols"][by_tie],
+                                  candidates["values"][by_tie], quotas,
+                                  spec.max_offers_per_customer)]
     order_of_id = _id_order(candidates["ids"])
-    chosen = greedy_assign(order_of_id, candidates["cols"], candidates["values"], quotas,
-                           spec.max_offers_per_customer)
     by_product_id = np.argsort(np.argsort(engine.catalog.ids.external_ids, kind="stable"))
     chosen = chosen[np.lexsort((by_product_id[candidates["cols"][chosen]],
                                 -candidates["priority"][chosen], order_of_id[chosen]))]

@@ -18,7 +18,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from ..campaign.output import summary, write_list, write_summary
     from ..campaign.run import run_campaign
     from ..campaign.spec import CampaignSpec
-    from ..campaign.target_list import top_customers
+    from ..campaign.target_list import check_product, top_customers
     from ..data.partition import open_customers
     from ..exceptions import ConfigError
     from ..policy.config import load_policy
@@ -27,17 +27,24 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from ..service import open_decision_log
     from ..store.responses import ResponseStore
 
-    if not args.spec and not args.for_product:
-        raise ConfigError("give --spec campaign.toml, or --for-product ID --top N")
+    if bool(args.spec) == bool(args.for_product):
+        raise ConfigError("give --spec campaign.toml, or --for-product ID with --top N or --all "
+                          "(one of them)")
     model = artifacts.load(args.models)
     engine = OfferEngine(model, load_policy(args.policy))
+    # Before reading the bank: a typo should not cost a pass over it.
     spec = CampaignSpec.from_toml(args.spec) if args.spec else None
     if spec is not None:
-        spec.check(engine)  # before reading the bank: a typo should not cost a pass over it
+        spec.check(engine)
+    else:
+        check_product(engine, args.for_product)
     with open_customers(args.data, model) as customers:
         if spec is None:
-            frame = top_customers(engine, customers, args.for_product, args.top, args.channel)
-            log.info("wrote %s", write_list(frame, args.out))
+            frame = top_customers(engine, customers, args.for_product,
+                                  None if args.all else args.top, args.channel)
+            write_list(frame, args.out)
+            sys.stdout.write(f"{len(frame):,} customers for {args.for_product} written to "
+                             f"{args.out}\n")
             return 0
         responses_db = Path(args.state) / "responses.db"
         responses = ResponseStore(responses_db) if responses_db.exists() else None
@@ -53,8 +60,13 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 def add_campaign(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("campaign", help="campaign list over all customers, or a target list")
     p.add_argument("--spec", help="campaign spec TOML (see examples/campaign.toml)")
-    p.add_argument("--for-product", help="instead: the best customers for this product")
-    p.add_argument("--top", type=positive_int, default=1000, help="with --for-product")
+    p.add_argument("--for-product", help="instead: the customers most likely to take up this "
+                   "product, the policy applied")
+    how_many = p.add_mutually_exclusive_group()
+    how_many.add_argument("--top", type=positive_int, default=1000,
+                          help="with --for-product: the N best (default 1000)")
+    how_many.add_argument("--all", action="store_true",
+                          help="with --for-product: every eligible customer, best first")
     p.add_argument("--channel", choices=CHANNELS, default="branch", help="with --for-product")
     p.add_argument("--out", required=True, help="output file, .parquet or .csv")
     p.add_argument("--report", default="reports/campaign", help="folder for the summary")

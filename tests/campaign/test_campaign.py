@@ -14,16 +14,9 @@ from recommender.campaign.run import OUTPUT_COLUMNS, run_campaign
 from recommender.campaign.spec import CampaignSpec
 from recommender.campaign.target_list import top_customers
 from recommender.cli import main
-from recommender.data.book import CustomerBook
-from recommender.data.catalog import catalog_text, parse_catalog
-from recommender.data.demo import generate
-from recommender.data.extracts import BankData, write_bank
-from recommender.data.life_stages import life_stages_text, parse_life_stages
 from recommender.exceptions import ConfigError
 from recommender.policy.offers import OfferEngine
 from recommender.policy.rules import DecisionContext
-from recommender.ranking.config import TrainConfig
-from recommender.ranking.training import train
 
 from tolerance import assert_close, assert_same_frame
 
@@ -74,21 +67,6 @@ def test_greedy_respects_both_limits_and_breaks_ties_by_ids():
     values = np.array([5.0, 4.0, 5.0, 3.0, 1.0])
     chosen = greedy_assign(customers, products, values, {0: 1, 1: 2}, per_customer=1)
     assert sorted(chosen.tolist()) == [0, 3]  # customer 0 wins the tie for product 0
-
-
-@pytest.fixture(scope="module")
-def bank_and_engine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("campaign")
-    cat_text, st_text = catalog_text()[0], life_stages_text()[0]
-    catalog, stages = parse_catalog(cat_text), parse_life_stages(st_text)
-    demo = generate(3000, 4, 11, catalog, stages)
-    bank = BankData(demo.customers, demo.holdings)
-    write_bank(bank, root / "data")
-    model = train(bank, catalog, stages, TrainConfig(ranker="hybrid"), root / "models",
-                  cat_text, st_text)
-    engine = OfferEngine(model)
-    book = CustomerBook(bank, catalog, stages)
-    return root, engine, book
 
 
 def _spec(**changes) -> CampaignSpec:
@@ -175,18 +153,6 @@ def test_spec_file_with_unknown_keys_is_refused(tmp_path):
                     'budget = 3\n[extra]\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown keys"):
         CampaignSpec.from_toml(path)
-
-
-def test_top_customers_matches_a_full_sort(bank_and_engine):
-    _, engine, book = bank_and_engine
-    top = top_customers(engine, book, "bond_fund", 25, chunk_size=500, progress=None)
-    scored = engine.score(book.batch(np.arange(len(book))), 1, DecisionContext("branch"))
-    column = engine.catalog.ids.position("bond_fund")
-    ok = np.isfinite(scored.priority[:, column]) & (scored.slots > 0)
-    expected = np.flatnonzero(ok)[np.argsort(-scored.expected_gain[ok, column],
-                                             kind="stable")][:25]
-    assert top["customer_id"].tolist() == book.ids.to_external(expected).tolist()
-    assert top["rank"].tolist() == list(range(1, 26))
 
 
 def test_outputs_and_summary(bank_and_engine, tmp_path):
