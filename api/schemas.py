@@ -135,7 +135,7 @@ class Profile(Closed):
 
     customer_id: str
     life_stage: LifeStageRef
-    age: Count
+    age: Count | None  # None: the bank's customers extract has no age
     income: float | None
     marital_status: Literal[C.MARITAL_STATUSES]
     dependants: Count

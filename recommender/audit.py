@@ -32,10 +32,13 @@ _CHUNK = 50_000
 
 
 def age_band(age: np.ndarray) -> np.ndarray:
+    """The band of each age; ``unknown`` where the age is (a bank without the column)."""
     labels = [f"{lo}-{hi - 1}" if hi < 200 else f"{lo}+" for lo, hi in
-              zip(AGE_BANDS[:-1], AGE_BANDS[1:], strict=True)]
+              zip(AGE_BANDS[:-1], AGE_BANDS[1:], strict=True)] + ["unknown"]
     labels[0] = f"<{AGE_BANDS[1]}"
-    return np.asarray(labels)[np.digitize(age, AGE_BANDS[1:-1])]
+    age = np.asarray(age, dtype=np.float64)
+    band = np.where(np.isnan(age), len(labels) - 1, np.digitize(age, AGE_BANDS[1:-1]))
+    return np.asarray(labels)[band]
 
 
 def offer_matrix(engine: OfferEngine, book: CustomerBook, limit: int,

@@ -17,8 +17,9 @@ import pytest  # noqa: E402
 
 from api.auth import EXTENSION as KEYS_EXTENSION  # noqa: E402
 from recommender.data.catalog import Catalog, parse_catalog
+from recommender.data.customers import validate_customers
 from recommender.data.demo import generate
-from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.extracts import BankData, validate_holdings
 from recommender.data.life_stages import LifeStageRules, load_life_stages
 from recommender.store.keys import create_key
 

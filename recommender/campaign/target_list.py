@@ -1,8 +1,9 @@
 """Target lists: the best customers for one product, the classic list a product team asks
 for, through the same offer engine and policy as the API (no quotas, no other products).
 
-Customers are ranked by the product's own propensity (the calibrated take-up probability),
-not by expected value: a product team asks who is most likely to take the product up. Ties
+Customers are ranked by the product's own propensity (the calibrated take-up probability;
+for a bank of one snapshot, the calibrated probability of holding it), not by expected
+value: a product team asks who is most likely to take the product up. Ties
 are broken by a stable hash of the customer id (``ties``), so the list does not depend on
 the order of the bank's files.
 """

@@ -18,7 +18,8 @@ import scipy.sparse as sp
 from ..exceptions import DataValidationError, UnknownCustomerError
 from . import columns as C
 from .catalog import Catalog
-from .extracts import BankData, load_bank, validate_customers
+from .customers import validate_customers
+from .extracts import BankData, load_bank
 from .ids import IdMap
 from .interactions import confidence_matrix, months_between, present_at, snapshot_matrix
 from .life_stages import LifeStageRules
@@ -197,7 +198,7 @@ def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
     earlier months count as missing history.
     """
     try:
-        profiles = validate_customers(pd.DataFrame([profile]), source="request")
+        profiles = validate_customers(pd.DataFrame([profile]), source="request", quiet=True)
     except DataValidationError as exc:
         field = f"customer.{exc.column}" if exc.column else "customer"
         raise DataValidationError(f"{field} {exc.problem}" if exc.problem else exc.reason,

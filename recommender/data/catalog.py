@@ -28,9 +28,11 @@ _REQUIRED = ("id", "name_en", "category")
 DEFAULT_RISK_GRADE = PRODUCT_RISK_GRADES[-1]
 # Every product worth the same to the bank: no product is favoured for its value.
 DEFAULT_VALUE_WEIGHT = 1.0
+NO_AGE_LIMIT = (0, 200)  # a product's age limits when its entry sets none
 _OPTIONAL = {
     "risk_grade": DEFAULT_RISK_GRADE, "value_weight": DEFAULT_VALUE_WEIGHT,
-    "min_age": 0, "max_age": 200, "min_income": 0.0, "residency": tuple(RESIDENCIES),
+    "min_age": NO_AGE_LIMIT[0], "max_age": NO_AGE_LIMIT[1], "min_income": 0.0,
+    "residency": tuple(RESIDENCIES),
     "prerequisites": (), "exclusions": (), "life_stages": (), "talking_points_en": (),
 }
 # Chinese wording, when absent, is the English one (key -> the key it falls back to).

@@ -18,6 +18,7 @@ CONSENT_PROFILING = "consent_profiling"
 VULNERABLE = "vulnerable"
 OPEN_COMPLAINT = "open_complaint"
 GENDER = "gender"
+NATIONALITY = "nationality"
 
 LIFE_STAGE = "life_stage"
 SCORE = "score"
@@ -30,4 +31,4 @@ RISK_GRADES = ("C1", "C2", "C3", "C4", "C5")
 PRODUCT_RISK_GRADES = ("R1", "R2", "R3", "R4", "R5")
 
 # Protected attributes: kept for fairness audits only, never a model feature or rule input.
-PROTECTED = (GENDER,)
+PROTECTED = (GENDER, NATIONALITY)

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import columns as C
-from .catalog import Catalog
+from .catalog import NO_AGE_LIMIT, Catalog
 
 # Every mask below has one column per catalog product, or, given ``products`` (catalog
 # positions), one per product listed: a campaign asks about its few products only. Masks are
@@ -37,7 +37,9 @@ def age_mask(age: np.ndarray, catalog: Catalog, products: Products = None) -> np
     age = np.asarray(age, dtype=np.float64)[None, :]
     low = product_columns(catalog.column("min_age"), products)[:, None]
     high = product_columns(catalog.column("max_age"), products)[:, None]
-    return ((age >= low) & (age <= high)).T
+    # An unknown age (a bank without the column) meets no limit: only unlimited products.
+    no_limit = (low <= NO_AGE_LIMIT[0]) & (high >= NO_AGE_LIMIT[1])
+    return ((age >= low) & (age <= high) | (np.isnan(age) & no_limit)).T
 
 
 def income_mask(income: np.ndarray, catalog: Catalog, products: Products = None) -> np.ndarray:

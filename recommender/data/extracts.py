@@ -9,7 +9,7 @@ apart by their columns; intervals become month-end snapshots here (see ``interva
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,19 @@ import pyarrow.parquet as pq
 
 from ..exceptions import DataValidationError
 from . import columns as C
+from .bank_config import BankConfig, load_bank_config
 from .catalog import Catalog
-from .features import FeatureSchema
+from .customers import (
+    CUSTOMER_COLUMNS,
+    customer_schema,
+    tenure_from_holdings,
+    validate_customers,
+)
+from .features import (
+    FeatureSchema,
+    features_at,
+    validate_customer_features,
+)
 from .intervals import (
     CLOSED_ON,
     DEFAULT_MAX_MONTHS,
@@ -30,20 +41,13 @@ from .intervals import (
     month_end,
     month_ends,
 )
-from .value_checks import RANGES, boolean, categorical, date_column, fail_if, numeric
+from .value_checks import date_column, fail_if
 
 log = logging.getLogger(__name__)
 
 CUSTOMERS_FILE = "customers"
 HOLDINGS_FILE = "holdings"
-_REQUIRED_CUSTOMER_COLUMNS = (
-    C.CUSTOMER_ID, C.INCOME, C.MARITAL_STATUS, C.DEPENDANTS, C.TENURE_MONTHS, C.SEGMENT,
-    C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING,
-)
-CUSTOMER_COLUMNS = (*_REQUIRED_CUSTOMER_COLUMNS, C.AGE, C.BIRTH_DATE, C.RISK_ASSESSED_ON,
-                    C.VULNERABLE, C.OPEN_COMPLAINT, C.GENDER)
-
-
+FEATURES_FILE = "customer_features"
 @dataclass(frozen=True)
 class BankData:
     """Validated extracts: one row per customer, one row per (customer, product, snapshot).
@@ -58,6 +62,14 @@ class BankData:
     as_of: pd.Timestamp | None = None
     months: tuple[pd.Timestamp, ...] | None = None
     schema: FeatureSchema = field(default_factory=FeatureSchema)
+    customer_features: pd.DataFrame | None = None  # time-varying: customer, date, columns
+
+    def customers_at(self, date: pd.Timestamp) -> pd.DataFrame:
+        """The customers with each time-varying column as it stood at ``date``."""
+        if self.customer_features is None:
+            return self.customers
+        values = features_at(self.customer_features, len(self.customers), date)
+        return self.customers.assign(**{c: values[c].to_numpy() for c in values.columns})
 
     @property
     def snapshots(self) -> list[pd.Timestamp]:
@@ -96,7 +108,12 @@ def extract_columns(path: str | Path) -> list[str]:
     path = Path(path)
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return list(pq.read_schema(path).names)
+            schema = pq.read_schema(path)
+            # A DataFrame written with its index keeps it as a column pandas reads back as
+            # the index: not a column of the extract.
+            index = {c for c in (schema.pandas_metadata or {}).get("index_columns", [])
+                     if isinstance(c, str)}
+            return [name for name in schema.names if name not in index]
         return list(pd.read_csv(path, nrows=0).columns)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataValidationError(f"cannot read the file: {exc}", source=str(path)) from exc
@@ -111,53 +128,6 @@ def find_extract(data_dir: str | Path, name: str) -> Path:
     raise DataValidationError(
         f"no {name}.parquet or {name}.csv in the data folder", source=str(data_dir)
     )
-
-
-def validate_customers(frame: pd.DataFrame, source: str = "<customers>",
-                       as_of: pd.Timestamp | None = None) -> pd.DataFrame:
-    """The customers extract with canonical columns and dtypes, or a DataValidationError."""
-    missing = [c for c in _REQUIRED_CUSTOMER_COLUMNS if c not in frame.columns]
-    if C.AGE not in frame.columns and C.BIRTH_DATE not in frame.columns:
-        missing.append(f"{C.AGE} (or {C.BIRTH_DATE})")
-    if missing:
-        raise DataValidationError(f"missing required columns {missing}", source=source)
-    frame = frame.reset_index(drop=True)
-    ids = frame[C.CUSTOMER_ID].astype("string").str.strip()
-    fail_if((ids.isna() | (ids == "")).to_numpy(dtype=bool), "is empty", source, C.CUSTOMER_ID)
-    fail_if(ids.duplicated(keep="first").to_numpy(), "is a duplicate customer id", source,
-             C.CUSTOMER_ID)
-    out = pd.DataFrame({C.CUSTOMER_ID: ids.astype(str)})
-    if C.AGE in frame.columns:
-        out[C.AGE] = numeric(frame, C.AGE, source, integer=True)
-    else:
-        born = date_column(frame, C.BIRTH_DATE, source)
-        reference = as_of if as_of is not None else pd.Timestamp.today().normalize()
-        before_birthday = (born.dt.month > reference.month) | (
-            (born.dt.month == reference.month) & (born.dt.day > reference.day))
-        out[C.AGE] = (reference.year - born.dt.year - before_birthday).astype(np.int32)
-        youngest, oldest = RANGES[C.AGE]
-        fail_if(((out[C.AGE] < youngest) | (out[C.AGE] > oldest)).to_numpy(),
-                 "gives an impossible age", source, C.BIRTH_DATE)
-    out[C.INCOME] = numeric(frame, C.INCOME, source, allow_missing=True)
-    out[C.MARITAL_STATUS] = categorical(frame, C.MARITAL_STATUS, source, C.MARITAL_STATUSES)
-    out[C.DEPENDANTS] = numeric(frame, C.DEPENDANTS, source, integer=True)
-    out[C.TENURE_MONTHS] = numeric(frame, C.TENURE_MONTHS, source, integer=True)
-    segment = frame[C.SEGMENT].astype("string").str.strip()
-    fail_if((segment.isna() | (segment == "")).to_numpy(dtype=bool), "is empty", source,
-             C.SEGMENT)
-    out[C.SEGMENT] = segment.astype(str)
-    out[C.RISK_GRADE] = categorical(frame, C.RISK_GRADE, source, C.RISK_GRADES)
-    if C.RISK_ASSESSED_ON in frame.columns:
-        # Empty for a customer never assessed: the policy treats that as outdated.
-        out[C.RISK_ASSESSED_ON] = date_column(frame, C.RISK_ASSESSED_ON, source,
-                                              allow_missing=True)
-    out[C.RESIDENCY] = categorical(frame, C.RESIDENCY, source, C.RESIDENCIES)
-    out[C.CONSENT_PROFILING] = boolean(frame, C.CONSENT_PROFILING, source)
-    for flag in (C.VULNERABLE, C.OPEN_COMPLAINT):  # optional service flags, false when absent
-        out[flag] = boolean(frame, flag, source) if flag in frame.columns else False
-    if C.GENDER in frame.columns:  # audit only: carried, never used by rules or models
-        out[C.GENDER] = frame[C.GENDER].astype("string").fillna("").astype(str)
-    return out
 
 
 def validate_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.Index,
@@ -305,8 +275,10 @@ def load_bank(data_dir: str | Path, catalog: Catalog, last_snapshots: int | None
         holdings_raw = _recent_holdings(holdings_path, last_snapshots, until)
     else:
         holdings_raw = read_table(holdings_path)
-    customers = validate_customers(read_table(customers_path), str(customers_path),
-                                   _latest_snapshot(holdings_raw, intervals, until))
+    config = load_bank_config(data_dir)
+    raw_customers = read_table(customers_path)
+    customers = validate_customers(raw_customers, str(customers_path),
+                                   _latest_snapshot(holdings_raw, intervals, until), config)
     customer_ids = pd.Index(customers[C.CUSTOMER_ID])
     if intervals:  # the latest month-ends only: they are the latest snapshots
         months = min(max_months, last_snapshots) if last_snapshots else max_months
@@ -316,9 +288,33 @@ def load_bank(data_dir: str | Path, catalog: Catalog, last_snapshots: int | None
         holdings = validate_holdings(holdings_raw, catalog, customer_ids, source)
         if until is not None:
             holdings = holdings[holdings[C.SNAPSHOT_DATE] <= until].reset_index(drop=True)
+    if C.TENURE_MONTHS not in raw_customers.columns:
+        customers[C.TENURE_MONTHS] = tenure_from_holdings(holdings, len(customers))
+    features = _customer_features(data_dir, customer_ids, config)
     log.info("loaded %d customers and %d holding rows over %d snapshots from %s",
              len(customers), len(holdings), holdings[C.SNAPSHOT_DATE].nunique(), data_dir)
-    return BankData(customers=customers, holdings=holdings)
+    bank = BankData(customers=customers, holdings=holdings, customer_features=features)
+    if features is not None:  # the book describes customers as of the latest snapshot
+        latest = bank.reference_date if bank.reference_date is not None else pd.Timestamp.max
+        bank = replace(bank, customers=bank.customers_at(latest))
+    return replace(bank, schema=customer_schema(bank.customers, config))
+
+
+def _customer_features(data_dir: str | Path, customer_ids: pd.Index,
+                       config: BankConfig) -> pd.DataFrame | None:
+    """The optional time-varying extract, validated, or None."""
+    try:
+        path = find_extract(data_dir, FEATURES_FILE)
+    except DataValidationError:
+        return None
+    clash = [c for c in extract_columns(path) if c in CUSTOMER_COLUMNS
+             and c != C.CUSTOMER_ID]
+    if clash:
+        raise DataValidationError(f"columns {clash} belong to the customers extract, not to "
+                                  "the time-varying features", source=str(path))
+    features, _ = validate_customer_features(read_table(path), customer_ids, str(path),
+                                             config.features)
+    return features
 
 
 def _latest_snapshot(raw: pd.DataFrame, intervals: bool,

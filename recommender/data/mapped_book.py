@@ -25,10 +25,11 @@ import scipy.sparse as sp
 
 from ..exceptions import ArtifactError, UnknownCustomerError
 from . import columns as C
+from .bank_config import BANK_FILE
 from .book import CustomerBatch, CustomerBook, load_book
 from .cache_folders import prune_siblings, written_whole
 from .catalog import Catalog
-from .extracts import CUSTOMERS_FILE, HOLDINGS_FILE, find_extract
+from .extracts import CUSTOMERS_FILE, FEATURES_FILE, HOLDINGS_FILE, find_extract
 from .life_stages import LifeStageRules
 from .profiles import ProfileArrays, plain_value
 
@@ -41,14 +42,18 @@ _DECODED = ("age", "income", "residency", "risk_level", "assessed_on", "consent"
 
 
 def book_key(data_dir: str | Path, model) -> str:
-    """Names the cached book: the extracts (path, size, modification time) and what the model
-    reads from them. A new extract or a model with other lags gets a new folder."""
+    """Names the cached book: the extracts (path, size, modification time), the bank's
+    ``bank.toml`` and what the model reads from them. A new extract, a new ``bank.toml`` or a
+    model with other lags gets a new folder."""
     parts = {"format": FORMAT, "lags": model.config.acquisition.n_lags,
              "weighting": model.config.cf.weighting,
              "catalog": hashlib.sha256(model.catalog_text.encode()).hexdigest(),
              "stages": hashlib.sha256(model.stages_text.encode()).hexdigest()}
-    for name in (CUSTOMERS_FILE, HOLDINGS_FILE):
-        path = find_extract(data_dir, name)
+    paths = {name: find_extract(data_dir, name) for name in (CUSTOMERS_FILE, HOLDINGS_FILE)}
+    optional = [Path(data_dir) / BANK_FILE] + [Path(data_dir) / f"{FEATURES_FILE}{suffix}"
+                                               for suffix in (".parquet", ".csv")]
+    paths.update({path.name: path for path in optional if path.is_file()})
+    for name, path in paths.items():
         stat = path.stat()
         parts[name] = [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -68,9 +73,9 @@ def save_book(book: CustomerBook, folder: str | Path) -> Path:
             if name == C.CUSTOMER_ID:  # the ids array already: no million categories
                 columns[name] = {"kind": "ids"}
             elif getattr(values.dtype, "kind", "O") not in "biufM":  # text: codes + categories
-                categories, codes = np.unique(values.astype(str).to_numpy(), return_inverse=True)
-                arrays[f"profile.{name}"] = codes.astype(np.int32)
-                columns[name] = {"kind": "category", "categories": categories.tolist()}
+                codes, categories = _text_codes(values)
+                arrays[f"profile.{name}"] = codes
+                columns[name] = {"kind": "category", "categories": categories}
             else:
                 arrays[f"profile.{name}"] = values.to_numpy()
                 columns[name] = {"kind": "values", "dtype": str(values.dtype)}
@@ -93,6 +98,13 @@ def save_book(book: CustomerBook, folder: str | Path) -> Path:
                 "products": book.catalog.ids.external_ids.tolist()}
         (partial / _META).write_text(json.dumps(meta), encoding="utf-8")
     return Path(folder)
+
+
+def _text_codes(values: pd.Series) -> tuple[np.ndarray, list[str | None]]:
+    """Codes into the sorted distinct texts of a column; missing (a further column of the
+    bank's may have empty values) is a category of its own, saved as null, read as None."""
+    codes, uniques = pd.factorize(values.astype("string"), sort=True, use_na_sentinel=False)
+    return codes.astype(np.int32), [None if pd.isna(v) else str(v) for v in uniques]
 
 
 class MappedBook:

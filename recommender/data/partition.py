@@ -9,7 +9,9 @@ same months. Peak memory depends on the part size, not on the number of customer
 
 Interval holdings (``opened_on``, ``closed_on``) are turned into the same month-end snapshot
 rows as ``load_bank`` makes of them, batch by batch as they are split: the month-ends come
-from one first pass over the two date columns, which also checks them.
+from one first pass over the two date columns, which also checks them. The optional
+time-varying extract (``customer_features``) is split with the customers, and each part's
+customers carry its values as of the latest snapshot, as ``load_bank`` gives them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,10 @@ import pyarrow.parquet as pq
 
 from ..exceptions import DataValidationError
 from . import columns as C
+from .bank_config import BankConfig, load_bank_config
 from .book import CustomerBatch, CustomerBook
 from .catalog import Catalog
+from .customers import CUSTOMER_COLUMNS, customer_schema, tenure_from_holdings, validate_customers
 from .extract_batches import (
     as_snapshots,
     count_rows,
@@ -45,13 +49,14 @@ from .extract_batches import (
 )
 from .extracts import (
     CUSTOMERS_FILE,
+    FEATURES_FILE,
     HOLDINGS_FILE,
     BankData,
     extract_columns,
     find_extract,
-    validate_customers,
     validate_holdings,
 )
+from .features import MAX_CATEGORIES, inferred_kind, validate_customer_features
 from .intervals import (
     DEFAULT_MAX_MONTHS,
     INTERVALS,
@@ -112,6 +117,8 @@ class PartedBank:
     snapshots: tuple[pd.Timestamp, ...]
     source: str
     owns_folder: bool = True
+    feature_columns: tuple[str, ...] | None = None  # of customer_features; None: no such file
+    kinds: dict[str, str] = field(default_factory=dict)  # further columns, as the whole types
 
     def __enter__(self) -> PartedBank:
         return self
@@ -126,25 +133,82 @@ class PartedBank:
     def _path(self, name: str, part: int) -> Path:
         return self.folder / f"{name}-{part:05d}.parquet"
 
+    def _table(self, name: str, part: int, where=None) -> pd.DataFrame | None:
+        path = self._path(name, part)
+        return ds.dataset(path).to_table(filter=where).to_pandas() if path.exists() else None
+
     def read(self, part: int, catalog: Catalog, customer_ids=None) -> BankData:
-        """One part, validated like the whole extracts; only ``customer_ids`` if given."""
+        """One part, validated like the whole extracts; only ``customer_ids`` if given.
+
+        The further columns are typed as in the whole extracts (``kinds``): the rows of one
+        part could read as numbers, or as one value per customer, where the whole column
+        does not.
+        """
         where = None if customer_ids is None else pc.field(C.CUSTOMER_ID).isin(
             pa.array(np.asarray(customer_ids, dtype=object), pa.string()))
-        frames = []
-        for name in (CUSTOMERS_FILE, HOLDINGS_FILE):
-            path = self._path(name, part)
-            frames.append(ds.dataset(path).to_table(filter=where).to_pandas()
-                          if path.exists() else None)
-        raw_customers, raw_holdings = frames
+        raw_customers, raw_holdings = (self._table(CUSTOMERS_FILE, part, where),
+                                       self._table(HOLDINGS_FILE, part, where))
         as_of = self.snapshots[-1] if self.snapshots else None
-        customers = validate_customers(raw_customers, f"{self.source} {CUSTOMERS_FILE}", as_of)
+        config = load_bank_config(self.source)
+        config = replace(config, features={**self.kinds, **config.features})
+        # A part's customers are validated as the whole extract was, warnings aside (the
+        # bank was told once, when it trained).
+        customers = validate_customers(raw_customers, f"{self.source} {CUSTOMERS_FILE}", as_of,
+                                       config, quiet=True)
         if raw_holdings is None:
             raw_holdings = pd.DataFrame({C.CUSTOMER_ID: pd.Series([], dtype=str),
                                          C.PRODUCT_ID: pd.Series([], dtype=str),
                                          C.SNAPSHOT_DATE: pd.Series([], dtype="datetime64[ns]")})
         holdings = validate_holdings(raw_holdings, catalog, pd.Index(customers[C.CUSTOMER_ID]),
                                      f"{self.source} {HOLDINGS_FILE}")
-        return BankData(customers, holdings, as_of=as_of, months=self.snapshots)
+        if C.TENURE_MONTHS not in raw_customers.columns:  # from the recent months it holds
+            customers[C.TENURE_MONTHS] = tenure_from_holdings(holdings, len(customers))
+        bank = BankData(customers, holdings, as_of=as_of, months=self.snapshots,
+                        customer_features=self._features(part, where, customers, config))
+        if bank.customer_features is not None:  # as of the latest snapshot, as load_bank
+            bank = replace(bank, customers=bank.customers_at(
+                as_of if as_of is not None else pd.Timestamp.max))
+        return replace(bank, schema=customer_schema(bank.customers, config))
+
+    def _features(self, part: int, where, customers: pd.DataFrame,
+                  config: BankConfig) -> pd.DataFrame | None:
+        """This part's time-varying values, validated; None without the extract."""
+        if self.feature_columns is None:
+            return None
+        keys = (C.CUSTOMER_ID, C.SNAPSHOT_DATE)
+        raw = self._table(FEATURES_FILE, part, where)
+        if raw is None:  # none of these customers has a row: every value missing
+            raw = pd.DataFrame({c: pd.Series([], dtype=object)
+                                for c in (*keys, *self.feature_columns)})
+        features, _ = validate_customer_features(
+            raw, pd.Index(customers[C.CUSTOMER_ID]), f"{self.source} {FEATURES_FILE}",
+            config.features, quiet=True)
+        return features
+
+
+def column_kinds(path: Path, skip, declared) -> dict[str, str]:
+    """The type of each undeclared further column of a whole extract, as ``extra_columns``
+    infers it from the file read at once (``ignore`` for one it leaves out), read a batch at
+    a time: counting distinct values up to ``MAX_CATEGORIES + 1`` is enough to decide."""
+    names = [c for c in extract_columns(path)
+             if c not in {*skip, *C.PROTECTED} and c not in declared]
+    if not names:
+        return {}
+    numbers, present = dict.fromkeys(names, True), dict.fromkeys(names, 0)
+    seen: dict[str, set] = {name: set() for name in names}
+    for batch in read_batches(path, columns=names):
+        frame = batch.to_pandas()
+        for name in names:
+            text = frame[name].astype("string").str.strip()
+            mask = (text.notna() & (text != "")).to_numpy(dtype=bool)
+            present[name] += int(mask.sum())
+            if numbers[name]:
+                numbers[name] = bool(pd.to_numeric(frame[name][mask], errors="coerce")
+                                     .notna().all())
+            if not numbers[name] and len(seen[name]) <= MAX_CATEGORIES:
+                seen[name].update(text[mask].unique()[:MAX_CATEGORIES + 1].tolist())
+    return {name: inferred_kind(numbers[name], len(seen[name]), present[name]) or "ignore"
+            for name in names}
 
 
 def split_bank(data_dir: str | Path, last_snapshots: int | None,
@@ -166,20 +230,31 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     dates = (interval_month_ends(holdings_path, columns, max_months) if intervals
              else snapshot_dates(holdings_path))
     keep = dates[-last_snapshots:] if last_snapshots else dates
+    features_path = _optional_extract(data_dir, FEATURES_FILE)
+    keys = (C.CUSTOMER_ID, C.SNAPSHOT_DATE)
+    feature_columns = None if features_path is None else tuple(
+        c for c in extract_columns(features_path) if c not in keys)
+    declared = load_bank_config(data_dir).features
+    kinds = column_kinds(customers_path, CUSTOMER_COLUMNS, declared)
+    if features_path is not None:
+        kinds.update(column_kinds(features_path, keys, declared))
     n_customers = count_rows(customers_path)
     parts = max(1, math.ceil(n_customers / part_size))
     owns = folder is None
     out = Path(tempfile.mkdtemp(prefix="nbo-parts-") if owns else folder)
     out.mkdir(parents=True, exist_ok=True)
-    bank = PartedBank(out, parts, n_customers, tuple(keep), str(data_dir), owns)
+    bank = PartedBank(out, parts, n_customers, tuple(keep), str(data_dir), owns,
+                      feature_columns, kinds)
     dates = keep if last_snapshots or intervals else None  # intervals: the month-ends to make
     if in_child is None:
         in_child = n_customers > CHILD_ABOVE
     try:
         if in_child:
-            _split_in_child(customers_path, holdings_path, dates, parts, bank, intervals)
+            _split_in_child(customers_path, holdings_path, dates, parts, bank, intervals,
+                            features_path)
         else:
-            _split_files(customers_path, holdings_path, dates, parts, bank, intervals)
+            _split_files(customers_path, holdings_path, dates, parts, bank, intervals,
+                         features_path)
     except BaseException:
         bank.close()
         raise
@@ -188,23 +263,34 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     return bank
 
 
+def _optional_extract(data_dir: str | Path, name: str) -> Path | None:
+    try:
+        return find_extract(data_dir, name)
+    except DataValidationError:
+        return None
+
+
 def _split_files(customers_path: Path, holdings_path: Path, dates: list[pd.Timestamp] | None,
-                 parts: int, bank: PartedBank, intervals: bool = False) -> None:
+                 parts: int, bank: PartedBank, intervals: bool = False,
+                 features_path: Path | None = None) -> None:
     _split_file(customers_path, None, parts, bank, CUSTOMERS_FILE)
     _split_file(holdings_path, dates, parts, bank, HOLDINGS_FILE, intervals)
+    if features_path is not None:  # every date: a customer's latest value may be old
+        _split_file(features_path, None, parts, bank, FEATURES_FILE)
     pa.default_memory_pool().release_unused()
 
 
 def _split_in_child(customers_path: Path, holdings_path: Path,
                     dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank,
-                    intervals: bool = False) -> None:
+                    intervals: bool = False, features_path: Path | None = None) -> None:
     """``_split_files`` in a new Python process (``python -m recommender.data.partition``): not a
     fork, which would copy the caller's loaded models, and not multiprocessing's spawn,
     which re-imports the caller's main module. Its error comes back as the caller's."""
     job = {"customers": str(customers_path), "holdings": str(holdings_path), "parts": parts,
            "dates": None if dates is None else [d.isoformat() for d in dates],
            "folder": str(bank.folder), "snapshots": [d.isoformat() for d in bank.snapshots],
-           "n": bank.customers, "source": bank.source, "intervals": intervals}
+           "n": bank.customers, "source": bank.source, "intervals": intervals,
+           "features": None if features_path is None else str(features_path)}
     done = subprocess.run([sys.executable, "-m", "recommender.data.partition", json.dumps(job)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -218,10 +304,10 @@ def _split_job(job: dict) -> None:
     """The child's side of ``_split_in_child``."""
     snapshots = tuple(pd.Timestamp(d) for d in job["snapshots"])
     bank = PartedBank(Path(job["folder"]), job["parts"], job["n"], snapshots, job["source"],
-                      owns_folder=False)
+                      owns_folder=False)  # it only writes the parts: no column types needed
     dates = None if job["dates"] is None else [pd.Timestamp(d) for d in job["dates"]]
     _split_files(Path(job["customers"]), Path(job["holdings"]), dates, job["parts"], bank,
-                 job["intervals"])
+                 job["intervals"], None if job["features"] is None else Path(job["features"]))
 
 
 def _split_file(path: Path, dates: list[pd.Timestamp] | None, parts: int, bank: PartedBank,

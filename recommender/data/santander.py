@@ -19,7 +19,8 @@ import pandas as pd
 from ..exceptions import DataValidationError
 from . import columns as C
 from .catalog import Catalog, load_catalog
-from .extracts import BankData, read_table, validate_customers, validate_holdings
+from .customers import validate_customers
+from .extracts import BankData, read_table, validate_holdings
 from .life_stages import LifeStageRules, load_life_stages
 
 PACKAGED = Path(__file__).parent  # the packaged TOML files beside this module

@@ -10,6 +10,7 @@ the test month (in evaluation) or the future (in serving) is never seen.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
@@ -90,12 +91,16 @@ class AcquisitionRanker:
 
     def fit(self, snapshots: list[sp.csr_matrix], presence: np.ndarray, products: list[str],
             profiles: pd.DataFrame, stage_codes: np.ndarray,
-            extra: FeatureSchema | None = None) -> AcquisitionRanker:
+            extra: FeatureSchema | None = None,
+            profiles_at: Callable[[int], pd.DataFrame] | None = None) -> AcquisitionRanker:
         """Fit on monthly snapshots (oldest first) that end with the latest month known.
 
         ``presence[:, t]`` says who was a customer at snapshot ``t``; ``extra`` declares the
-        bank's further columns of ``profiles``, used as features too.
+        bank's further columns of ``profiles``, used as features too; ``profiles_at(t)``, when
+        the bank has time-varying columns, gives the profiles as they stood at snapshot ``t``
+        (the examples of a month see the features of the month before).
         """
+        profiles_at = profiles_at or (lambda t: profiles)
         cfg = self.config
         if len(snapshots) < 3:
             raise InsufficientDataError(
@@ -103,11 +108,11 @@ class AcquisitionRanker:
             )
         self.space = FeatureSpace.fit(products, cfg.n_lags, profiles, extra)
         last = len(snapshots) - 1
-        parts = self._window(snapshots, presence, profiles, stage_codes)
+        parts = self._window(snapshots, presence, profiles_at, stage_codes)
         x_train = np.vstack([p[0] for p in parts])
         y_train = np.concatenate([p[1] for p in parts])
-        x_valid, y_valid = _examples(self.space, snapshots, presence, last, profiles,
-                                     stage_codes)
+        x_valid, y_valid = _examples(self.space, snapshots, presence, last,
+                                     profiles_at(last - 1), stage_codes)
         if len(y_train) == 0 or len(y_valid) == 0:
             raise InsufficientDataError("no product was added in the training or validation "
                                         "months: the acquisition ranker has nothing to learn")
@@ -135,7 +140,7 @@ class AcquisitionRanker:
         return self
 
     def _window(self, snapshots: list[sp.csr_matrix], presence: np.ndarray,
-                profiles: pd.DataFrame, stage_codes: np.ndarray) -> list:
+                profiles_at: Callable[[int], pd.DataFrame], stage_codes: np.ndarray) -> list:
         """Examples of the ``train_months`` transitions before the validation month, and of
         earlier ones while there are fewer than ``min_examples``: a small bank's window
         reaches back as far as its history does."""
@@ -144,7 +149,8 @@ class AcquisitionRanker:
         for t in range(last - 1, 0, -1):
             if len(parts) >= self.config.train_months and n_examples >= self.config.min_examples:
                 break
-            part = _examples(self.space, snapshots, presence, t, profiles, stage_codes)
+            part = _examples(self.space, snapshots, presence, t, profiles_at(t - 1),
+                             stage_codes)
             parts.insert(0, part)
             n_examples += len(part[1])
         return parts

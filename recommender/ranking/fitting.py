@@ -60,9 +60,12 @@ def history(bank: BankData, n_customers: int, n_products: int) -> History:
 
 
 def upto(bank: BankData, snapshot: pd.Timestamp) -> BankData:
-    """The extracts as they stood at ``snapshot``: later holdings snapshots removed."""
+    """The extracts as they stood at ``snapshot``: later holdings snapshots removed, and the
+    bank's time-varying columns at their values of then."""
     holdings = bank.holdings[bank.holdings[C.SNAPSHOT_DATE] <= snapshot].reset_index(drop=True)
-    return replace(bank, holdings=holdings, as_of=bank.reference_date, months=None)
+    # Time-varying columns as they stood then, never the values of the months held out.
+    return replace(bank, customers=bank.customers_at(snapshot), holdings=holdings,
+                   as_of=bank.reference_date, months=None)
 
 
 def fit(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
@@ -83,9 +86,15 @@ def fit(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainC
                               config.prior_smoothing)
     ranker = ownership = None
     if served == "acquisition":
+        profiles_at = None
+        if bank.customer_features is not None:  # each month's features as they stood then
+            def profiles_at(t: int) -> pd.DataFrame:
+                return book.profiles.assign(**{
+                    c: v for c, v in bank.customers_at(snapshots[t]).items()
+                    if c in bank.schema.names})
         ranker = AcquisitionRanker(config.acquisition).fit(
             past.snapshots, past.presence, list(catalog.ids.external_ids), book.profiles,
-            book.stage_codes, bank.schema)
+            book.stage_codes, bank.schema, profiles_at)
     if served == "ownership":
         ownership = OwnershipModel(random_state=config.acquisition.random_state).fit(
             book.held, book.profiles, book.stage_codes, book.ids.external_ids,

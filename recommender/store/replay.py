@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from ..data import columns as C
 from ..data.book import CustomerBatch
 from ..data.catalog import Catalog
-from ..data.extracts import validate_customers
+from ..data.customers import validate_customers
 from ..data.life_stages import LifeStageRules
 from ..policy.config import parse_policy
 from ..policy.offers import OfferEngine, decided
@@ -185,7 +185,8 @@ def _row(ids: list[str], catalog: Catalog, values: dict[str, float] | None = Non
 def rebuild(inputs: dict[str, Any], catalog: Catalog, stages: LifeStageRules,
             ) -> tuple[CustomerBatch, ContactState, DecisionContext, int]:
     """The one-customer batch, contact state and context a decision was computed from."""
-    profiles = validate_customers(pd.DataFrame([inputs["profile"]]), source="decision log")
+    profiles = validate_customers(pd.DataFrame([inputs["profile"]]), source="decision log",
+                                  quiet=True)
     lags = tuple(_row(ids, catalog) for ids in inputs["lags"])
     confidence = inputs["confidence"]
     held = lags[0] if lags else _row([], catalog)

@@ -25,6 +25,7 @@ from recommender.campaign.spec import CampaignSpec
 from recommender.data import columns as C
 from recommender.data.book import CustomerBook
 from recommender.data.catalog import load_catalog
+from recommender.data.customers import validate_customers
 from recommender.data.demo import generate
 from recommender.data.eligibility import (
     holding_sets,
@@ -34,7 +35,7 @@ from recommender.data.eligibility import (
     prerequisites_met,
     product_words,
 )
-from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.extracts import BankData, validate_holdings
 from recommender.data.life_stages import load_life_stages
 from recommender.policy.config import load_policy
 from recommender.policy.offers import OfferEngine

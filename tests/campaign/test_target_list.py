@@ -17,7 +17,8 @@ from recommender.campaign.target_list import COLUMNS, top_customers
 from recommender.cli import main
 from recommender.data import columns as C
 from recommender.data.book import CustomerBook
-from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.customers import validate_customers
+from recommender.data.extracts import BankData, validate_holdings
 from recommender.exceptions import ConfigError, InsufficientDataError
 from recommender.policy.offers import OfferEngine
 from recommender.policy.rules import DecisionContext

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recommender.data.customers import validate_customers
 from recommender.data.extracts import (
     BankData,
     find_extract,
     load_bank,
     read_table,
-    validate_customers,
     validate_holdings,
     write_bank,
 )
@@ -142,18 +142,19 @@ def test_only_the_first_five_offending_rows_are_listed(raw_customers):
     assert "12 value(s)" in str(info.value)
 
 
-def test_missing_customer_column(raw_customers, raw_holdings, tmp_path, write_extracts,
-                                 tiny_catalog):
-    folder = write_extracts(tmp_path / "bad", raw_customers.drop(columns=["income"]),
+def test_missing_customer_id_column(raw_customers, raw_holdings, tmp_path, write_extracts,
+                                    tiny_catalog):
+    folder = write_extracts(tmp_path / "bad", raw_customers.drop(columns=["customer_id"]),
                             raw_holdings)
     error = _customers_error(folder, tiny_catalog)
     assert error.source == str(folder / "customers.csv")
-    assert "missing required columns ['income']" in str(error)
+    assert "missing required columns ['customer_id']" in str(error)
 
 
-def test_missing_age_and_birth_date(raw_customers):
-    with pytest.raises(DataValidationError, match=r"age \(or birth_date\)"):
-        validate_customers(raw_customers.drop(columns=["age"]), "c.csv")
+def test_an_absent_income_column_is_unknown_income_with_one_warning(raw_customers, caplog):
+    customers = validate_customers(raw_customers.drop(columns=["income"]), "c.csv")
+    assert customers["income"].isna().all()
+    assert caplog.text.count("c.csv: no income column") == 1
 
 
 @pytest.mark.parametrize(("column", "row", "value", "message"), [

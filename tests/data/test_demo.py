@@ -4,15 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recommender.data.customers import OPTIONAL_CUSTOMER_COLUMNS, validate_customers
 from recommender.data.demo import LAST_SNAPSHOT, generate
 from recommender.data.eligibility import eligibility_mask, prerequisites_met
-from recommender.data.extracts import (
-    _REQUIRED_CUSTOMER_COLUMNS,
-    BankData,
-    load_bank,
-    validate_customers,
-    write_bank,
-)
+from recommender.data.extracts import BankData, load_bank, write_bank
 from recommender.data.interactions import snapshot_matrix
 
 
@@ -34,10 +29,10 @@ def test_different_seed_gives_different_data(small, packaged_catalog, life_stage
     assert not other.holdings.equals(small.holdings)
 
 
-def test_customers_have_every_required_column_and_validate(small):
+def test_customers_have_every_customer_column_and_validate(small):
     """The generated customers pass the same validation as a bank's extract."""
     customers = small.customers
-    for column in (*_REQUIRED_CUSTOMER_COLUMNS, "age"):
+    for column in (*OPTIONAL_CUSTOMER_COLUMNS, "age"):
         assert column in customers.columns, column
     validated = validate_customers(customers, "<demo>")
     assert len(validated) == 400 and validated["customer_id"].is_unique
@@ -52,7 +47,7 @@ def test_written_demo_bank_loads_back(small, packaged_catalog, tmp_path):
     bank = load_bank(tmp_path, packaged_catalog)
     assert bank.customers["customer_id"].tolist() == small.customers["customer_id"].tolist()
     assert len(bank.holdings) == len(small.holdings)
-    for column in (*_REQUIRED_CUSTOMER_COLUMNS, "age"):
+    for column in (*OPTIONAL_CUSTOMER_COLUMNS, "age"):
         assert column in bank.customers.columns
 
 

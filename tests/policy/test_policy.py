@@ -26,8 +26,9 @@ import pytest
 
 from recommender.data.book import CustomerBook, profile_batch
 from recommender.data.catalog import draft_catalog_text, load_catalog, parse_catalog
+from recommender.data.customers import validate_customers
 from recommender.data.demo import generate
-from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.extracts import BankData, validate_holdings
 from recommender.data.life_stages import load_life_stages
 from recommender.exceptions import ConfigError
 from recommender.policy.config import load_policy, parse_policy

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from recommender.data import columns as C
 from recommender.data.book import CustomerBook, profile_batch
 from recommender.data.catalog import load_catalog
+from recommender.data.customers import validate_customers
 from recommender.data.demo import generate
-from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.extracts import BankData, validate_holdings
 from recommender.data.life_stages import load_life_stages
 from recommender.policy.config import CHANNELS, load_policy
 from recommender.policy.offers import MAX_OFFERS, OfferEngine, OfferList

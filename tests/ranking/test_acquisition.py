@@ -24,15 +24,10 @@ from api import create_app
 from recommender.data import columns as C
 from recommender.data.book import CustomerBook, profile_batch
 from recommender.data.catalog import Catalog, catalog_text, parse_catalog
+from recommender.data.customers import validate_customers
 from recommender.data.demo import generate
 from recommender.data.eligibility import eligibility_mask, offerable_mask
-from recommender.data.extracts import (
-    BankData,
-    load_bank,
-    validate_customers,
-    validate_holdings,
-    write_bank,
-)
+from recommender.data.extracts import BankData, load_bank, validate_holdings, write_bank
 from recommender.data.life_stages import LifeStageRules, life_stages_text, parse_life_stages
 from recommender.exceptions import ArtifactError, InsufficientDataError, NotFittedError
 from recommender.policy.offers import OfferEngine

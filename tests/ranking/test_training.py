@@ -11,8 +11,9 @@ from recommender.cli import main
 from recommender.data import columns as C
 from recommender.data.book import CustomerBook, profile_batch
 from recommender.data.catalog import catalog_text, parse_catalog
+from recommender.data.customers import validate_customers
 from recommender.data.eligibility import offerable_mask
-from recommender.data.extracts import BankData, validate_customers, validate_holdings
+from recommender.data.extracts import BankData, validate_holdings
 from recommender.data.life_stages import life_stages_text, parse_life_stages
 from recommender.exceptions import DataValidationError, InsufficientDataError
 from recommender.policy.offers import OfferEngine
