@@ -20,7 +20,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
     catalog, stages, _, _ = catalog_and_stages(args)
     started = time.perf_counter()
-    bank = generate(args.customers, args.months, args.seed, catalog, stages)
+    bank = generate(args.customers, args.months, args.seed, catalog, stages,
+                    extra=args.extra_columns)
     write_bank(BankData(bank.customers, bank.holdings), args.out)
     log.info("wrote the demo bank (%d customers, %d months) to %s in %.1f s", args.customers,
              args.months, args.out, time.perf_counter() - started)
@@ -74,6 +75,9 @@ def add_demo_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--customers", type=int, default=100_000)
     p.add_argument("--months", type=int, default=12)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--extra-columns", type=int, default=0, metavar="N",
+                   help="N further customer columns of the bank's own kind (balances, spend, "
+                        "app use, region, then noise) that shape take-up: model features")
     p.add_argument("--out", default="data/demo")
     add_model_inputs(p)
     p.set_defaults(func=cmd_demo_data)

@@ -118,15 +118,55 @@ def _propensity_logits(customers: pd.DataFrame, catalog: Catalog,
     return base.astype(np.float32), lift
 
 
+_SIGNAL_COLUMNS = {  # extra column -> the product categories it makes more likely
+    "savings_balance": ("deposit", "wealth"), "card_spend": ("credit",),
+    "app_logins": ("digital", "service"), "investment_visits": ("investment", "wealth"),
+}
+_REGIONS = ("north", "south", "east", "west", "central")
+
+
+def extra_columns(n_customers: int, n_columns: int, seed: int,
+                  catalog: Catalog) -> tuple[pd.DataFrame, np.ndarray]:
+    """``n_columns`` further customer columns of the kind banks keep (balances, spend, app
+    use, region, then columns of noise), and the log-odds they add to each product.
+
+    Four numeric columns and the region carry signal: each raises the take-up of some
+    categories of product. The rest carry none, as most of a bank's columns do. A separate
+    random stream: the demo bank without extra columns is unchanged.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    columns, shift = {}, np.zeros((n_customers, len(catalog)), dtype=np.float32)
+    categories = np.array([p.category for p in catalog.products])
+    for name, lifted in list(_SIGNAL_COLUMNS.items())[:n_columns]:
+        trait = rng.normal(0.0, 1.0, n_customers).astype(np.float32)
+        shift += 0.9 * trait[:, None] * np.isin(categories, lifted)[None, :]
+        noisy = trait + rng.normal(0.0, 0.5, n_customers)
+        columns[name] = (np.round(np.exp(8 + noisy), 2) if name != "app_logins"
+                         else np.maximum(np.round(10 + 6 * noisy), 0).astype(int))
+    if n_columns > len(columns):
+        region = rng.integers(0, len(_REGIONS), n_customers)
+        preference = rng.normal(0.0, 0.6, (len(_REGIONS), len(catalog))).astype(np.float32)
+        shift += preference[region]
+        columns["region"] = np.asarray(_REGIONS)[region]
+    for k in range(n_columns - len(columns)):
+        columns[f"attribute_{k + 1:02d}"] = np.round(rng.normal(0.0, 1.0, n_customers), 3)
+    return pd.DataFrame(columns), shift
+
+
 def generate(n_customers: int, n_months: int, seed: int, catalog: Catalog,
-             stages: LifeStageRules) -> DemoBank:
-    """Customers and ``n_months`` monthly holdings snapshots ending at ``LAST_SNAPSHOT``."""
+             stages: LifeStageRules, extra: int = 0) -> DemoBank:
+    """Customers and ``n_months`` monthly holdings snapshots ending at ``LAST_SNAPSHOT``;
+    ``extra`` further customer columns (``extra_columns``) that shape take-up."""
     if n_customers < 1 or n_months < 2:
         raise ConfigError(f"the demo bank needs at least 1 customer and 2 months, got "
                           f"{n_customers} customers and {n_months} months")
     rng = np.random.default_rng(seed)
     customers = _customers(n_customers, rng)
     base, lift = _propensity_logits(customers, catalog, stages)
+    if extra:
+        columns, shift = extra_columns(n_customers, extra, seed, catalog)
+        customers = pd.concat([customers, columns], axis=1)
+        base = base + shift
     eligible = eligibility_mask(customers, catalog)
     prerequisites = catalog.prerequisite_matrix().astype(np.float32)
     exclusions = catalog.exclusion_matrix().astype(np.float32)
