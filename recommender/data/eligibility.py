@@ -194,9 +194,10 @@ def prerequisites_met(held: sp.spmatrix | np.ndarray, catalog: Catalog,
 
 def offerable_mask(customers: pd.DataFrame, held: sp.csr_matrix | np.ndarray,
                    catalog: Catalog) -> np.ndarray:
-    """Products that may be offered: eligible, prerequisites held, and not held already."""
+    """Products the catalog's rules let be offered, as serving applies them: eligible,
+    prerequisites held, no excluding product held, and not held already."""
     held_dense = held.toarray() if sp.issparse(held) else np.asarray(held)
-    return eligibility_mask(customers, catalog) & prerequisites_met(held, catalog) & ~(
-        held_dense > 0
-    )
+    excluded = holds_any(holding_sets(held), product_words(catalog.exclusion_matrix()))
+    return (eligibility_mask(customers, catalog) & prerequisites_met(held, catalog)
+            & ~excluded & ~(held_dense > 0))
 

@@ -134,3 +134,19 @@ def test_catalog_arrays_are_built_once_and_read_only(tiny_catalog):
     assert tiny_catalog.residency_matrix(("resident", "nan")) is accepts
     assert not accepts.flags.writeable
     assert accepts[0].all() and not accepts[1].any()  # "nan": a value no product lists
+
+
+def test_offerable_applies_the_catalogs_exclusions_as_serving_does(packaged_catalog):
+    """The packaged car loan is excluded by a consumer loan: whoever holds one is never
+    offered the other, in evaluation as in serving (policy rule ``excluded_by_holding``)."""
+    import pandas as pd
+
+    ids = packaged_catalog.ids
+    customers = pd.DataFrame({"customer_id": ["A", "B"], "age": [40, 40],
+                              "income": [300_000.0, 300_000.0], "residency": "resident"})
+    held = np.zeros((2, len(ids)), dtype=np.float32)
+    held[:, ids.position("current_account")] = 1
+    held[0, ids.position("consumer_loan")] = 1
+    offerable = offerable_mask(customers, held, packaged_catalog)
+    car = ids.position("car_loan")
+    assert not offerable[0, car] and offerable[1, car]
