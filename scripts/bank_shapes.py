@@ -24,6 +24,7 @@ from recommender.data.life_stages import load_life_stages
 from recommender.ranking.baselines import plain_features
 from recommender.ranking.config import TrainConfig
 from recommender.ranking.evaluation import product_metrics, ranking_metrics
+from recommender.ranking.features import segments_of
 from recommender.ranking.fitting import fit, transition_batch
 from recommender.ranking.ranker import HybridRanker, log_rates, served_ranker
 from recommender.ranking.topk import top_k
@@ -149,7 +150,7 @@ def _next_products(scores: dict, baselines: dict, served: str, added: np.ndarray
 def _plain_own(held, profiles: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
     """A plain LightGBM per product (its defaults), P(holds it) from the other holdings and
     the profile, fitted on everyone: the afternoon's look-alike model."""
-    x = plain_features(held, None, profiles)
+    x = plain_features(held, None, profiles, segments_of(profiles))
     out = np.zeros(labels.shape, dtype=np.float64)
     for j in range(labels.shape[1]):
         if labels[:, j].all() or not labels[:, j].any():

@@ -10,9 +10,9 @@ Two held-out months, so that the figure reported is not the one the choice was m
 
 With only three snapshots there is no month to spare: the choice is made on the reported
 month, and the result says so (``selection.month``). Every method, baselines included,
-ranks the same customers (everyone present at the cutoff, at most ``SAMPLE`` of them) under
-the same eligibility rules serving applies. Nothing fitted sees the month it is tested on:
-the extracts are cut before anything is built.
+ranks the same customers (everyone present at the cutoff, at most
+``fitting.CALIBRATION_SAMPLE`` of them) under the catalog rules serving applies. Nothing
+fitted sees the month it is tested on: the extracts are cut before anything is built.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.book import CustomerBatch
 from ..data.catalog import Catalog
 from ..data.extracts import BankData
 from ..data.interactions import acquisitions
@@ -37,7 +38,8 @@ from .baselines import PlainGBDT, plain_features, recent_popularity
 from .calibration import reliability
 from .config import TrainConfig
 from .evaluation import breakdown, product_metrics, ranking_metrics
-from .fitting import calibrate, fit, history, transition_batch, upto
+from .features import segments_of
+from .fitting import History, calibrate, fit, history, transition_batch, upto
 from .ranker import AcquisitionScorer, HybridRanker, log_rates, served_ranker
 from .topk import top_k
 
@@ -120,11 +122,12 @@ def month_figures(bank: BankData, catalog: Catalog, stages: LifeStageRules,
         model = fit(past, catalog, stages, config)
     knn = fit(past, catalog, stages, replace(config, ranker="hybrid"), cf_kind="item_knn")
     hybrid = HybridRanker(model.cf, model.rates, config.cf_weight).score(batch)
+    months = history(past, len(past.customers), len(catalog))  # read by both baselines
     scores = {
         "popularity": np.broadcast_to(log_rates(model.rates.overall), allowed.shape),
-        "recent_popularity": np.broadcast_to(log_rates(_recent_rates(past, catalog)),
-                                             allowed.shape),
-        "plain_gbdt": _plain_gbdt(past, catalog, config, batch),
+        "recent_popularity": np.broadcast_to(
+            log_rates(recent_popularity(months.snapshots, months.presence)), allowed.shape),
+        "plain_gbdt": _plain_gbdt(past, months, config, batch),
         "life_stage_prior": log_rates(model.rates.for_stages(batch.stages)),
         "als": np.nan_to_num(hybrid.cf_scores, nan=-1e6),
         "item_knn": np.nan_to_num(
@@ -153,33 +156,27 @@ def month_figures(bank: BankData, catalog: Catalog, stages: LifeStageRules,
             "test_customers": int(added.any(axis=1).sum())}
 
 
-def _recent_rates(past: BankData, catalog: Catalog) -> np.ndarray:
-    n_customers = len(past.customers)
-    months = history(past, n_customers, len(catalog))
-    return recent_popularity(months.snapshots, months.presence)
-
-
-def _plain_gbdt(past: BankData, catalog: Catalog, config: TrainConfig, batch) -> np.ndarray:
+def _plain_gbdt(past: BankData, months: History, config: TrainConfig,
+                batch: CustomerBatch) -> np.ndarray:
     """The plain LightGBM baseline, fitted on the last transitions up to the cutoff."""
-    months = history(past, len(past.customers), len(catalog))
     snapshots, presence = months.snapshots, months.presence
     features, labels = [], []
     profiles = past.customers
-    schema = past.schema.fit(profiles)
+    schema, segments = past.schema.fit(profiles), segments_of(profiles)
     for t in range(max(1, len(snapshots) - 3), len(snapshots)):
         added = acquisitions(snapshots[t - 1], snapshots[t], presence[:, t - 1])
         rows = np.flatnonzero(np.diff(added.indptr) > 0)
         if len(rows):
             earlier = snapshots[t - 2][rows] if t >= 2 else None
             features.append(plain_features(snapshots[t - 1][rows], earlier, profiles.iloc[rows],
-                                           schema.encode(profiles.iloc[rows])))
+                                           segments, schema.encode(profiles.iloc[rows])))
             labels.append(added[rows])
     if not features:
-        return np.zeros((len(batch), len(catalog)), dtype=np.float32)
+        return np.zeros(batch.held.shape, dtype=np.float32)
     model = PlainGBDT(config.acquisition.random_state).fit(np.vstack(features),
                                                            sp.vstack(labels).tocsr())
     earlier = batch.lags[1] if len(batch.lags) > 1 else None
-    return model.predict(plain_features(batch.held, earlier, batch.profiles,
+    return model.predict(plain_features(batch.held, earlier, batch.profiles, segments,
                                         schema.encode(batch.profiles)))
 
 

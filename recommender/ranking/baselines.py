@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from ..data import columns as C
 from ..data.interactions import acquisitions
 from .config import available_cpus
+from .features import segment_codes
 
 RECENT_MONTHS = 3
 _PROFILE_COLUMNS = (C.AGE, C.INCOME, C.TENURE_MONTHS)
@@ -43,10 +44,12 @@ def recent_popularity(snapshots: list[sp.csr_matrix], presence: np.ndarray,
 
 
 def plain_features(held: sp.csr_matrix, held_before: sp.csr_matrix | None,
-                   profiles: pd.DataFrame, extra: np.ndarray | None = None) -> np.ndarray:
+                   profiles: pd.DataFrame, segments: tuple[str, ...],
+                   extra: np.ndarray | None = None) -> np.ndarray:
     """Holdings 0/1 now and a month before (missing without history), age, income, tenure,
-    segment as its category code, then ``extra``."""
-    segment = pd.Categorical(profiles[C.SEGMENT].astype(str)).codes.astype(np.float32)
+    the segment's position in ``segments`` (those of the training customers, so that every
+    frame encodes a segment alike), then ``extra``."""
+    segment = segment_codes(profiles, segments)
     before = (np.full(held.shape, np.nan, dtype=np.float32) if held_before is None
               else (held_before > 0).toarray().astype(np.float32))
     parts = [(held > 0).toarray().astype(np.float32), before,

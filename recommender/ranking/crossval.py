@@ -27,6 +27,7 @@ from ..exceptions import InsufficientDataError
 from .baselines import plain_features
 from .config import TrainConfig, available_cpus
 from .evaluation import product_metrics
+from .features import segments_of
 from .ownership import FOLDS, OwnershipModel, folds_of
 from .popularity import acquisition_rates
 
@@ -91,7 +92,8 @@ def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules,
 def _plain_gbdt(held, profiles, schema: FeatureSchema, ids: np.ndarray, labels: np.ndarray,
                 seed: int) -> np.ndarray:
     """LightGBM's defaults, one binary model per product and fold, the holding hidden."""
-    x = plain_features(held, None, profiles, schema.fit(profiles).encode(profiles))
+    x = plain_features(held, None, profiles, segments_of(profiles),
+                       schema.fit(profiles).encode(profiles))
     fold = folds_of(ids)
     out = np.broadcast_to(labels.mean(axis=0), labels.shape).astype(np.float32).copy()
     params = {"objective": "binary", "seed": seed, "deterministic": True, "verbose": -1,

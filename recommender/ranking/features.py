@@ -20,6 +20,18 @@ from ..data import columns as C
 from ..data.features import FeatureSchema
 
 
+def segments_of(profiles: pd.DataFrame) -> tuple[str, ...]:
+    """The segments of the training customers, in a fixed order: the codes a model learns."""
+    return tuple(sorted(profiles[C.SEGMENT].astype(str).unique()))
+
+
+def segment_codes(profiles: pd.DataFrame, segments: tuple[str, ...]) -> np.ndarray:
+    """(n,) float64: each customer's segment as its position in ``segments``; a segment the
+    model never saw is missing (NaN), not another segment's code."""
+    codes = pd.Index(segments).get_indexer(profiles[C.SEGMENT].astype(str))
+    return np.where(codes >= 0, codes, np.nan)
+
+
 @dataclass(frozen=True)
 class FeatureSpace:
     """Names and encodings fixed at training time, so scoring builds identical columns."""
@@ -42,9 +54,9 @@ class FeatureSpace:
     def fit(cls, products: list[str], n_lags: int, profiles: pd.DataFrame,
             extra: FeatureSchema | None = None) -> FeatureSpace:
         """``extra``: the bank's further columns; their categories are fixed here."""
-        segments = tuple(sorted(profiles[C.SEGMENT].astype(str).unique()))
         schema = (extra or FeatureSchema()).fit(profiles)
-        return cls(products=tuple(products), n_lags=n_lags, segments=segments, extra=schema)
+        return cls(products=tuple(products), n_lags=n_lags, segments=segments_of(profiles),
+                   extra=schema)
 
     def build(self, lags: list[sp.csr_matrix], present: np.ndarray, profiles: pd.DataFrame,
               stage_codes: np.ndarray) -> np.ndarray:
@@ -65,7 +77,6 @@ class FeatureSpace:
             added = np.where(np.isnan(before) | np.isnan(latest), np.nan,
                              (latest > 0) & (before == 0))
         known = ~np.isnan(dense[:, :, 0])
-        segment = pd.Index(self.segments).get_indexer(profiles[C.SEGMENT].astype(str))
         columns = [dense.transpose(1, 0, 2).reshape(n, self.n_lags * n_products), dropped,
                    np.nansum(dense, axis=0) if n else np.zeros((0, n_products)),
                    np.column_stack([
@@ -75,7 +86,7 @@ class FeatureSpace:
                        profiles[C.AGE].to_numpy(dtype=np.float64),
                        profiles[C.INCOME].to_numpy(dtype=np.float64),
                        profiles[C.TENURE_MONTHS].to_numpy(dtype=np.float64),
-                       np.where(segment >= 0, segment, np.nan),  # unseen segment: missing
+                       segment_codes(profiles, self.segments),
                        np.asarray(stage_codes, dtype=np.float64),
                    ])]
         if self.extra.columns:

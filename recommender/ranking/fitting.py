@@ -40,6 +40,7 @@ from .ranker import served_ranker
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class History:
     """Monthly holdings matrices (oldest first) and who was a customer at each."""

@@ -26,6 +26,7 @@ from ..data.features import FeatureSchema
 from ..exceptions import InsufficientDataError, NotFittedError
 from .calibration import Calibrator, fit_calibrator
 from .config import available_cpus
+from .features import segment_codes, segments_of
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,11 @@ def ownership_features(held: sp.csr_matrix, profiles: pd.DataFrame, stage_codes:
                        segments: tuple[str, ...], extra: np.ndarray | None = None) -> np.ndarray:
     """Holdings 0/1, profile numbers, segment and life stage codes, then the extra features."""
     n = held.shape[0]
-    segment = pd.Index(segments).get_indexer(profiles[C.SEGMENT].astype(str)).astype(np.float32)
     numbers = np.column_stack([
         profiles[c].to_numpy(dtype=np.float32) if c in profiles else np.full(n, np.nan)
         for c in _PROFILE_COLUMNS])
     parts = [(held > 0).toarray().astype(np.float32), numbers,
-             np.where(segment >= 0, segment, np.nan)[:, None],
+             segment_codes(profiles, segments)[:, None],
              np.asarray(stage_codes, dtype=np.float32)[:, None]]
     if extra is not None and extra.shape[1]:
         parts.append(np.asarray(extra, dtype=np.float32))
@@ -94,7 +94,7 @@ class OwnershipModel:
             raise InsufficientDataError(
                 f"a propensity-to-own model needs at least {2 * self.folds} customers, got {n}")
         self.products = tuple(products)
-        self.segments = tuple(sorted(profiles[C.SEGMENT].astype(str).unique()))
+        self.segments = segments_of(profiles)
         self.extra = (extra or FeatureSchema()).fit(profiles)
         x = ownership_features(held, profiles, stage_codes, self.segments,
                                self.extra.encode(profiles))

@@ -43,7 +43,7 @@ def test_plain_gbdt_learns_an_obvious_rule_and_keeps_rare_products_at_their_shar
     added[age <= 50, 1] = 1
     added[0, 2] = 1
     held = sp.csr_matrix((n, 3), dtype=np.float32)
-    x = plain_features(held, None, profiles)
+    x = plain_features(held, None, profiles, ("mass",))
     model = PlainGBDT().fit(x, sp.csr_matrix(added))
     scores = model.predict(x)
     older = age > 50
@@ -58,7 +58,7 @@ def test_plain_gbdt_learns_an_obvious_rule_and_keeps_rare_products_at_their_shar
 def test_plain_features_append_the_extra_columns():
     profiles = pd.DataFrame({C.AGE: [30.0], C.INCOME: [1.0], C.TENURE_MONTHS: [2],
                              C.SEGMENT: ["mass"]})
-    x = plain_features(_m([[1, 0]]), _m([[0, 1]]), profiles, np.array([[7.0, 8.0]]))
+    x = plain_features(_m([[1, 0]]), _m([[0, 1]]), profiles, ("mass",), np.array([[7.0, 8.0]]))
     assert x.tolist() == [[1, 0, 0, 1, 30, 1, 2, 0, 7, 8]]
 
 
@@ -80,3 +80,12 @@ def test_the_served_method_is_chosen_on_an_earlier_month_when_there_is_one(
     assert ("chosen on the month it is reported on" in caplog.text) == (months == 3)
     servable = {m: v for m, v in selection["methods"].items() if m in ("hybrid", "acquisition")}
     assert result["served"] == max(servable, key=servable.get)
+
+
+def test_plain_features_encode_a_segment_alike_in_every_frame():
+    """The segments of the training customers fix the codes: a frame holding only
+    "private" customers gives them the code of "private", and an unseen segment is missing."""
+    profiles = pd.DataFrame({C.AGE: [30.0, 40.0], C.INCOME: [1.0, 2.0],
+                             C.TENURE_MONTHS: [2, 3], C.SEGMENT: ["private", "student"]})
+    x = plain_features(_m([[1], [0]]), None, profiles, ("affluent", "mass", "private"))
+    assert x[0, 5] == 2 and np.isnan(x[1, 5])
