@@ -39,6 +39,13 @@ BASELINES = ("popularity", "plain_gbdt")
 def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules,
              config: TrainConfig) -> dict[str, Any]:
     """Cross-validated AUC and lift per product of the propensity to own and its baselines."""
+    return cross_validate(bank, catalog, stages, config)[0]
+
+
+def cross_validate(bank: BankData, catalog: Catalog, stages: LifeStageRules,
+                   config: TrainConfig) -> tuple[dict[str, Any], OwnershipModel]:
+    """``evaluate``'s figures and the propensity-to-own model behind them (fitted on every
+    customer, scored out of fold)."""
     started = time.perf_counter()
     snapshots = bank.snapshots
     book = CustomerBook(bank, catalog, stages, config.cf.weighting, 1)
@@ -86,7 +93,7 @@ def evaluate(bank: BankData, catalog: Catalog, stages: LifeStageRules,
     log.info("cross-validation (%d snapshot%s, no take-up to back-test): mean AUC %s",
              len(snapshots), "" if len(snapshots) == 1 else "s",
              {m: round(v, 4) for m, v in ranked.items()})
-    return result
+    return result, model
 
 
 def _plain_gbdt(held, profiles, schema: FeatureSchema, ids: np.ndarray, labels: np.ndarray,

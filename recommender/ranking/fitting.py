@@ -71,9 +71,10 @@ def upto(bank: BankData, snapshot: pd.Timestamp) -> BankData:
 
 def fit(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
         catalog_text: str = "", stages_text: str = "", served: str = "hybrid",
-        cf_kind: str | None = None) -> TrainedModel:
-    """Fit CF on the latest snapshot, take-up rates on every transition, and (with three or
-    more snapshots) the acquisition ranker."""
+        cf_kind: str | None = None, ownership: OwnershipModel | None = None) -> TrainedModel:
+    """Fit CF on the latest snapshot, take-up rates on every transition, and the ranker
+    ``served`` names: the acquisition ranker, or the propensity to own (``ownership``: one
+    already fitted on these extracts, as the cross-validation fits it, is used as it is)."""
     snapshots = bank.snapshots
     if not snapshots:
         raise DataValidationError("the holdings extract has no rows: nothing to train on")
@@ -85,7 +86,9 @@ def fit(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainC
     cf = CFModel(cf_config).fit(user_items, book.ids, catalog.ids)
     rates = acquisition_rates(past.snapshots, book.stage_codes, len(stages.stages),
                               config.prior_smoothing)
-    ranker = ownership = None
+    ranker = None
+    if served != "ownership":
+        ownership = None
     if served == "acquisition":
         profiles_at = None
         if bank.customer_features is not None:  # each month's features as they stood then
@@ -96,7 +99,7 @@ def fit(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainC
         ranker = AcquisitionRanker(config.acquisition).fit(
             past.snapshots, past.presence, list(catalog.ids.external_ids), book.profiles,
             book.stage_codes, bank.schema, profiles_at)
-    if served == "ownership":
+    if served == "ownership" and ownership is None:
         ownership = OwnershipModel(random_state=config.acquisition.random_state).fit(
             book.held, book.profiles, book.stage_codes, book.ids.external_ids,
             list(catalog.ids.external_ids), bank.schema)

@@ -26,6 +26,7 @@ from .artifacts import TrainedModel
 from .backtest import MIN_SNAPSHOTS, evaluate
 from .config import TrainConfig
 from .fitting import calibrate, fit
+from .ownership import OwnershipModel
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,16 @@ def train(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: Trai
     the config names), save a new version and make it current."""
     catalog.check_life_stages([s.id for s in stages.stages])
     check_take_up(bank)
-    metrics = assess(bank, catalog, stages, config) if run_evaluation else {}
+    metrics, ownership = _assess(bank, catalog, stages, config) if run_evaluation else ({},
+                                                                                      None)
     if metrics:
         served = metrics["served"]
     elif len(bank.snapshots) < MIN_SNAPSHOTS:
         served = "ownership"
     else:
         served = "hybrid" if config.ranker == "auto" else config.ranker
-    model = fit(bank, catalog, stages, config, catalog_text, stages_text, served=served)
+    model = fit(bank, catalog, stages, config, catalog_text, stages_text, served=served,
+                ownership=ownership)
     model = replace(model, calibrator=calibrate(model, bank))
     snapshots = bank.snapshots
     manifest = {
@@ -71,14 +74,21 @@ def assess(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: Tra
            k: int | None = None) -> dict[str, Any]:
     """The back-test with enough history, else cross-validation of the propensity to own;
     the log says which, and why."""
+    return _assess(bank, catalog, stages, config, k)[0]
+
+
+def _assess(bank: BankData, catalog: Catalog, stages: LifeStageRules, config: TrainConfig,
+            k: int | None = None) -> tuple[dict[str, Any], OwnershipModel | None]:
+    """``assess``'s figures, and the propensity-to-own model the cross-validation fitted on
+    all the data: the very model ``fit`` would fit again, so ``train`` serves it as it is."""
     snapshots = bank.snapshots
     if len(snapshots) >= MIN_SNAPSHOTS:
-        return evaluate(bank, catalog, stages, config, k)
+        return evaluate(bank, catalog, stages, config, k), None
     log.warning("%d snapshot%s of holdings: no held-out month to back-test a take-up model "
                 "on (it needs %d); serving the propensity to own, evaluated by "
                 "cross-validation", len(snapshots), "" if len(snapshots) == 1 else "s",
                 MIN_SNAPSHOTS)
-    return crossval.evaluate(bank, catalog, stages, config)
+    return crossval.cross_validate(bank, catalog, stages, config)
 
 
 def check_take_up(bank: BankData) -> None:

@@ -315,3 +315,30 @@ def test_obvious_next_product(with_history, cf):
         # the funds follow, in that order, as far as they are worth the contact
         rest = [o.product.id for o in offer_list.offers[1:]]
         assert rest == ["fund_c", "fund_d"][: len(rest)]
+
+
+def test_one_snapshot_fits_the_propensity_to_own_once(demo_bank, packaged_catalog,
+                                                      life_stages, tmp_path, monkeypatch):
+    """The cross-validation fits the model on every customer; ``train`` serves that model
+    rather than fitting the same one again."""
+    from recommender.ranking.ownership import OwnershipModel
+
+    calls = []
+    original = OwnershipModel.fit
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OwnershipModel, "fit", counted)
+    last = demo_bank.snapshots[-1]
+    one = replace(demo_bank, holdings=demo_bank.holdings[
+        demo_bank.holdings[C.SNAPSHOT_DATE] == last].reset_index(drop=True))
+    model = train(one, packaged_catalog, life_stages, TrainConfig(), tmp_path,
+                  catalog_text()[0], life_stages_text()[0])
+    assert model.served == "ownership" and len(calls) == 1
+    loaded = artifacts.load(tmp_path)
+    batch = CustomerBook(one, packaged_catalog, life_stages).batch(np.arange(50))
+    np.testing.assert_allclose(  # another path (text model, one thread): last bits may differ
+        loaded.ownership.predict(batch.held, batch.profiles, batch.stages, batch.customer_ids),
+        model.ownership.out_of_fold[:50], rtol=1e-5, atol=1e-6)
