@@ -69,24 +69,16 @@ def stage_popularity_reason(product: Product, stage: LifeStage, stage_rate: floa
     if stage_rate <= overall_rate:
         return None
     lift = stage_rate / overall_rate if overall_rate > 0 else float("inf")
-    if holding:
-        return Reason(
-            code="popular_in_life_stage",
-            text_en=f"Customers in the '{stage.name_en}' stage hold {product.name_en} "
-                    f"{lift:.1f} times as often as customers overall",
-            text_zh=f"处于“{stage.name_zh}”阶段的客户持有{product.name_zh}的比例是全体客户的"
-                    f"{lift:.1f}倍",
-            evidence={"life_stage": stage.id, "holding_share_stage": round(stage_rate, 6),
-                      "holding_share_overall": round(overall_rate, 6)},
-        )
+    verb_en, verb_zh, rate = (("hold", "持有", "holding_share") if holding
+                              else ("take up", "办理", "monthly_take_up"))
     return Reason(
         code="popular_in_life_stage",
-        text_en=f"Customers in the '{stage.name_en}' stage take up {product.name_en} "
+        text_en=f"Customers in the '{stage.name_en}' stage {verb_en} {product.name_en} "
                 f"{lift:.1f} times as often as customers overall",
-        text_zh=f"处于“{stage.name_zh}”阶段的客户办理{product.name_zh}的比例是全体客户的"
+        text_zh=f"处于“{stage.name_zh}”阶段的客户{verb_zh}{product.name_zh}的比例是全体客户的"
                 f"{lift:.1f}倍",
-        evidence={"life_stage": stage.id, "monthly_take_up_stage": round(stage_rate, 6),
-                  "monthly_take_up_overall": round(overall_rate, 6)},
+        evidence={"life_stage": stage.id, f"{rate}_stage": round(stage_rate, 6),
+                  f"{rate}_overall": round(overall_rate, 6)},
     )
 
 

@@ -1010,3 +1010,18 @@ def test_reliability_table_bins():
     assert small["brier"] == pytest.approx(0.04)
     none = reliability(np.array([]), np.array([]))
     assert none == {"bins": [], "brier": None, "mean_predicted": None, "mean_observed": None}
+
+
+def test_life_stage_reasons_say_hold_when_rates_are_holding_shares():
+    """One snapshot: the rates are holding shares, and the reasons say so."""
+    from recommender.data.catalog import load_catalog
+    from recommender.data.life_stages import load_life_stages
+    from recommender.policy.reasons import stage_popularity_reason
+
+    product, stage = load_catalog().products[0], load_life_stages().stages[0]
+    held = stage_popularity_reason(product, stage, 0.3, 0.1, holding=True)
+    taken = stage_popularity_reason(product, stage, 0.3, 0.1)
+    assert f"stage hold {product.name_en} 3.0 times" in held.text_en
+    assert "持有" in held.text_zh and held.evidence["holding_share_stage"] == 0.3
+    assert f"stage take up {product.name_en} 3.0 times" in taken.text_en
+    assert "办理" in taken.text_zh and taken.evidence["monthly_take_up_overall"] == 0.1
