@@ -11,7 +11,7 @@ STATE ?= var
 
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test install browser bench-tools clean
+.PHONY: demo test install browser java bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ browser:
 			apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei; \
 	fi
 
+# A headless Java runtime for pyspark (the Spark tests and `--engine spark` on one machine),
+# installed when java is missing (apt-get, with sudo unless root).
+java:
+	@if ! command -v java >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing a headless Java runtime for pyspark"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq default-jre-headless; \
+	fi
+
 # What the benchmarks in scripts/ need: the venv, and wrk for bench_serving.py (Debian's, with
 # the LuaJIT that scripts/wrk_offers.lua runs in), installed when missing (apt-get, with sudo
 # unless root). Without them a benchmark stops at once with one line naming this target.
@@ -56,8 +66,8 @@ bench-tools: install
 # The whole suite with the machine's own BLAS kernel and SIMD, then the tests that compare
 # two code paths (marked numerics) under each other OpenBLAS kernel this CPU can run and
 # with numpy's SIMD dispatch off (tests/kernels.py): a result must not depend on the CPU.
-test: install browser
-	NBO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
+test: install browser java
+	NBO_REQUIRE_BROWSER=1 NBO_REQUIRE_SPARK=1 $(BIN)/python -m pytest
 	$(BIN)/python tests/kernels.py
 
 clean:

@@ -32,6 +32,15 @@ class DataValidationError(RecommenderError, ValueError):
         )
         super().__init__(f"{message} ({where})" if where else message)
 
+    def __reduce__(self):  # whole, with where it is, when it crosses processes (Spark tasks)
+        return (_rebuilt, (type(self), self.reason, {
+            "source": self.source, "column": self.column, "rows": self.rows,
+            "field": self.field, "problem": self.problem}))
+
+
+def _rebuilt(kind: type[DataValidationError], message: str, where: dict) -> DataValidationError:
+    return kind(message, **where)
+
 
 class InsufficientDataError(DataValidationError):
     """Valid data, but too little of it for what was asked (too few months or events)."""

@@ -8,27 +8,7 @@ import pytest
 from api import create_app
 from recommender.cli import main
 
-
-def _intervals(snapshots: pd.DataFrame) -> pd.DataFrame:
-    """Monthly snapshots as the accounts that give them: one row per run of consecutive
-    month-ends a customer held a product; opened on the first month-end of the run, closed
-    on the month-end after its last (a product closed on a month-end is not held at it)."""
-    frame = snapshots.assign(snapshot_date=pd.to_datetime(snapshots["snapshot_date"]))
-    frame = frame.sort_values(["customer_id", "product_id", "snapshot_date"])
-    month = frame["snapshot_date"].dt.year * 12 + frame["snapshot_date"].dt.month
-    same = (frame["customer_id"] == frame["customer_id"].shift()) & (
-        frame["product_id"] == frame["product_id"].shift())
-    run = (~same | (month - month.shift() != 1)).cumsum()
-    last = frame["snapshot_date"].max()
-    grouped = frame.groupby(run)
-    out = pd.DataFrame({"customer_id": grouped["customer_id"].first(),
-                        "product_id": grouped["product_id"].first(),
-                        "opened_on": grouped["snapshot_date"].min(),
-                        "end": grouped["snapshot_date"].max()})
-    closed = (out["end"] + pd.offsets.MonthEnd(1)).where(out["end"] < last)
-    out["opened_on"] = out["opened_on"].dt.strftime("%Y-%m-%d")
-    out["closed_on"] = closed.dt.strftime("%Y-%m-%d").fillna("")
-    return out.drop(columns="end").reset_index(drop=True)
+from account_intervals import intervals_of
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +21,7 @@ def bare_bank(tmp_path_factory):
     bank = root / "bank"
     bank.mkdir()
     customers[["customer_id"]].to_csv(bank / "customers.csv", index=False)
-    _intervals(holdings).to_csv(bank / "holdings.csv", index=False)
+    intervals_of(holdings).to_csv(bank / "holdings.csv", index=False)
     catalog = root / "catalog.toml"
     assert main(["init-catalog", "--data", str(bank), "--out", str(catalog)]) == 0
     # The bank's edit of the draft: its products are plain deposits of the lowest risk.

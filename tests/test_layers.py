@@ -1,4 +1,5 @@
-"""Imports only go down the layers: data, ranking, policy, store, campaign, then the surfaces.
+"""Imports only go down the layers: data, ranking, policy, store, campaign, spark, then the
+surfaces.
 
 Each subpackage's ``__init__`` says what it holds and what it may import; this test holds
 the code to it by reading every module's imports (its syntax tree: nothing is run).
@@ -21,6 +22,7 @@ LAYERS = (
     ("policy", ("recommender.policy",)),
     ("store", ("recommender.store",)),
     ("campaign", ("recommender.campaign",)),
+    ("spark", ("recommender.spark",)),
     ("service", ("recommender.service", "recommender.audit", "recommender.report")),
     ("surfaces", ("recommender.cli", "api")),
 )

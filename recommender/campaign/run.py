@@ -59,7 +59,7 @@ OUTPUT_COLUMNS = ("customer_id", "product_id", "rank", "propensity", "priority",
 
 
 @dataclass
-class _Candidates:
+class CandidatePool:
     """Bounded pool of (customer, product) pairs that could still win a place.
 
     Pruning keeps, per product, its first ``keep[product]`` pairs in the greedy's order,
@@ -71,6 +71,14 @@ class _Candidates:
     keep: dict[int, int]  # catalog position -> pairs kept
     parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
     size: int = 0
+
+    @classmethod
+    def for_quotas(cls, quotas: dict[int, int]) -> CandidatePool:
+        """The greedy skips a better pair of product p only when p's quota is full or its
+        customer is full with other products' pairs, of which there are at most sum(quotas).
+        So keeping the best sum(quotas) pairs of each product loses nothing it would take."""
+        total = sum(quotas.values())
+        return cls(keep={c: max(total, 1) for c in quotas})
 
     def add(self, **columns: np.ndarray) -> None:
         for name, values in columns.items():
@@ -147,23 +155,46 @@ def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: Campaig
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What every chunk of one campaign shares: its products, context and exclusions."""
+class CampaignPlan:
+    """What every chunk of one campaign shares: its products, quotas, decision time and
+    exclusions. It is all a chunk needs besides the engine, so a chunk can be scored in any
+    process (a Spark executor) and its candidates merged into one pool."""
 
     spec: CampaignSpec
     context: DecisionContext
+    quotas: dict[int, int]  # catalog position -> quota
     cols: np.ndarray  # catalog positions of the campaign's products, in catalog order
     floors: np.ndarray  # per product: scores under it cannot pass (-inf: uncalibrated)
     excluded_stages: np.ndarray
     excluded_ids: np.ndarray
 
     @classmethod
-    def of(cls, engine: OfferEngine, spec: CampaignSpec, context: DecisionContext) -> _Plan:
-        cols = np.sort(engine.catalog.ids.to_internal(list(spec.products)))
-        return cls(spec, context, cols, _score_floors(engine, cols, spec.min_propensity,
-                                                       context),
+    def of(cls, engine: OfferEngine, spec: CampaignSpec,
+           context: DecisionContext | None = None) -> CampaignPlan:
+        """The plan of a campaign run now (one decision time for the whole campaign, so
+        that its log replays as it ran)."""
+        spec.check(engine)
+        if context is None:
+            context = DecisionContext(channel=spec.channel, intent=spec.intent,
+                                      at=datetime.now(UTC))
+        positions = engine.catalog.ids.to_internal(list(spec.products))
+        quotas = {int(c): int(spec.quotas[p])
+                  for c, p in zip(positions, spec.products, strict=True)}
+        cols = np.sort(positions)
+        return cls(spec, context, quotas, cols,
+                   _score_floors(engine, cols, spec.min_propensity, context),
                    engine.stages.ids.to_internal_lenient(list(spec.exclude_life_stages)),
                    _excluded_ids(spec))
+
+    def pool(self) -> CandidatePool:
+        return CandidatePool.for_quotas(self.quotas)
+
+    def candidates(self, engine: OfferEngine, chunk: CustomerBatch, responses,
+                   snapshot: pd.Timestamp | None) -> dict[str, np.ndarray]:
+        """The chunk's pairs that could win a place (see ``_candidates``); ``responses`` is
+        anything with the ``contact_history`` of a ResponseStore, or None."""
+        contact, recent = _contact(engine, responses, chunk, self.spec, self.context, snapshot)
+        return _candidates(engine, chunk, contact, recent, self)
 
 
 def _score_floors(engine: OfferEngine, cols: np.ndarray, min_propensity: float,
@@ -184,7 +215,7 @@ def _score_floors(engine: OfferEngine, cols: np.ndarray, min_propensity: float,
 
 
 def _reachable(chunk: CustomerBatch, contact: ContactState, recent: np.ndarray,
-               plan: _Plan, engine: OfferEngine) -> np.ndarray:
+               plan: CampaignPlan, engine: OfferEngine) -> np.ndarray:
     """Customers the campaign may contact: not recently contacted nor excluded, and with
     a slot left on the channel today (``OfferEngine.slots``, as the API counts them)."""
     ok = ~recent & ~np.isin(chunk.stages, plan.excluded_stages)
@@ -194,7 +225,7 @@ def _reachable(chunk: CustomerBatch, contact: ContactState, recent: np.ndarray,
 
 
 def _candidates(engine: OfferEngine, chunk: CustomerBatch, contact: ContactState,
-                recent: np.ndarray, plan: _Plan) -> dict[str, np.ndarray]:
+                recent: np.ndarray, plan: CampaignPlan) -> dict[str, np.ndarray]:
     """The chunk's pairs the policy lets through, by row then catalog position: what the
     API would offer (``OfferEngine.score``), for the campaign's products only."""
     masks = rule_masks(chunk, engine.catalog, engine.policy, contact, plan.context, plan.cols)
@@ -229,28 +260,17 @@ def run_campaign(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
     With a decision log, every customer reached gets a logged decision (source "batch") and
     the list a ``decision_id`` column.
     """
-    spec.check(engine)
-    # One decision time for the whole campaign, so its log replays as it ran.
-    context = DecisionContext(channel=spec.channel, intent=spec.intent, at=datetime.now(UTC))
-    campaign_cols = engine.catalog.ids.to_internal(list(spec.products))
-    quotas = {int(c): int(spec.quotas[p]) for c, p in zip(campaign_cols, spec.products,
-                                                         strict=True)}
-    # The greedy skips a better pair of product p only when p's quota is full or its customer
-    # is full with other products' pairs, of which there are at most sum(quotas). So keeping
-    # the best sum(quotas) pairs of each product loses nothing the greedy would take.
-    total = sum(quotas.values())
-    pool = _Candidates(keep={c: max(total, 1) for c in quotas})
-    plan = _Plan.of(engine, spec, context)
+    plan = CampaignPlan.of(engine, spec)
+    pool = plan.pool()
     started = time.perf_counter()
     for chunk in with_progress(customers.chunks(chunk_size), len(customers), progress):
-        contact, recent = _contact(engine, responses, chunk, spec, context, customers.snapshot)
-        pool.add(**_candidates(engine, chunk, contact, recent, plan))
-    result = _assign(engine, pool, quotas, spec)
+        pool.add(**plan.candidates(engine, chunk, responses, customers.snapshot))
+    result = assign_offers(engine, pool, plan)
     log.info("campaign %s: %d offers to %d customers in %.1f s", spec.name, len(result),
              result["customer_id"].nunique(), time.perf_counter() - started)
     if decisions is not None:
-        result = _log_decisions(engine, customers, spec, result, responses, context, decisions,
-                                chunk_size)
+        result = log_decisions(engine, customers, plan, result, responses, decisions,
+                               chunk_size)
     return result
 
 
@@ -262,8 +282,7 @@ def _id_order(ids: np.ndarray) -> np.ndarray:
     return np.unique(ids, return_inverse=True)[1].reshape(len(ids))
 
 
-def _assign(engine: OfferEngine, pool: _Candidates, quotas: dict[int, int],
-            spec: CampaignSpec) -> pd.DataFrame:
+def assign_offers(engine: OfferEngine, pool: CandidatePool, plan: CampaignPlan) -> pd.DataFrame:
     """The greedy's choice from the pool, as the campaign list: by customer id, then by
     decreasing priority (ties: product id)."""
     candidates = pool.merged()
@@ -277,8 +296,8 @@ def _assign(engine: OfferEngine, pool: _Candidates, quotas: dict[int, int],
     ties = tie_codes(candidates["ids"])
     by_tie = np.argsort(ties, kind="stable")
     chosen = by_tie[greedy_assign(ties[by_tie], candidates["cols"][by_tie],
-                                  candidates["values"][by_tie], quotas,
-                                  spec.max_offers_per_customer)]
+                                  candidates["values"][by_tie], plan.quotas,
+                                  plan.spec.max_offers_per_customer)]
     order_of_id = _id_order(candidates["ids"])
     by_product_id = np.argsort(np.argsort(engine.catalog.ids.external_ids, kind="stable"))
     chosen = chosen[np.lexsort((by_product_id[candidates["cols"][chosen]],
@@ -305,14 +324,14 @@ def _strings(values, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
     return pd.array(np.asarray(values, dtype=str), dtype="str").take(codes.astype(np.int64))
 
 
-def _log_decisions(engine: OfferEngine, customers: Customers, spec: CampaignSpec,
-                   result: pd.DataFrame, responses, context: DecisionContext, decisions,
-                   chunk_size: int) -> pd.DataFrame:
+def log_decisions(engine: OfferEngine, customers: Customers, plan: CampaignPlan,
+                  result: pd.DataFrame, responses, decisions, chunk_size: int) -> pd.DataFrame:
     """One logged decision per customer reached: the inputs it was computed from and the
     offers the campaign made, one encrypted pack per batch; ``nbo replay`` recomputes them."""
     reached = np.unique(result["customer_id"].to_numpy(dtype=object))
     ids: dict[str, str] = {}
     positions = engine.catalog.ids.to_internal(result["product_id"].to_numpy())
+    spec, context = plan.spec, plan.context
     for batch in customers.batches_of(reached, chunk_size):
         contact, _ = _contact(engine, responses, batch, spec, context, customers.snapshot)
         rows = pd.Index(batch.customer_ids).get_indexer(result["customer_id"])

@@ -14,10 +14,12 @@ import difflib
 import logging
 import sys
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
+from ..data.book import CustomerBatch
 from ..exceptions import ConfigError, InsufficientDataError
 from ..policy.offers import OfferEngine, Scored
 from ..policy.rules import DecisionContext
@@ -51,6 +53,18 @@ def score_column(engine: OfferEngine) -> str:
     return "propensity" if engine.model.calibrator is not None else "score"
 
 
+def target_column(engine: OfferEngine, product_id: str) -> int:
+    """The product's catalog position (``check_product``), with a warning when the model is
+    uncalibrated: its list then ranks by a share of each customer's scores."""
+    column = check_product(engine, product_id)
+    if score_column(engine) == "score":
+        log.warning("model %s has no calibrator: the target list's 'score' column ranks "
+                    "customers for %s, but it is a share of each customer's scores over all "
+                    "products, not a calibrated take-up probability", engine.model.version,
+                    product_id)
+    return column
+
+
 def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n: int | None,
                   channel: str = "branch", chunk_size: int = 100_000,
                   progress=sys.stderr) -> pd.DataFrame:
@@ -58,17 +72,22 @@ def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n:
     among those the policy lets it through for (COLUMNS; ``score`` for ``propensity`` when
     the model is uncalibrated). Raises ``InsufficientDataError`` saying why when no customer
     is eligible."""
-    column = check_product(engine, product_id)
-    name = score_column(engine)
-    if name == "score":
-        log.warning("model %s has no calibrator: the target list's 'score' column ranks "
-                    "customers for %s, but it is a share of each customer's scores over all "
-                    "products, not a calibrated take-up probability", engine.model.version,
-                    product_id)
+    column = target_column(engine, product_id)
     context = DecisionContext(channel=channel)
+    batches = with_progress(customers.chunks(chunk_size), len(customers), progress)
+    kept, why_not = target_candidates(engine, batches, column, n, context)
+    return target_frame(engine, [] if kept is None else [kept], n, product_id, channel, why_not)
+
+
+def target_candidates(engine: OfferEngine, batches: Iterable[CustomerBatch], column: int,
+                      n: int | None, context: DecisionContext
+                      ) -> tuple[dict[str, np.ndarray] | None, Counter[str]]:
+    """The best ``n`` (all with None) eligible customers of these batches for the product at
+    ``column``, and why the others are left out; None when there are no batches. The parts
+    of a bank (Spark partitions) each give theirs, and ``target_frame`` merges them."""
     kept: list[dict[str, np.ndarray]] = []
     why_not: Counter[str] = Counter()
-    for batch in with_progress(customers.chunks(chunk_size), len(customers), progress):
+    for batch in batches:
         scored = engine.score(batch, 1, context)
         ok = np.isfinite(scored.priority[:, column]) & (scored.slots > 0)
         why_not.update(_why_not(scored, column, ok, len(batch)))
@@ -80,13 +99,20 @@ def top_customers(engine: OfferEngine, customers: Customers, product_id: str, n:
                      "sources": source_codes(np.asarray(scored.sources)[ok])})
         if n is not None:  # only the n best can still be in the list
             kept = [_best(kept, n)]
-    best = _best(kept, n) if kept else None
+    return (_best(kept, n) if kept else None), why_not
+
+
+def target_frame(engine: OfferEngine, parts: list[dict[str, np.ndarray]], n: int | None,
+                 product_id: str, channel: str, why_not: Counter[str]) -> pd.DataFrame:
+    """The target list (COLUMNS) of the best ``n`` of the parts' candidates; raises
+    ``InsufficientDataError`` saying why when there are none."""
+    best = _best(parts, n) if parts else None
     if best is None or not len(best["ids"]):
         raise InsufficientDataError(_nobody_message(product_id, channel, why_not))
     return pd.DataFrame({
         "customer_id": best["ids"].astype(str),
         "product_id": product_id, "rank": np.arange(1, len(best["ids"]) + 1),
-        name: best["propensity"], "priority": best["priority"],
+        score_column(engine): best["propensity"], "priority": best["priority"],
         "expected_value": best["expected_value"],
         "life_stage": np.asarray(engine.stages.ids.external_ids, dtype=str)[best["stages"]],
         "source": np.asarray(SOURCES)[best["sources"]],

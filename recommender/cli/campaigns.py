@@ -15,11 +15,9 @@ log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its modu
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
-    from ..campaign.output import summary, write_list, write_summary
-    from ..campaign.run import run_campaign
+    from ..campaign.output import summary, write_summary
     from ..campaign.spec import CampaignSpec
-    from ..campaign.target_list import check_product, top_customers
-    from ..data.partition import open_customers
+    from ..campaign.target_list import check_product
     from ..exceptions import ConfigError
     from ..policy.config import load_policy
     from ..policy.offers import OfferEngine
@@ -30,31 +28,100 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     if bool(args.spec) == bool(args.for_product):
         raise ConfigError("give --spec campaign.toml, or --for-product ID with --top N or --all "
                           "(one of them)")
-    model = artifacts.load(args.models)
-    engine = OfferEngine(model, load_policy(args.policy))
+    engine = OfferEngine(artifacts.load(args.models), load_policy(args.policy))
     # Before reading the bank: a typo should not cost a pass over it.
     spec = CampaignSpec.from_toml(args.spec) if args.spec else None
     if spec is not None:
         spec.check(engine)
     else:
         check_product(engine, args.for_product)
-    with open_customers(args.data, model) as customers:
+    with (_OnSpark if args.engine == "spark" else _Local)(args, engine) as lists:
         if spec is None:
-            frame = top_customers(engine, customers, args.for_product,
-                                  None if args.all else args.top, args.channel)
-            write_list(frame, args.out)
+            frame = lists.target(args.for_product, None if args.all else args.top, args.channel)
+            lists.write(frame, args.out)
             sys.stdout.write(f"{len(frame):,} customers for {args.for_product} written to "
                              f"{args.out}\n")
             return 0
         responses_db = Path(args.state) / "responses.db"
         responses = ResponseStore(responses_db) if responses_db.exists() else None
         with open_decision_log(args.state) as decisions:
-            frame = run_campaign(engine, customers, spec, responses, decisions=decisions)
-        write_list(frame, args.out)
-        report = write_summary(summary(frame, len(customers), spec), args.report)
+            frame = lists.campaign(spec, responses, decisions)
+        lists.write(frame, args.out)
+        report = write_summary(summary(frame, lists.customers, spec), args.report)
     sys.stdout.write(f"{len(frame):,} offers to {frame['customer_id'].nunique():,} customers "
                      f"written to {args.out}; summary: {report}\n")
     return 0
+
+
+class _Local:
+    """Lists made on this machine, the bank read in parts; written as one file."""
+
+    def __init__(self, args: argparse.Namespace, engine) -> None:
+        from ..data.partition import open_customers
+
+        self.engine, self.bank = engine, open_customers(args.data, engine.model)
+        self.customers = len(self.bank)
+
+    def __enter__(self) -> _Local:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bank.__exit__(*exc)
+
+    def target(self, product_id: str, n: int | None, channel: str):
+        from ..campaign.target_list import top_customers
+
+        return top_customers(self.engine, self.bank, product_id, n, channel)
+
+    def campaign(self, spec, responses, decisions):
+        from ..campaign.run import run_campaign
+
+        return run_campaign(self.engine, self.bank, spec, responses, decisions=decisions)
+
+    def write(self, frame, out: str) -> None:
+        from ..campaign.output import write_list
+
+        write_list(frame, out)
+
+
+class _OnSpark:
+    """The same lists, scored in Spark's executors; written as a dataset where Spark
+    writes."""
+
+    def __init__(self, args: argparse.Namespace, engine) -> None:
+        from ..spark.extracts import ExtractLocations, open_bank
+        from ..spark.session import ship_model, spark_session
+
+        where = ExtractLocations.of(args.data, args.customers, args.holdings,
+                                    args.customer_features)
+        config = engine.model.config
+        self.engine, self.spark = engine, spark_session(args.spark_master, "nbo campaign")
+        self.shipped = ship_model(self.spark, args.models, engine.model.version, engine.policy)
+        lags = config.acquisition.n_lags if config.cf.weighting == "binary" else None
+        self.bank = open_bank(self.spark, where, engine.catalog, lags, args.part_size)
+        self.customers = self.bank.n_customers
+
+    def __enter__(self) -> _OnSpark:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # the session ends with the process; a spark-submit job may share it
+
+    def target(self, product_id: str, n: int | None, channel: str):
+        from ..spark.campaign import top_customers_spark
+
+        return top_customers_spark(self.engine, self.shipped, self.bank, product_id, n, channel)
+
+    def campaign(self, spec, responses, decisions):
+        from ..spark.campaign import run_campaign_spark
+
+        return run_campaign_spark(self.spark, self.engine, self.shipped, self.bank, spec,
+                                  responses, decisions=decisions)
+
+    def write(self, frame, out: str) -> None:
+        from ..spark.output import write_dataset
+
+        write_dataset(self.spark, frame, out)
 
 
 def add_campaign(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +135,20 @@ def add_campaign(sub: argparse._SubParsersAction) -> None:
     how_many.add_argument("--all", action="store_true",
                           help="with --for-product: every eligible customer, best first")
     p.add_argument("--channel", choices=CHANNELS, default="branch", help="with --for-product")
-    p.add_argument("--out", required=True, help="output file, .parquet or .csv")
+    p.add_argument("--out", required=True, help="output file, .parquet or .csv (with --engine "
+                   "spark: a dataset folder, path or URI)")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local: this machine, the bank in parts; spark: Spark's executors "
+                   "(see README, Running on a Spark cluster)")
+    p.add_argument("--spark-master", help="with --engine spark: the master (default: what "
+                   "spark-submit set, else local[*,4])")
+    p.add_argument("--customers", help="with --engine spark: the customers extract as a "
+                   "Parquet path or URI, or a table name (default: in --data)")
+    p.add_argument("--holdings", help="with --engine spark: the holdings extract (same forms)")
+    p.add_argument("--customer-features", help="with --engine spark: the optional "
+                   "time-varying extract (same forms)")
+    p.add_argument("--part-size", type=positive_int, default=100_000,
+                   help="with --engine spark: customers per part (default 100000)")
     p.add_argument("--report", default="reports/campaign", help="folder for the summary")
     add_serving_inputs(p)
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")

@@ -108,11 +108,17 @@ def snapshot_dates(path: Path) -> list[pd.Timestamp]:
             return [pd.Timestamp(d) for d in sorted({s.min for s in stats})]
     for batch in read_batches(path, columns=[C.SNAPSHOT_DATE]):
         seen.update(pc.unique(batch.column(0)).to_pylist())
-    unique = pd.Series(sorted(seen, key=str), dtype=object)
+    return parse_snapshot_dates(seen, str(path))
+
+
+def parse_snapshot_dates(values, source: str) -> list[pd.Timestamp]:
+    """The distinct snapshot dates among ``values`` (as an extract holds them), in order; a
+    value that is no date names the extract."""
+    unique = pd.Series(sorted(set(values), key=str), dtype=object)
     parsed = pd.to_datetime(unique, errors="coerce")
     if parsed.isna().any():
         bad = unique[parsed.isna()].head(3).tolist()
-        raise DataValidationError(f"snapshot_date values {bad} are not dates", source=str(path),
+        raise DataValidationError(f"snapshot_date values {bad} are not dates", source=source,
                                   column=C.SNAPSHOT_DATE)
     return [pd.Timestamp(d) for d in np.sort(parsed.unique())]
 

@@ -36,10 +36,11 @@ import pyarrow.parquet as pq
 
 from ..exceptions import DataValidationError
 from . import columns as C
-from .bank_config import BankConfig, load_bank_config
+from .bank_config import load_bank_config
+from .bank_parts import KindTally, PartLayout, part_bank
 from .book import CustomerBatch, CustomerBook
 from .catalog import Catalog
-from .customers import CUSTOMER_COLUMNS, customer_schema, tenure_from_holdings, validate_customers
+from .customers import CUSTOMER_COLUMNS
 from .extract_batches import (
     as_snapshots,
     count_rows,
@@ -54,9 +55,7 @@ from .extracts import (
     BankData,
     extract_columns,
     find_extract,
-    validate_holdings,
 )
-from .features import MAX_CATEGORIES, inferred_kind, validate_customer_features
 from .intervals import (
     DEFAULT_MAX_MONTHS,
     INTERVALS,
@@ -138,77 +137,34 @@ class PartedBank:
         return ds.dataset(path).to_table(filter=where).to_pandas() if path.exists() else None
 
     def read(self, part: int, catalog: Catalog, customer_ids=None) -> BankData:
-        """One part, validated like the whole extracts; only ``customer_ids`` if given.
-
-        The further columns are typed as in the whole extracts (``kinds``): the rows of one
-        part could read as numbers, or as one value per customer, where the whole column
-        does not.
-        """
+        """One part, validated like the whole extracts (``bank_parts``); only
+        ``customer_ids`` if given."""
         where = None if customer_ids is None else pc.field(C.CUSTOMER_ID).isin(
             pa.array(np.asarray(customer_ids, dtype=object), pa.string()))
-        raw_customers, raw_holdings = (self._table(CUSTOMERS_FILE, part, where),
-                                       self._table(HOLDINGS_FILE, part, where))
-        as_of = self.snapshots[-1] if self.snapshots else None
-        config = load_bank_config(self.source)
-        config = replace(config, features={**self.kinds, **config.features})
-        # A part's customers are validated as the whole extract was, warnings aside (the
-        # bank was told once, when it trained).
-        customers = validate_customers(raw_customers, f"{self.source} {CUSTOMERS_FILE}", as_of,
-                                       config, quiet=True)
-        if raw_holdings is None:
-            raw_holdings = pd.DataFrame({C.CUSTOMER_ID: pd.Series([], dtype=str),
-                                         C.PRODUCT_ID: pd.Series([], dtype=str),
-                                         C.SNAPSHOT_DATE: pd.Series([], dtype="datetime64[ns]")})
-        holdings = validate_holdings(raw_holdings, catalog, pd.Index(customers[C.CUSTOMER_ID]),
-                                     f"{self.source} {HOLDINGS_FILE}")
-        if C.TENURE_MONTHS not in raw_customers.columns:  # from the recent months it holds
-            customers[C.TENURE_MONTHS] = tenure_from_holdings(holdings, len(customers))
-        bank = BankData(customers, holdings, as_of=as_of, months=self.snapshots,
-                        customer_features=self._features(part, where, customers, config))
-        if bank.customer_features is not None:  # as of the latest snapshot, as load_bank
-            bank = replace(bank, customers=bank.customers_at(
-                as_of if as_of is not None else pd.Timestamp.max))
-        return replace(bank, schema=customer_schema(bank.customers, config))
+        return part_bank(self._table(CUSTOMERS_FILE, part, where),
+                         self._table(HOLDINGS_FILE, part, where),
+                         self._table(FEATURES_FILE, part, where), self.layout(), catalog)
 
-    def _features(self, part: int, where, customers: pd.DataFrame,
-                  config: BankConfig) -> pd.DataFrame | None:
-        """This part's time-varying values, validated; None without the extract."""
-        if self.feature_columns is None:
-            return None
-        keys = (C.CUSTOMER_ID, C.SNAPSHOT_DATE)
-        raw = self._table(FEATURES_FILE, part, where)
-        if raw is None:  # none of these customers has a row: every value missing
-            raw = pd.DataFrame({c: pd.Series([], dtype=object)
-                                for c in (*keys, *self.feature_columns)})
-        features, _ = validate_customer_features(
-            raw, pd.Index(customers[C.CUSTOMER_ID]), f"{self.source} {FEATURES_FILE}",
-            config.features, quiet=True)
-        return features
+    def layout(self) -> PartLayout:
+        """What every part shares; the further columns typed as in the whole extracts."""
+        config = load_bank_config(self.source)
+        return PartLayout(self.snapshots, self.source,
+                          replace(config, features={**self.kinds, **config.features}),
+                          self.feature_columns)
 
 
 def column_kinds(path: Path, skip, declared) -> dict[str, str]:
     """The type of each undeclared further column of a whole extract, as ``extra_columns``
     infers it from the file read at once (``ignore`` for one it leaves out), read a batch at
-    a time: counting distinct values up to ``MAX_CATEGORIES + 1`` is enough to decide."""
+    a time (``KindTally``)."""
     names = [c for c in extract_columns(path)
              if c not in {*skip, *C.PROTECTED} and c not in declared]
     if not names:
         return {}
-    numbers, present = dict.fromkeys(names, True), dict.fromkeys(names, 0)
-    seen: dict[str, set] = {name: set() for name in names}
+    tally = KindTally(names)
     for batch in read_batches(path, columns=names):
-        frame = batch.to_pandas()
-        for name in names:
-            text = frame[name].astype("string").str.strip()
-            mask = (text.notna() & (text != "")).to_numpy(dtype=bool)
-            present[name] += int(mask.sum())
-            if numbers[name]:
-                numbers[name] = bool(pd.to_numeric(frame[name][mask], errors="coerce")
-                                     .notna().all())
-            if not numbers[name] and len(seen[name]) <= MAX_CATEGORIES:
-                seen[name].update(text[mask].unique()[:MAX_CATEGORIES + 1].tolist())
-    return {name: inferred_kind(numbers[name], len(seen[name]), present[name]) or "ignore"
-            for name in names}
+        tally.add(batch.to_pandas())
+    return tally.kinds()
 
 
 def split_bank(data_dir: str | Path, last_snapshots: int | None,

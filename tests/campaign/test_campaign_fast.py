@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from recommender.campaign import run as campaign_module
 from recommender.campaign.assignment import greedy_assign
-from recommender.campaign.run import _candidates, _Plan
+from recommender.campaign.run import CampaignPlan, _candidates
 from recommender.campaign.spec import CampaignSpec
 from recommender.data import columns as C
 from recommender.data.book import CustomerBook
@@ -301,7 +301,7 @@ def test_candidate_pairs_equal_those_of_the_full_decision(varied, calibrated, wh
                         quotas=dict.fromkeys(PRODUCTS, 10), min_propensity=min_propensity,
                         exclude_life_stages=("student",))
     context = DecisionContext("mobile", None, NOW)
-    plan = _Plan.of(engine, spec, context)
+    plan = CampaignPlan.of(engine, spec, context)
     batch = book.batch(np.arange(len(book)))
     contact = _contact_of(book, history, context)
     recent = np.random.default_rng(3).random(len(batch)) < 0.1

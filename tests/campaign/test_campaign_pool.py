@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from recommender.campaign.assignment import greedy_assign
-from recommender.campaign.run import _Candidates
+from recommender.campaign.run import CandidatePool
 from recommender.campaign.ties import tie_codes
 from recommender.ranking.ranker import changed_rows
 
@@ -34,7 +34,7 @@ def test_pruning_in_any_chunks_keeps_what_the_greedy_takes_among_many_ties(seed)
     per_customer = int(rng.integers(1, 3))
     expected = _greedy_pairs(customers, cols, values, quotas, per_customer)
 
-    pool = _Candidates(keep={c: sum(quotas.values()) for c in quotas})
+    pool = CandidatePool(keep={c: sum(quotas.values()) for c in quotas})
     for part in np.array_split(rng.permutation(len(pairs)), 7):
         pool.add(ids=customers[part], cols=cols[part], values=values[part])
         pool.prune()

@@ -1,0 +1,154 @@
+"""Campaign and target lists on Spark: the same lists as on one machine, scored in parts.
+
+Each part (``extracts.SparkBank``) is scored in an executor by the single-machine code: a
+campaign part by ``CampaignPlan.candidates`` chunk by chunk, pruned to the candidates that
+could still win a quota place (``CandidatePool``); a target-list part by
+``target_candidates``. The driver merges what the parts send back (a bounded pool, or each
+part's best ``n``) and decides once, with ``assign_offers`` or ``target_frame``: quotas stay
+global, and the list is the one the local engine makes, customer for customer.
+
+Recorded responses reach the executors as a table of the contacts within the policy's
+window (``ContactHistory``): the response store is a file on the driver's machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..campaign.run import CampaignPlan, assign_offers, log_decisions
+from ..campaign.spec import CampaignSpec
+from ..campaign.target_list import target_candidates, target_column, target_frame
+from ..data.book import CustomerBatch, CustomerBook
+from ..data.extracts import BankData
+from ..policy.offers import OfferEngine
+from ..policy.rules import DecisionContext
+from ..store.responses import ContactHistory
+from .extracts import SparkBank, collect_parts
+from .session import ShippedModel, executor_engine
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 100_000  # customers scored at once within a part, as on one machine
+
+_CANDIDATES = ("ids string, stages long, cols long, values double, propensity double, "
+               "priority double, sources long")
+_TARGETS = ("ids string, propensity double, priority double, expected_value double, "
+            "stages long, sources long, why_not string")
+
+BeforePart = Callable[[int], None]  # called in the executor before a part is scored
+
+
+def _book(engine: OfferEngine, bank: BankData) -> CustomerBook:
+    config = engine.model.config
+    return CustomerBook(bank, engine.catalog, engine.stages, config.cf.weighting,
+                        config.acquisition.n_lags)
+
+
+def run_campaign_spark(spark: SparkSession, engine: OfferEngine, shipped: ShippedModel,
+                       bank: SparkBank, spec: CampaignSpec, responses=None,
+                       chunk_size: int = DEFAULT_CHUNK, decisions=None,
+                       before_part: BeforePart | None = None) -> pd.DataFrame:
+    """``campaign.run.run_campaign`` over a bank on Spark: the same list (OUTPUT_COLUMNS, and
+    ``decision_id`` with a decision log). ``engine`` is the driver's; the executors build
+    theirs from ``shipped``."""
+    plan = CampaignPlan.of(engine, spec)
+    history = _history(engine, spec, plan.context, responses)
+    as_of = bank.layout.as_of
+    started = time.perf_counter()
+
+    def score(part: int, part_bank: BankData) -> Iterator[pd.DataFrame]:
+        if before_part is not None:
+            before_part(part)
+        mine = executor_engine(shipped)
+        pool = plan.pool()
+        for chunk in _book(mine, part_bank).chunks(chunk_size):
+            pool.add(**plan.candidates(mine, chunk, history, as_of))
+        if pool.size:
+            pool.prune()  # only what could still win a place leaves the executor
+            yield pd.DataFrame(pool.merged())
+
+    rows = collect_parts(bank.map_parts(score, _CANDIDATES))
+    pool = plan.pool()
+    if len(rows):
+        pool.add(ids=rows["ids"].to_numpy(dtype=object), **{
+            name: rows[name].to_numpy() for name in rows.columns if name != "ids"})
+    result = assign_offers(engine, pool, plan)
+    log.info("campaign %s on Spark: %d offers to %d customers in %.1f s (%d candidates from "
+             "%d parts)", spec.name, len(result), result["customer_id"].nunique(),
+             time.perf_counter() - started, len(rows), bank.parts)
+    if decisions is not None:
+        reached = _Reached(_book(engine, bank.rows_of(
+            spark, result["customer_id"].unique())), as_of)
+        result = log_decisions(engine, reached, plan, result, responses, decisions, chunk_size)
+    return result
+
+
+def top_customers_spark(engine: OfferEngine, shipped: ShippedModel, bank: SparkBank,
+                        product_id: str, n: int | None, channel: str = "branch",
+                        chunk_size: int = DEFAULT_CHUNK,
+                        before_part: BeforePart | None = None) -> pd.DataFrame:
+    """``campaign.target_list.top_customers`` over a bank on Spark: each part sends back
+    its best ``n`` (every eligible customer with None) and why it left the others out."""
+    column = target_column(engine, product_id)
+    context = DecisionContext(channel=channel)
+
+    def score(part: int, part_bank: BankData) -> Iterator[pd.DataFrame]:
+        if before_part is not None:
+            before_part(part)
+        mine = executor_engine(shipped)
+        kept, why_not = target_candidates(mine, _book(mine, part_bank).chunks(chunk_size),
+                                          column, n, context)
+        yield pd.DataFrame({"ids": [None], "why_not": [json.dumps(dict(why_not))]})
+        if kept is not None and len(kept["ids"]):
+            yield pd.DataFrame({**kept, "why_not": None})
+
+    rows = collect_parts(bank.map_parts(score, _TARGETS))
+    counts = rows["why_not"].notna().to_numpy()
+    why_not: Counter[str] = Counter()
+    for text in rows.loc[counts, "why_not"]:
+        why_not.update(json.loads(text))
+    kept = rows[~counts]  # typed again: the rows of counts had no numbers
+    parts = [{"ids": kept["ids"].to_numpy(dtype=object),
+              **{name: kept[name].to_numpy(dtype=np.float64)
+                 for name in ("propensity", "priority", "expected_value")},
+              **{name: kept[name].to_numpy(dtype=np.int64) for name in ("stages", "sources")}}]
+    return target_frame(engine, parts if len(kept) else [], n, product_id, channel, why_not)
+
+
+def _history(engine: OfferEngine, spec: CampaignSpec, context: DecisionContext,
+             responses) -> ContactHistory | None:
+    """The contacts the policy and the campaign's window read, for the executors."""
+    if responses is None:
+        return None
+    days = max(spec.contact_window_days, engine.policy.history_days)
+    return ContactHistory(responses.history_since(context.now() - timedelta(days=days)))
+
+
+@dataclass
+class _Reached:
+    """The customers a campaign reached, in memory, as ``log_decisions`` reads customers."""
+
+    book: CustomerBook
+    snapshot: pd.Timestamp | None
+
+    def __len__(self) -> int:
+        return len(self.book)
+
+    def chunks(self, chunk_size: int) -> Iterator[CustomerBatch]:
+        return self.book.chunks(chunk_size)
+
+    def batches_of(self, customer_ids: np.ndarray, chunk_size: int) -> Iterator[CustomerBatch]:
+        return self.book.batches_of(customer_ids, chunk_size)

@@ -1,0 +1,344 @@
+"""A bank's extracts as Spark data, in parts that executors turn into validated banks.
+
+The extracts are where the bank keeps them: a data folder as ``nbo`` reads it on one machine,
+or each extract named on its own as a Parquet file or dataset, a path Spark reads
+(``hdfs://``, ``s3a://``) or a table of the session's catalog (Hive). The driver checks what
+it can without reading rows (columns, holdings form) and reads what every part must share
+(the snapshot dates kept, the type of each further column); each part is then validated in
+an executor by ``data.bank_parts``, as the parts of a split extract are on one machine.
+
+Parts are made by a hash of the trimmed customer id (``xxhash64``), so a customer's rows
+(customer, holdings, time-varying values) meet in one part. Which part a customer lands in
+changes nothing downstream: campaign and target lists are ordered by scores and id hashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..data import columns as C
+from ..data.bank_config import BankConfig, load_bank_config
+from ..data.bank_parts import KindTally, PartLayout, part_bank
+from ..data.catalog import Catalog
+from ..data.customers import CUSTOMER_COLUMNS
+from ..data.extract_batches import as_snapshots, parse_snapshot_dates
+from ..data.extracts import (
+    CUSTOMERS_FILE,
+    FEATURES_FILE,
+    HOLDINGS_FILE,
+    BankData,
+    find_extract,
+    interval_dates,
+)
+from ..data.intervals import DEFAULT_MAX_MONTHS, INTERVALS, holdings_form, month_ends
+from ..exceptions import DataValidationError, RecommenderError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+PART = "_part"  # the part a row belongs to
+ERROR = "_error"  # a task's named error, pickled (see ``collect_parts``)
+_TABLE = "_table"  # holdings or features, in the union of both
+_FEATURE_KEYS = (C.CUSTOMER_ID, C.SNAPSHOT_DATE)
+
+
+@dataclass(frozen=True)
+class ExtractLocations:
+    """Where each extract is: a path or URI Spark reads, or a table name. ``source`` names
+    the bank in errors; ``config`` is its ``bank.toml`` (defaults when there is none)."""
+
+    customers: str
+    holdings: str
+    features: str | None = None
+    source: str = ""
+    config: BankConfig = BankConfig()
+
+    @classmethod
+    def of(cls, data: str | None = None, customers: str | None = None,
+           holdings: str | None = None, features: str | None = None) -> ExtractLocations:
+        """A local data folder (its ``customers``, ``holdings`` and optional
+        ``customer_features`` files, and ``bank.toml``), with any extract named on its own
+        instead; or, without a folder, the customers and holdings named."""
+        if data is not None and not Path(data).is_dir() and "://" not in data:
+            data = None  # no such folder: the extracts are named one by one
+        config, source = BankConfig(), data or customers or ""
+        if data is not None and Path(data).is_dir():
+            config = load_bank_config(data)
+            customers = customers or str(find_extract(data, CUSTOMERS_FILE))
+            holdings = holdings or str(find_extract(data, HOLDINGS_FILE))
+            if features is None:
+                try:
+                    features = str(find_extract(data, FEATURES_FILE))
+                except DataValidationError:
+                    features = None
+        elif data is not None:  # a folder Spark reads: hdfs://, s3a://
+            customers = customers or f"{data.rstrip('/')}/{CUSTOMERS_FILE}.parquet"
+            holdings = holdings or f"{data.rstrip('/')}/{HOLDINGS_FILE}.parquet"
+        if not customers or not holdings:
+            raise DataValidationError("name the customers and holdings extracts (a data folder, "
+                                      "or --customers and --holdings)", source=source)
+        return cls(customers, holdings, features, source, config)
+
+
+def read_extract(spark: SparkSession, location: str) -> DataFrame:
+    """An extract as a Spark DataFrame: a CSV file (every value text, as on one machine), a
+    Parquet file or dataset, or a table of the session's catalog."""
+    from pyspark.errors import AnalysisException
+
+    is_path = "/" in location or ":" in location or Path(location).exists()
+    try:
+        if not is_path:
+            frame = spark.read.table(location)
+        elif location.lower().endswith(".csv"):
+            frame = spark.read.csv(location, header=True, inferSchema=False)
+        else:
+            frame = spark.read.parquet(location)
+    except AnalysisException as exc:
+        what = "table not found" if not is_path else "file not found"
+        raise DataValidationError(f"{what}: {str(exc).splitlines()[0]}",
+                                  source=location) from exc
+    index = [c for c in frame.columns if c.startswith("__index_level_")]  # pandas' index
+    return frame.drop(*index) if index else frame
+
+
+@dataclass
+class SparkBank:
+    """A bank's customers and their rows, keyed by part (``PART``); ``map_parts`` runs a
+    function on each part's validated ``BankData`` in the executors."""
+
+    customers: DataFrame
+    events: DataFrame  # holdings, and the time-varying values when the bank has them
+    layout: PartLayout
+    parts: int
+    n_customers: int
+    holdings_columns: tuple[str, ...]
+    intervals: bool
+    catalog: Catalog
+
+    def map_parts(self, fn: Callable[[int, BankData], Iterator[pd.DataFrame]],
+                  schema: str) -> DataFrame:
+        """``fn(part, bank)``'s frames (columns as ``schema``), for every part. A named error
+        of the project in a part becomes a row with ``ERROR`` set rather than a failed task:
+        bad data fails every retry alike; ``collect_parts`` raises it on the driver."""
+        layout, holdings_columns, intervals = self.layout, self.holdings_columns, self.intervals
+        catalog, features = self.catalog, layout.feature_columns
+        names = [field.split()[0] for field in schema.split(",")]
+
+        def run(key, customers: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+            part = int(key[0])
+            frames = [pd.DataFrame({name: [] for name in (*names, PART, ERROR)})]
+            if customers.empty:  # holdings of no known customer: as a split extract skips
+                return frames[0]
+            try:
+                holdings, values = _split_events(events, holdings_columns, features)
+                if intervals:
+                    holdings = _as_snapshots(holdings, layout.snapshots)
+                bank = part_bank(customers.drop(columns=[PART]), holdings, values, layout,
+                                 catalog)
+                frames += [_complete(frame, names).assign(**{PART: part, ERROR: None})
+                           for frame in fn(part, bank)]
+            except RecommenderError as exc:
+                return _complete(pd.DataFrame({PART: [part], ERROR: [pickle.dumps(exc)]}), names)
+            return pd.concat(frames[1:]) if len(frames) > 1 else frames[0]
+
+        return (self.customers.groupBy(PART).cogroup(self.events.groupBy(PART))
+                .applyInPandas(run, f"{schema}, {PART} int, {ERROR} binary"))
+
+    def rows_of(self, spark: SparkSession, customer_ids: np.ndarray) -> BankData:
+        """These customers' rows on the driver, validated as one part (a few customers: a
+        campaign's reached ones, for its decision log)."""
+        wanted = spark.createDataFrame(pd.DataFrame({C.CUSTOMER_ID: pd.Series(
+            np.asarray(customer_ids, dtype=object), dtype=object)}))
+        key = _key(C.CUSTOMER_ID).alias("_wanted")
+        from pyspark.sql import functions as F
+
+        wanted = wanted.select(key).distinct()
+        customers = self.customers.join(F.broadcast(wanted),
+                                         _key(C.CUSTOMER_ID) == F.col("_wanted"))
+        events = self.events.join(F.broadcast(wanted), _key(C.CUSTOMER_ID) == F.col("_wanted"))
+        customers = customers.drop(PART, "_wanted").toPandas()
+        holdings, values = _split_events(events.drop(PART, "_wanted").toPandas(),
+                                         self.holdings_columns, self.layout.feature_columns)
+        if self.intervals:
+            holdings = _as_snapshots(holdings, self.layout.snapshots)
+        return part_bank(customers, holdings, values, self.layout, self.catalog)
+
+
+def _complete(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The frame with every column of the schema, those it lacks empty (None)."""
+    missing = [name for name in names if name not in frame.columns]
+    return frame.assign(**{name: pd.Series([None] * len(frame), index=frame.index,
+                                           dtype=object) for name in missing})
+
+
+def collect_parts(frame: DataFrame) -> pd.DataFrame:
+    """The rows of ``map_parts``, on the driver, by part; the named error of the first part
+    that had one, raised as it was raised in the executor."""
+    rows = frame.toPandas()
+    failed = rows[rows[ERROR].notna()]
+    if len(failed):
+        raise pickle.loads(failed.sort_values(PART)[ERROR].iloc[0])
+    return rows.sort_values(PART, kind="stable").drop(columns=[PART, ERROR])
+
+
+def _key(column: str):
+    """The part key's input: the id as trimmed text (an integer id and its text agree)."""
+    from pyspark.sql import functions as F
+
+    return F.trim(F.col(column).cast("string"))
+
+
+def _split_events(events: pd.DataFrame, holdings_columns: tuple[str, ...],
+                  feature_columns: tuple[str, ...] | None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    if feature_columns is None:
+        return events[list(holdings_columns)], None
+    table = events[_TABLE].to_numpy()
+    return (events.loc[table == HOLDINGS_FILE, list(holdings_columns)].reset_index(drop=True),
+            events.loc[table == FEATURES_FILE,
+                       [*_FEATURE_KEYS, *feature_columns]].reset_index(drop=True))
+
+
+def _as_snapshots(holdings: pd.DataFrame, months: tuple[pd.Timestamp, ...]) -> pd.DataFrame:
+    """Interval holdings as their month-end snapshot rows, as a split extract makes them."""
+    batch = pa.RecordBatch.from_pandas(holdings, preserve_index=False)
+    return as_snapshots(batch, list(months)).to_pandas()
+
+
+def open_bank(spark: SparkSession, where: ExtractLocations, catalog: Catalog,
+              last_snapshots: int | None, part_size: int,
+              max_months: int = DEFAULT_MAX_MONTHS) -> SparkBank:
+    """The bank's extracts in parts of about ``part_size`` customers, holdings cut to the
+    latest ``last_snapshots`` snapshots (all with None), as ``data.partition.split_bank``
+    cuts them on one machine. Reads the snapshot dates and counts the customers (two small
+    jobs); the columns' types are tallied in one more."""
+    from pyspark.sql import functions as F
+
+    customers = read_extract(spark, where.customers)
+    holdings = read_extract(spark, where.holdings)
+    if C.CUSTOMER_ID not in customers.columns:
+        raise DataValidationError(f"missing required columns {[C.CUSTOMER_ID]}",
+                                  source=where.customers)
+    intervals = holdings_form(holdings.columns, where.holdings) == INTERVALS
+    if intervals:
+        dates = _interval_month_ends(holdings, where.holdings, max_months)
+    else:
+        values = _snapshot_values(holdings, where.holdings)
+        dates = sorted(set(values.values()))
+    keep = tuple(dates[-last_snapshots:] if last_snapshots else dates)
+    if not intervals and last_snapshots:
+        kept = set(keep)
+        holdings = holdings.where(F.col(C.SNAPSHOT_DATE).isin(
+            [value for value, date in values.items() if date in kept]))
+    declared = where.config.features
+    kinds = _kinds(customers, CUSTOMER_COLUMNS, declared)
+    events, feature_columns = holdings, None
+    if where.features is not None:
+        features = read_extract(spark, where.features)
+        feature_columns = tuple(c for c in features.columns if c not in _FEATURE_KEYS)
+        kinds.update(_kinds(features, _FEATURE_KEYS, declared))
+        events = _union(holdings, features)
+    n_customers = customers.count()
+    parts = max(1, math.ceil(n_customers / part_size))
+    part = F.pmod(F.xxhash64(_key(C.CUSTOMER_ID)), F.lit(parts)).cast("int")
+    layout = PartLayout(keep, where.source,
+                        replace(where.config, features={**kinds, **declared}), feature_columns)
+    log.info("reading %d customers of %s in %d parts (%d snapshots kept)", n_customers,
+             where.source, parts, len(keep))
+    return SparkBank(customers.withColumn(PART, part), events.withColumn(PART, part), layout,
+                     parts, n_customers, tuple(holdings.columns), intervals, catalog)
+
+
+def _snapshot_values(holdings: DataFrame, source: str) -> dict[object, pd.Timestamp]:
+    """Each distinct snapshot value as the extract holds it (a date, a timestamp, text, or
+    nanoseconds as an integer), and the date it reads as; a value that is no date names the
+    extract."""
+    values = [row[0] for row in holdings.select(C.SNAPSHOT_DATE).distinct().collect()
+              if row[0] is not None]
+    parse_snapshot_dates(values, source)  # the error a bad value gets on one machine
+    dates = pd.to_datetime(pd.Series(values, dtype=object))
+    return {value: pd.Timestamp(date) for value, date in zip(values, dates, strict=True)}
+
+
+def _interval_month_ends(holdings: DataFrame, source: str,
+                         max_months: int) -> list[pd.Timestamp]:
+    """The month-ends of interval holdings, as ``data.extract_batches.interval_month_ends``
+    chooses them: the earliest and latest date of each Spark partition, then the span."""
+    dates = [c for c in ("opened_on", "closed_on") if c in holdings.columns]
+
+    def span(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            try:
+                opened, closed = interval_dates(frame, source)
+            except DataValidationError as exc:
+                yield pd.DataFrame({"first": [pd.NaT], "last": [pd.NaT],
+                                    ERROR: [pickle.dumps(exc)]})
+                continue
+            if len(frame):
+                last = opened.max() if closed.isna().all() else max(opened.max(), closed.max())
+                yield pd.DataFrame({"first": [opened.min()], "last": [last], ERROR: [None]})
+
+    spans = holdings.select(*dates).mapInPandas(
+        span, f"first timestamp_ntz, last timestamp_ntz, {ERROR} binary").toPandas()
+    failed = spans[spans[ERROR].notna()]
+    if len(failed):
+        raise pickle.loads(failed[ERROR].iloc[0])
+    ends = month_ends(pd.Series(spans["first"], dtype="datetime64[ns]"),
+                      pd.Series(spans["last"], dtype="datetime64[ns]"), max_months=max_months)
+    return [pd.Timestamp(d) for d in ends]
+
+
+def _kinds(frame: DataFrame, skip, declared) -> dict[str, str]:
+    """The type of each undeclared further column, tallied over the whole extract in the
+    executors (``KindTally``), as on one machine."""
+    names = [c for c in frame.columns if c not in {*skip, *C.PROTECTED} and c not in declared]
+    if not names:
+        return {}
+
+    def tally(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        counted = KindTally(names)
+        for part in frames:
+            counted.add(part)
+        yield pd.DataFrame({"tally": [pickle.dumps(counted)]})
+
+    whole = KindTally(names)
+    for row in frame.select(*names).mapInPandas(tally, "tally binary").collect():
+        whole.merge(pickle.loads(row[0]))
+    return whole.kinds()
+
+
+def _union(holdings: DataFrame, features: DataFrame) -> DataFrame:
+    """Holdings and time-varying values in one frame, told apart by ``_TABLE``: a part
+    needs both, and Spark groups two frames together (cogroup), not three."""
+    from pyspark.sql import functions as F
+
+    left = holdings.withColumn(_TABLE, F.lit(HOLDINGS_FILE))
+    right = features.withColumn(_TABLE, F.lit(FEATURES_FILE))
+    types = dict(left.dtypes)
+    for column, kind in right.dtypes:  # a key typed differently in the two: as text in both
+        if column in types and types[column] != kind:
+            left = left.withColumn(column, _as_text(column, types[column]))
+            right = right.withColumn(column, _as_text(column, kind))
+    return left.unionByName(right, allowMissingColumns=True)
+
+
+def _as_text(column: str, kind: str):
+    """A column as text the extract checks read as they read the column itself: a snapshot
+    date held as nanoseconds (Parquet written by pandas) as its ISO date and time."""
+    from pyspark.sql import functions as F
+
+    if column == C.SNAPSHOT_DATE and kind in ("bigint", "int"):
+        return F.timestamp_micros(F.floor(F.col(column) / 1000)).cast("string")
+    return F.col(column).cast("string")
