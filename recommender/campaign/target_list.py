@@ -98,15 +98,15 @@ def target_candidates(engine: OfferEngine, batches: Iterable[CustomerBatch], col
                      "stages": np.asarray(batch.stages)[ok],
                      "sources": source_codes(np.asarray(scored.sources)[ok])})
         if n is not None:  # only the n best can still be in the list
-            kept = [_best(kept, n)]
-    return (_best(kept, n) if kept else None), why_not
+            kept = [best_of(kept, n)]
+    return (best_of(kept, n) if kept else None), why_not
 
 
 def target_frame(engine: OfferEngine, parts: list[dict[str, np.ndarray]], n: int | None,
                  product_id: str, channel: str, why_not: Counter[str]) -> pd.DataFrame:
     """The target list (COLUMNS) of the best ``n`` of the parts' candidates; raises
     ``InsufficientDataError`` saying why when there are none."""
-    best = _best(parts, n) if parts else None
+    best = best_of(parts, n) if parts else None
     if best is None or not len(best["ids"]):
         raise InsufficientDataError(_nobody_message(product_id, channel, why_not))
     return pd.DataFrame({
@@ -120,8 +120,9 @@ def target_frame(engine: OfferEngine, parts: list[dict[str, np.ndarray]], n: int
     })
 
 
-def _best(parts: list[dict[str, np.ndarray]], n: int | None) -> dict[str, np.ndarray]:
-    """The parts' rows by decreasing propensity (ties: hash of the customer id), first n."""
+def best_of(parts: list[dict[str, np.ndarray]], n: int | None) -> dict[str, np.ndarray]:
+    """The parts' rows by decreasing propensity (ties: hash of the customer id), first n:
+    the same rows whichever parts they came in, in whatever order."""
     merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     order = np.lexsort((tie_codes(merged["ids"]), -merged["propensity"]))[:n]
     return {name: values[order] for name, values in merged.items()}

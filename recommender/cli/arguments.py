@@ -28,6 +28,23 @@ def add_serving_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="models", help="models folder (uses current)")
 
 
+def add_spark_inputs(parser: argparse.ArgumentParser) -> None:
+    """Where a job runs (this machine, or Spark), and where Spark finds the extracts."""
+    parser.add_argument("--engine", choices=("local", "spark"), default="local",
+                        help="local: this machine; spark: Spark's executors (see README, "
+                        "Running on a Spark cluster)")
+    parser.add_argument("--spark-master", help="with --engine spark: the master (default: "
+                        "what spark-submit set, else local[*,4])")
+    parser.add_argument("--customers", help="with --engine spark: the customers extract as a "
+                        "Parquet path or URI, or a table name (default: in --data)")
+    parser.add_argument("--holdings", help="with --engine spark: the holdings extract (same "
+                        "forms)")
+    parser.add_argument("--customer-features", help="with --engine spark: the optional "
+                        "time-varying extract (same forms)")
+    parser.add_argument("--part-size", type=positive_int, default=100_000,
+                        help="with --engine spark: customers per part (default 100000)")
+
+
 def catalog_and_stages(args: argparse.Namespace):
     """The catalog and life stages ``add_model_inputs`` names, checked against each other,
     with their TOML texts (training stores them beside the model)."""

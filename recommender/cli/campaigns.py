@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..policy.config import CHANNELS
-from .arguments import add_serving_inputs, positive_int
+from .arguments import add_serving_inputs, add_spark_inputs, positive_int
 
 log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its module
 
@@ -137,19 +137,8 @@ def add_campaign(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel", choices=CHANNELS, default="branch", help="with --for-product")
     p.add_argument("--out", required=True, help="output file, .parquet or .csv (with --engine "
                    "spark: a dataset folder, path or URI)")
-    p.add_argument("--engine", choices=("local", "spark"), default="local",
-                   help="local: this machine, the bank in parts; spark: Spark's executors "
-                   "(see README, Running on a Spark cluster)")
-    p.add_argument("--spark-master", help="with --engine spark: the master (default: what "
-                   "spark-submit set, else local[*,4])")
-    p.add_argument("--customers", help="with --engine spark: the customers extract as a "
-                   "Parquet path or URI, or a table name (default: in --data)")
-    p.add_argument("--holdings", help="with --engine spark: the holdings extract (same forms)")
-    p.add_argument("--customer-features", help="with --engine spark: the optional "
-                   "time-varying extract (same forms)")
-    p.add_argument("--part-size", type=positive_int, default=100_000,
-                   help="with --engine spark: customers per part (default 100000)")
     p.add_argument("--report", default="reports/campaign", help="folder for the summary")
+    add_spark_inputs(p)
     add_serving_inputs(p)
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
     p.add_argument("--state", default="var", help="folder of recorded responses")

@@ -6,10 +6,11 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from .arguments import add_model_inputs, catalog_and_stages, positive_int
+from .arguments import add_model_inputs, add_spark_inputs, catalog_and_stages, positive_int
 
 log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its module
 
@@ -28,14 +29,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     catalog, stages, cat_text, st_text = catalog_and_stages(args)
     started = time.perf_counter()
-    bank = load_bank(args.data, catalog)
-    model = train(bank, catalog, stages, _config(args), args.models, cat_text, st_text,
-                  run_evaluation=not args.no_evaluate)
+    with tempfile.TemporaryDirectory(prefix="nbo-training-sample-") as sample:
+        data = args.data if args.engine == "local" else _sampled_on_spark(args, catalog, sample)
+        bank = load_bank(data, catalog)
+        model = train(bank, catalog, stages, _config(args), args.models, cat_text, st_text,
+                      run_evaluation=not args.no_evaluate)
     metrics = model.manifest.get("metrics", {})
     log.info("trained model %s in %.1f s", model.version, time.perf_counter() - started)
     if metrics:
         _print_metrics(metrics)
     return 0
+
+
+def _sampled_on_spark(args: argparse.Namespace, catalog, folder: str) -> str:
+    """``nbo train --engine spark``: the bank read and checked by Spark, sampled by a hash of
+    the customer id above ``--sample-above`` customers, as a data folder to train on."""
+    from ..spark.extracts import ExtractLocations
+    from ..spark.session import spark_session
+    from ..spark.training import sample_to_folder
+
+    where = ExtractLocations.of(args.data, args.customers, args.holdings,
+                                args.customer_features)
+    spark = spark_session(args.spark_master, "nbo train")
+    return str(sample_to_folder(spark, where, catalog, folder, args.sample_above,
+                                args.part_size))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -98,6 +115,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     _add_training(p)
     p.add_argument("--models", default="models")
     p.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    add_spark_inputs(p)
+    p.add_argument("--sample-above", type=positive_int, default=1_000_000,
+                   help="with --engine spark: train on a hash sample of about this many "
+                   "customers when the bank has more (default 1000000)")
     p.set_defaults(func=cmd_train)
 
 

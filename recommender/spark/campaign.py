@@ -27,13 +27,13 @@ import pandas as pd
 
 from ..campaign.run import CampaignPlan, assign_offers, log_decisions
 from ..campaign.spec import CampaignSpec
-from ..campaign.target_list import target_candidates, target_column, target_frame
+from ..campaign.target_list import best_of, target_candidates, target_column, target_frame
 from ..data.book import CustomerBatch, CustomerBook
 from ..data.extracts import BankData
 from ..policy.offers import OfferEngine
 from ..policy.rules import DecisionContext
 from ..store.responses import ContactHistory
-from .extracts import SparkBank, collect_parts
+from .extracts import SparkBank, part_results
 from .session import ShippedModel, executor_engine
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 100_000  # customers scored at once within a part, as on one machine
-
-_CANDIDATES = ("ids string, stages long, cols long, values double, propensity double, "
-               "priority double, sources long")
-_TARGETS = ("ids string, propensity double, priority double, expected_value double, "
-            "stages long, sources long, why_not string")
 
 BeforePart = Callable[[int], None]  # called in the executor before a part is scored
 
@@ -80,15 +75,15 @@ def run_campaign_spark(spark: SparkSession, engine: OfferEngine, shipped: Shippe
             pool.prune()  # only what could still win a place leaves the executor
             yield pd.DataFrame(pool.merged())
 
-    rows = collect_parts(bank.map_parts(score, _CANDIDATES))
-    pool = plan.pool()
-    if len(rows):
+    pool, received = plan.pool(), 0
+    for rows in part_results(bank.map_parts(score)):  # pruned as it grows: bounded
         pool.add(ids=rows["ids"].to_numpy(dtype=object), **{
             name: rows[name].to_numpy() for name in rows.columns if name != "ids"})
+        received += len(rows)
     result = assign_offers(engine, pool, plan)
     log.info("campaign %s on Spark: %d offers to %d customers in %.1f s (%d candidates from "
              "%d parts)", spec.name, len(result), result["customer_id"].nunique(),
-             time.perf_counter() - started, len(rows), bank.parts)
+             time.perf_counter() - started, received, bank.parts)
     if decisions is not None:
         reached = _Reached(_book(engine, bank.rows_of(
             spark, result["customer_id"].unique())), as_of)
@@ -111,21 +106,21 @@ def top_customers_spark(engine: OfferEngine, shipped: ShippedModel, bank: SparkB
         mine = executor_engine(shipped)
         kept, why_not = target_candidates(mine, _book(mine, part_bank).chunks(chunk_size),
                                           column, n, context)
-        yield pd.DataFrame({"ids": [None], "why_not": [json.dumps(dict(why_not))]})
+        yield pd.DataFrame({"why_not": [json.dumps(dict(why_not))]})
         if kept is not None and len(kept["ids"]):
-            yield pd.DataFrame({**kept, "why_not": None})
+            yield pd.DataFrame(kept)
 
-    rows = collect_parts(bank.map_parts(score, _TARGETS))
-    counts = rows["why_not"].notna().to_numpy()
+    parts: list[dict[str, np.ndarray]] = []
     why_not: Counter[str] = Counter()
-    for text in rows.loc[counts, "why_not"]:
-        why_not.update(json.loads(text))
-    kept = rows[~counts]  # typed again: the rows of counts had no numbers
-    parts = [{"ids": kept["ids"].to_numpy(dtype=object),
-              **{name: kept[name].to_numpy(dtype=np.float64)
-                 for name in ("propensity", "priority", "expected_value")},
-              **{name: kept[name].to_numpy(dtype=np.int64) for name in ("stages", "sources")}}]
-    return target_frame(engine, parts if len(kept) else [], n, product_id, channel, why_not)
+    for rows in part_results(bank.map_parts(score)):
+        if "why_not" in rows.columns:
+            why_not.update(json.loads(rows["why_not"].iloc[0]))
+        else:
+            parts.append({name: rows[name].to_numpy(dtype=object if name == "ids" else None)
+                          for name in rows.columns})
+            if n is not None:  # only the n best can still be in the list
+                parts = [best_of(parts, n)]
+    return target_frame(engine, parts, n, product_id, channel, why_not)
 
 
 def _history(engine: OfferEngine, spec: CampaignSpec, context: DecisionContext,

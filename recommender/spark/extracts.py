@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PART = "_part"  # the part a row belongs to
-ERROR = "_error"  # a task's named error, pickled (see ``collect_parts``)
+ROWS = "_rows"  # what a part sends back, as Arrow (see ``part_results``)
+ERROR = "_error"  # a task's named error, pickled
 _TABLE = "_table"  # holdings or features, in the union of both
 _FEATURE_KEYS = (C.CUSTOMER_ID, C.SNAPSHOT_DATE)
 
@@ -127,82 +128,90 @@ class SparkBank:
     intervals: bool
     catalog: Catalog
 
-    def map_parts(self, fn: Callable[[int, BankData], Iterator[pd.DataFrame]],
-                  schema: str) -> DataFrame:
-        """``fn(part, bank)``'s frames (columns as ``schema``), for every part. A named error
-        of the project in a part becomes a row with ``ERROR`` set rather than a failed task:
-        bad data fails every retry alike; ``collect_parts`` raises it on the driver."""
+    def map_parts(self, fn: Callable[[int, BankData], Iterator[pd.DataFrame]]) -> DataFrame:
+        """``fn(part, bank)``'s frames, one row per part: the frames in Arrow (``ROWS``), or
+        a named error of the project (``ERROR``) rather than a failed task, since bad data
+        fails every retry alike. ``part_results`` reads them on the driver."""
         layout, holdings_columns, intervals = self.layout, self.holdings_columns, self.intervals
         catalog, features = self.catalog, layout.feature_columns
-        names = [field.split()[0] for field in schema.split(",")]
 
         def run(key, customers: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-            part = int(key[0])
-            frames = [pd.DataFrame({name: [] for name in (*names, PART, ERROR)})]
-            if customers.empty:  # holdings of no known customer: as a split extract skips
-                return frames[0]
-            try:
-                holdings, values = _split_events(events, holdings_columns, features)
-                if intervals:
-                    holdings = _as_snapshots(holdings, layout.snapshots)
-                bank = part_bank(customers.drop(columns=[PART]), holdings, values, layout,
-                                 catalog)
-                frames += [_complete(frame, names).assign(**{PART: part, ERROR: None})
-                           for frame in fn(part, bank)]
-            except RecommenderError as exc:
-                return _complete(pd.DataFrame({PART: [part], ERROR: [pickle.dumps(exc)]}), names)
-            return pd.concat(frames[1:]) if len(frames) > 1 else frames[0]
+            part, rows, error = int(key[0]), None, None
+            if not customers.empty:  # else holdings of no known customer: as locally, skipped
+                try:
+                    holdings, values = split_events(events, holdings_columns, features)
+                    if intervals:
+                        holdings = _as_snapshots(holdings, layout.snapshots)
+                    bank = part_bank(customers.drop(columns=[PART]), holdings, values, layout,
+                                     catalog)
+                    rows = pickle.dumps([_to_arrow(frame) for frame in fn(part, bank)])
+                except RecommenderError as exc:
+                    error = pickle.dumps(exc)
+            return pd.DataFrame({PART: [part], ROWS: [rows], ERROR: [error]})
 
         return (self.customers.groupBy(PART).cogroup(self.events.groupBy(PART))
-                .applyInPandas(run, f"{schema}, {PART} int, {ERROR} binary"))
+                .applyInPandas(run, f"{PART} int, {ROWS} binary, {ERROR} binary"))
 
     def rows_of(self, spark: SparkSession, customer_ids: np.ndarray) -> BankData:
         """These customers' rows on the driver, validated as one part (a few customers: a
         campaign's reached ones, for its decision log)."""
         wanted = spark.createDataFrame(pd.DataFrame({C.CUSTOMER_ID: pd.Series(
             np.asarray(customer_ids, dtype=object), dtype=object)}))
-        key = _key(C.CUSTOMER_ID).alias("_wanted")
+        key = part_key().alias("_wanted")
         from pyspark.sql import functions as F
 
         wanted = wanted.select(key).distinct()
         customers = self.customers.join(F.broadcast(wanted),
-                                         _key(C.CUSTOMER_ID) == F.col("_wanted"))
-        events = self.events.join(F.broadcast(wanted), _key(C.CUSTOMER_ID) == F.col("_wanted"))
+                                         part_key() == F.col("_wanted"))
+        events = self.events.join(F.broadcast(wanted), part_key() == F.col("_wanted"))
         customers = customers.drop(PART, "_wanted").toPandas()
-        holdings, values = _split_events(events.drop(PART, "_wanted").toPandas(),
+        holdings, values = split_events(events.drop(PART, "_wanted").toPandas(),
                                          self.holdings_columns, self.layout.feature_columns)
         if self.intervals:
             holdings = _as_snapshots(holdings, self.layout.snapshots)
         return part_bank(customers, holdings, values, self.layout, self.catalog)
 
 
-def _complete(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """The frame with every column of the schema, those it lacks empty (None)."""
-    missing = [name for name in names if name not in frame.columns]
-    return frame.assign(**{name: pd.Series([None] * len(frame), index=frame.index,
-                                           dtype=object) for name in missing})
+def part_results(frame: DataFrame) -> Iterator[pd.DataFrame]:
+    """The frames of ``map_parts`` on the driver, a part at a time (each part's frames come
+    as compressed Arrow, turned into pandas only when its turn comes); then the named error of
+    the first part that had one, raised as it was raised in the executor."""
+    errors = []
+    for row in frame.collect():
+        if row[ERROR] is not None:
+            errors.append((row[PART], row[ERROR]))
+        elif row[ROWS] is not None:
+            yield from map(_from_arrow, pickle.loads(row[ROWS]))
+    if errors:
+        raise pickle.loads(min(errors)[1])
 
 
-def collect_parts(frame: DataFrame) -> pd.DataFrame:
-    """The rows of ``map_parts``, on the driver, by part; the named error of the first part
-    that had one, raised as it was raised in the executor."""
-    rows = frame.toPandas()
-    failed = rows[rows[ERROR].notna()]
-    if len(failed):
-        raise pickle.loads(failed.sort_values(PART)[ERROR].iloc[0])
-    return rows.sort_values(PART, kind="stable").drop(columns=[PART, ERROR])
+def _to_arrow(frame: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
-def _key(column: str):
-    """The part key's input: the id as trimmed text (an integer id and its text agree)."""
+def _from_arrow(data: bytes) -> pd.DataFrame:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all().to_pandas()
+
+
+def part_key(column: str = C.CUSTOMER_ID):
+    """What a customer's part is hashed from: the id as trimmed text (an integer id and its
+    text agree)."""
     from pyspark.sql import functions as F
 
     return F.trim(F.col(column).cast("string"))
 
 
-def _split_events(events: pd.DataFrame, holdings_columns: tuple[str, ...],
+def split_events(events: pd.DataFrame, holdings_columns: tuple[str, ...],
                   feature_columns: tuple[str, ...] | None
                   ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The holdings rows and the time-varying rows (None: the bank has none) of ``events``,
+    each with its own extract's columns."""
     if feature_columns is None:
         return events[list(holdings_columns)], None
     table = events[_TABLE].to_numpy()
@@ -252,7 +261,7 @@ def open_bank(spark: SparkSession, where: ExtractLocations, catalog: Catalog,
         events = _union(holdings, features)
     n_customers = customers.count()
     parts = max(1, math.ceil(n_customers / part_size))
-    part = F.pmod(F.xxhash64(_key(C.CUSTOMER_ID)), F.lit(parts)).cast("int")
+    part = F.pmod(F.xxhash64(part_key()), F.lit(parts)).cast("int")
     layout = PartLayout(keep, where.source,
                         replace(where.config, features={**kinds, **declared}), feature_columns)
     log.info("reading %d customers of %s in %d parts (%d snapshots kept)", n_customers,

@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,6 +102,16 @@ def ship_model(spark: SparkSession, models_dir: str | Path, version: str,
 _ENGINES: dict[tuple[str, str], OfferEngine] = {}
 
 
+def _task_cpus() -> int:
+    """The cores Spark gives a task (``spark.task.cpus``, 1 by default): an executor runs
+    as many tasks at once as it has cores, so a task using every core of the machine
+    would oversubscribe it."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, context.cpus()) if context is not None else 1
+
+
 def executor_engine(shipped: ShippedModel) -> OfferEngine:
     """The engine of this Python worker: loaded (memory-mapped, checksums verified) on its
     first task, then reused."""
@@ -111,6 +121,9 @@ def executor_engine(shipped: ShippedModel) -> OfferEngine:
 
         folder = Path(SparkFiles.get(shipped.folder_name))
         model = artifacts.load(folder.parent, folder.name)
+        if model.acquisition is not None:  # a task has its own cores, not the machine's
+            model.acquisition.config = replace(model.acquisition.config,
+                                               num_threads=_task_cpus())
         engine = OfferEngine(model, parse_policy(shipped.policy_text, shipped.policy_source))
         _ENGINES.clear()  # one model at a time per worker
         _ENGINES[shipped.key] = engine
