@@ -287,7 +287,7 @@ def assign_offers(engine: OfferEngine, pool: CandidatePool, plan: CampaignPlan) 
     decreasing priority (ties: product id)."""
     candidates = pool.merged()
     if not candidates:
-        kinds = (object, object, np.int64, float, float, float, object, object)
+        kinds = ("str", "str", np.int64, float, float, float, "str", "str")  # as below
         return pd.DataFrame({name: pd.Series(dtype=kind)
                              for name, kind in zip(OUTPUT_COLUMNS, kinds, strict=True)})
     # Ties between customers go by the hash of their id, not by id or row order. Each

@@ -155,17 +155,15 @@ class SparkBank:
     def rows_of(self, spark: SparkSession, customer_ids: np.ndarray) -> BankData:
         """These customers' rows on the driver, validated as one part (a few customers: a
         campaign's reached ones, for its decision log)."""
-        wanted = spark.createDataFrame(pd.DataFrame({C.CUSTOMER_ID: pd.Series(
-            np.asarray(customer_ids, dtype=object), dtype=object)}))
-        key = part_key().alias("_wanted")
         from pyspark.sql import functions as F
 
-        wanted = wanted.select(key).distinct()
-        customers = self.customers.join(F.broadcast(wanted),
-                                         part_key() == F.col("_wanted"))
-        events = self.events.join(F.broadcast(wanted), part_key() == F.col("_wanted"))
-        customers = customers.drop(PART, "_wanted").toPandas()
-        holdings, values = split_events(events.drop(PART, "_wanted").toPandas(),
+        wanted = F.broadcast(spark.createDataFrame(
+            pd.DataFrame({"_wanted": pd.Series(np.asarray(customer_ids, dtype=object),
+                                               dtype=object)}), schema="_wanted string"))
+        mine = part_key() == F.col("_wanted")
+        customers = self.customers.join(wanted, mine, "left_semi").drop(PART).toPandas()
+        events = self.events.join(wanted, mine, "left_semi")
+        holdings, values = split_events(events.drop(PART).toPandas(),
                                          self.holdings_columns, self.layout.feature_columns)
         if self.intervals:
             holdings = _as_snapshots(holdings, self.layout.snapshots)

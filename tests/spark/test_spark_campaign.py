@@ -236,3 +236,25 @@ def test_cli_engine_spark_writes_the_list_as_a_dataset(spark, demo_bank, tmp_pat
                  "--out", str(csv)]) == 0
     frame = pd.concat(pd.read_csv(p) for p in sorted(csv.glob("part-*.csv")))
     assert len(frame) == 50 and frame["rank"].tolist() == list(range(1, 51))
+
+
+def test_a_campaign_that_reaches_nobody_and_a_product_nobody_may_get(spark, demo_bank, tmp_path):
+    """Empty lists are lists too: the same empty campaign (decision log open), and the same
+    explanation of why a target list is empty."""
+    from recommender.exceptions import InsufficientDataError
+
+    data, models, engine = demo_bank
+    shipped, bank = _on_spark(spark, data, models, engine)
+    spec = _spec(min_propensity=0.999)
+    with open_decision_log(tmp_path / "spark") as log:
+        remote = run_campaign_spark(spark, engine, shipped, bank, spec, decisions=log)
+        assert log.count() == 0
+    with open_decision_log(tmp_path / "local") as log:
+        local = _local_campaign(data, engine, spec, decisions=log)
+    assert len(local) == 0
+    assert_same_frame(remote, local)
+    with pytest.raises(InsufficientDataError) as on_spark:
+        top_customers_spark(engine, shipped, bank, "current_account", 10)
+    with pytest.raises(InsufficientDataError) as alone:
+        _local_top(data, engine, "current_account", 10)
+    assert str(on_spark.value) == str(alone.value)
