@@ -247,8 +247,8 @@ def open_bank(spark: SparkSession, where: ExtractLocations, catalog: Catalog,
     keep = tuple(dates[-last_snapshots:] if last_snapshots else dates)
     if not intervals and last_snapshots:
         kept = set(keep)
-        holdings = holdings.where(F.col(C.SNAPSHOT_DATE).isin(
-            [value for value, date in values.items() if date in kept]))
+        holdings = holdings.where(F.col(C.SNAPSHOT_DATE).cast("string").isin(
+            [text for text, date in values.items() if date in kept]))
     declared = where.config.features
     kinds = _kinds(customers, CUSTOMER_COLUMNS, declared)
     events, feature_columns = holdings, None
@@ -268,15 +268,23 @@ def open_bank(spark: SparkSession, where: ExtractLocations, catalog: Catalog,
                      parts, n_customers, tuple(holdings.columns), intervals, catalog)
 
 
-def _snapshot_values(holdings: DataFrame, source: str) -> dict[object, pd.Timestamp]:
-    """Each distinct snapshot value as the extract holds it (a date, a timestamp, text, or
-    nanoseconds as an integer), and the date it reads as; a value that is no date names the
-    extract."""
-    values = [row[0] for row in holdings.select(C.SNAPSHOT_DATE).distinct().collect()
-              if row[0] is not None]
+def _snapshot_values(holdings: DataFrame, source: str) -> dict[str, pd.Timestamp]:
+    """Each distinct snapshot value as text (Spark's own cast, which ``isin`` then compares:
+    no Python timestamp, which the machine's time zone would shift), and the date it reads
+    as; a value that is no date names the extract. Integers are nanoseconds (Parquet written
+    by pandas) and are read as numbers, as on one machine."""
+    from pyspark.sql import functions as F
+
+    column = F.col(C.SNAPSHOT_DATE)
+    numeric = dict(holdings.dtypes)[C.SNAPSHOT_DATE] in ("bigint", "int")
+    rows = holdings.select(column.cast("string").alias("text"),
+                           (column if numeric else column.cast("string")).alias("value")
+                           ).distinct().collect()
+    rows = [row for row in rows if row["text"] is not None]
+    values = [row["value"] for row in rows]
     parse_snapshot_dates(values, source)  # the error a bad value gets on one machine
     dates = pd.to_datetime(pd.Series(values, dtype=object))
-    return {value: pd.Timestamp(date) for value, date in zip(values, dates, strict=True)}
+    return {row["text"]: pd.Timestamp(date) for row, date in zip(rows, dates, strict=True)}
 
 
 def _interval_month_ends(holdings: DataFrame, source: str,

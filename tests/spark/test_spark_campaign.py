@@ -258,3 +258,39 @@ def test_a_campaign_that_reaches_nobody_and_a_product_nobody_may_get(spark, demo
     with pytest.raises(InsufficientDataError) as alone:
         _local_top(data, engine, "current_account", 10)
     assert str(on_spark.value) == str(alone.value)
+
+
+@pytest.mark.parametrize("kind", ["timestamp_ms", "date"])
+def test_snapshot_dates_of_any_type_in_any_time_zone(spark, demo_bank, tmp_path, monkeypatch,
+                                                    kind):
+    """A bank in Shanghai whose snapshot dates are timestamps or dates, not pandas'
+    nanoseconds: the months kept are the local engine's, and so is the list."""
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data, models, engine = demo_bank
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        copy = tmp_path / "bank"
+        copy.mkdir()
+        for name in ("customers", "customer_features"):
+            pd.read_parquet(data / f"{name}.parquet").to_parquet(copy / f"{name}.parquet")
+        table = pq.read_table(data / "holdings.parquet")
+        at = table.schema.get_field_index("snapshot_date")
+        to = pa.timestamp("ms") if kind == "timestamp_ms" else pa.date32()
+        pq.write_table(table.set_column(at, "snapshot_date", table.column(at).cast(to)),
+                       copy / "holdings.parquet")
+        shipped, bank = _on_spark(spark, copy, models, engine)
+        holdings = pd.read_parquet(data / "holdings.parquet")
+        months = sorted(holdings["snapshot_date"].unique())[-engine.model.config.acquisition
+                                                             .n_lags:]
+        kept = bank.events.where("_table = 'holdings'").count()  # the time-varying rows aside
+        assert kept == int(holdings["snapshot_date"].isin(months).sum())
+        assert_same_frame(run_campaign_spark(spark, engine, shipped, bank, _spec()),
+                          _local_campaign(copy, engine, _spec()))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
