@@ -247,8 +247,9 @@ def open_bank(spark: SparkSession, where: ExtractLocations, catalog: Catalog,
     keep = tuple(dates[-last_snapshots:] if last_snapshots else dates)
     if not intervals and last_snapshots:
         kept = set(keep)
-        holdings = holdings.where(F.col(C.SNAPSHOT_DATE).cast("string").isin(
-            [text for text, date in values.items() if date in kept]))
+        kind = dict(holdings.dtypes)[C.SNAPSHOT_DATE]  # literals of the column's own type:
+        holdings = holdings.where(F.col(C.SNAPSHOT_DATE).isin(  # Parquet skips other months
+            [F.lit(text).cast(kind) for text, date in values.items() if date in kept]))
     declared = where.config.features
     kinds = _kinds(customers, CUSTOMER_COLUMNS, declared)
     events, feature_columns = holdings, None
@@ -269,17 +270,17 @@ def open_bank(spark: SparkSession, where: ExtractLocations, catalog: Catalog,
 
 
 def _snapshot_values(holdings: DataFrame, source: str) -> dict[str, pd.Timestamp]:
-    """Each distinct snapshot value as text (Spark's own cast, which ``isin`` then compares:
-    no Python timestamp, which the machine's time zone would shift), and the date it reads
-    as; a value that is no date names the extract. Integers are nanoseconds (Parquet written
-    by pandas) and are read as numbers, as on one machine."""
+    """Each distinct snapshot value as text (Spark's own cast, which Spark casts back for
+    ``isin``: no Python timestamp, which the machine's time zone would shift), and the date
+    it reads as; a value that is no date names the extract. Integers are nanoseconds (Parquet
+    written by pandas) and are read as numbers, as on one machine."""
     from pyspark.sql import functions as F
 
-    column = F.col(C.SNAPSHOT_DATE)
     numeric = dict(holdings.dtypes)[C.SNAPSHOT_DATE] in ("bigint", "int")
-    rows = holdings.select(column.cast("string").alias("text"),
-                           (column if numeric else column.cast("string")).alias("value")
-                           ).distinct().collect()
+    value = F.col("value")  # the distinct values first: a few, then cast
+    rows = (holdings.select(F.col(C.SNAPSHOT_DATE).alias("value")).distinct()
+            .select(value.cast("string").alias("text"),
+                    value if numeric else value.cast("string").alias("value")).collect())
     rows = [row for row in rows if row["text"] is not None]
     values = [row["value"] for row in rows]
     parse_snapshot_dates(values, source)  # the error a bad value gets on one machine
