@@ -39,8 +39,8 @@ _SESSION_CONF = {
     # timestamps: they come as integers (nanoseconds), which the extract checks read as dates
     # the way pandas does.
     "spark.sql.legacy.parquet.nanosAsLong": "true",
-    # A part is a group of the cogroup: merged shuffle partitions would hold several parts
-    # in one task, and two tasks of five parts each finish later than five tasks of two.
+    # A part is a group of the cogroup: merged shuffle partitions put several parts in one
+    # task, and the cores finish unevenly (seven parts on one, three on the other, measured).
     "spark.sql.adaptive.coalescePartitions.enabled": "false",
     "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
     "spark.python.worker.reuse": "true",
