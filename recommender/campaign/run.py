@@ -134,6 +134,14 @@ def _excluded_ids(spec: CampaignSpec) -> np.ndarray:
     return frame[C.CUSTOMER_ID].astype(str).str.strip().to_numpy(dtype=object)
 
 
+def contact_since(engine: OfferEngine, spec: CampaignSpec,
+                  context: DecisionContext) -> datetime:
+    """Since when a campaign reads responses: what the policy reads (as the API does), and
+    the campaign's own contact window."""
+    days = max(spec.contact_window_days, engine.policy.history_days)
+    return context.now() - timedelta(days=days)
+
+
 def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: CampaignSpec,
              context: DecisionContext, snapshot) -> tuple[ContactState, np.ndarray]:
     """The batch's contact state, and who was contacted within the campaign's window."""
@@ -141,10 +149,8 @@ def _contact(engine: OfferEngine, responses, batch: CustomerBatch, spec: Campaig
     recent = np.zeros(len(batch), dtype=bool)
     if responses is None:
         return contact, recent
-    # What the policy reads (as the API does), and the campaign's own contact window.
-    days = max(spec.contact_window_days, engine.policy.history_days)
-    since = context.now() - timedelta(days=days)
-    history = responses.contact_history(list(batch.customer_ids), since)
+    history = responses.contact_history(list(batch.customer_ids),
+                                        contact_since(engine, spec, context))
     contact = contact_state(history, batch.customer_ids, engine.catalog, engine.policy, context,
                             snapshot)
     if spec.contact_window_days > 0 and not history.empty:

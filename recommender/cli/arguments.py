@@ -45,6 +45,16 @@ def add_spark_inputs(parser: argparse.ArgumentParser) -> None:
                         help="with --engine spark: customers per part (default 100000)")
 
 
+def spark_and_extracts(args: argparse.Namespace, app_name: str):
+    """The Spark session ``add_spark_inputs`` names, and where its extracts are."""
+    from ..spark.extracts import ExtractLocations
+    from ..spark.session import spark_session
+
+    where = ExtractLocations.of(args.data, args.customers, args.holdings,
+                                args.customer_features)
+    return spark_session(args.spark_master, app_name), where
+
+
 def catalog_and_stages(args: argparse.Namespace):
     """The catalog and life stages ``add_model_inputs`` names, checked against each other,
     with their TOML texts (training stores them beside the model)."""

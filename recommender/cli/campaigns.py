@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..policy.config import CHANNELS
-from .arguments import add_serving_inputs, add_spark_inputs, positive_int
+from .arguments import add_serving_inputs, add_spark_inputs, positive_int, spark_and_extracts
 
 log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its module
 
@@ -89,16 +89,15 @@ class _OnSpark:
     writes."""
 
     def __init__(self, args: argparse.Namespace, engine) -> None:
-        from ..spark.extracts import ExtractLocations, open_bank
-        from ..spark.session import ship_model, spark_session
+        from ..data.book import months_read
+        from ..spark.extracts import open_bank
+        from ..spark.session import ship_model
 
-        where = ExtractLocations.of(args.data, args.customers, args.holdings,
-                                    args.customer_features)
-        config = engine.model.config
-        self.engine, self.spark = engine, spark_session(args.spark_master, "nbo campaign")
+        self.engine = engine
+        self.spark, where = spark_and_extracts(args, "nbo campaign")
         self.shipped = ship_model(self.spark, args.models, engine.model.version, engine.policy)
-        lags = config.acquisition.n_lags if config.cf.weighting == "binary" else None
-        self.bank = open_bank(self.spark, where, engine.catalog, lags, args.part_size)
+        self.bank = open_bank(self.spark, where, engine.catalog, months_read(engine.model),
+                              args.part_size)
         self.customers = self.bank.n_customers
 
     def __enter__(self) -> _OnSpark:

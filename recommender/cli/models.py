@@ -10,7 +10,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from .arguments import add_model_inputs, add_spark_inputs, catalog_and_stages, positive_int
+from .arguments import (
+    add_model_inputs,
+    add_spark_inputs,
+    catalog_and_stages,
+    positive_int,
+    spark_and_extracts,
+)
 
 log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its module
 
@@ -44,13 +50,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _sampled_on_spark(args: argparse.Namespace, catalog, folder: str) -> str:
     """``nbo train --engine spark``: the bank read and checked by Spark, sampled by a hash of
     the customer id above ``--sample-above`` customers, as a data folder to train on."""
-    from ..spark.extracts import ExtractLocations
-    from ..spark.session import spark_session
     from ..spark.training import sample_to_folder
 
-    where = ExtractLocations.of(args.data, args.customers, args.holdings,
-                                args.customer_features)
-    spark = spark_session(args.spark_master, "nbo train")
+    spark, where = spark_and_extracts(args, "nbo train")
     return str(sample_to_folder(spark, where, catalog, folder, args.sample_above,
                                 args.part_size))
 

@@ -216,17 +216,28 @@ def profile_batch(profile: dict, held_product_ids: list[str], catalog: Catalog,
     )
 
 
+def months_read(model) -> int | None:
+    """The latest snapshots a trained model's book needs: its lags, or every month (None)
+    when CF confidence counts the months a product was held."""
+    config = model.config
+    return config.acquisition.n_lags if config.cf.weighting == "binary" else None
+
+
+def model_book(bank: BankData, model) -> CustomerBook:
+    """The customer book of these extracts as a trained model reads it."""
+    config = model.config
+    return CustomerBook(bank, model.catalog, model.stages, config.cf.weighting,
+                        config.acquisition.n_lags)
+
+
 def load_book(data_dir, model) -> CustomerBook:
     """The customer book a trained model scores, from the bank's current extracts.
 
     Only the months the model reads are loaded (its lags), unless CF confidence counts
     months held, which needs the whole history.
     """
-    config = model.config
-    months = config.acquisition.n_lags if config.cf.weighting == "binary" else None
-    bank = load_bank(data_dir, model.catalog, last_snapshots=months)
-    book = CustomerBook(bank, model.catalog, model.stages, config.cf.weighting,
-                        config.acquisition.n_lags)
+    book = model_book(load_bank(data_dir, model.catalog, last_snapshots=months_read(model)),
+                      model)
     if book.ids == model.cf.customers:  # the customers the model knows: one map, no lookups
         book.ids = model.cf.customers
     return book

@@ -126,22 +126,35 @@ def parse_snapshot_dates(values, source: str) -> list[pd.Timestamp]:
 def interval_month_ends(path: Path, columns: list[str], max_months: int) -> list[pd.Timestamp]:
     """The month-ends of an interval holdings extract, as ``load_bank`` chooses them, from one
     pass over its date columns; bad dates name the file, the column and the rows."""
-    firsts, lasts, offset = [], [], 0
+    spans, offset = [], 0
     for batch in read_batches(path, columns=[c for c in (OPENED_ON, CLOSED_ON) if c in columns]):
         frame = batch.to_pandas()
         try:
-            opened, closed = interval_dates(frame, str(path))
+            spans.append(interval_span(frame, str(path)))
         except DataValidationError as exc:  # rows of the whole file, not of the batch
             raise DataValidationError(exc.reason, source=exc.source, column=exc.column,
                                       rows=tuple(r + offset for r in exc.rows),
                                       problem=exc.problem) from None
         offset += len(frame)
-        if len(frame):
-            firsts.append(opened.min())
-            lasts.append(opened.max() if closed.isna().all() else max(opened.max(),
+    return month_ends_of_spans(spans, max_months)
+
+
+def interval_span(frame: pd.DataFrame, source: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The earliest and the latest date of a batch of interval holdings, its dates checked
+    (None for no rows): what the month-ends of the whole extract are chosen from."""
+    opened, closed = interval_dates(frame, source)
+    if not len(frame):
+        return None
+    return opened.min(), (opened.max() if closed.isna().all() else max(opened.max(),
                                                                        closed.max()))
-    ends = month_ends(pd.Series(firsts, dtype="datetime64[ns]"),
-                      pd.Series(lasts, dtype="datetime64[ns]"), max_months=max_months)
+
+
+def month_ends_of_spans(spans, max_months: int) -> list[pd.Timestamp]:
+    """The month-ends ``load_bank`` chooses for the batches' spans (``interval_span``)."""
+    spans = [span for span in spans if span is not None]
+    ends = month_ends(pd.Series([first for first, _ in spans], dtype="datetime64[ns]"),
+                      pd.Series([last for _, last in spans], dtype="datetime64[ns]"),
+                      max_months=max_months)
     return [pd.Timestamp(d) for d in ends]
 
 

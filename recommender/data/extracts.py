@@ -130,6 +130,14 @@ def find_extract(data_dir: str | Path, name: str) -> Path:
     )
 
 
+def optional_extract(data_dir: str | Path, name: str) -> Path | None:
+    """``find_extract`` for an extract a bank may leave out: None when it has none."""
+    try:
+        return find_extract(data_dir, name)
+    except DataValidationError:
+        return None
+
+
 def validate_holdings(frame: pd.DataFrame, catalog: Catalog, customer_ids: pd.Index,
                       source: str = "<holdings>") -> pd.DataFrame:
     """Holdings with categorical ids aligned to the customers and the catalog.
@@ -303,9 +311,8 @@ def load_bank(data_dir: str | Path, catalog: Catalog, last_snapshots: int | None
 def _customer_features(data_dir: str | Path, customer_ids: pd.Index,
                        config: BankConfig) -> pd.DataFrame | None:
     """The optional time-varying extract, validated, or None."""
-    try:
-        path = find_extract(data_dir, FEATURES_FILE)
-    except DataValidationError:
+    path = optional_extract(data_dir, FEATURES_FILE)
+    if path is None:
         return None
     clash = [c for c in extract_columns(path) if c in CUSTOMER_COLUMNS
              and c != C.CUSTOMER_ID]

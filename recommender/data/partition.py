@@ -38,7 +38,7 @@ from ..exceptions import DataValidationError
 from . import columns as C
 from .bank_config import load_bank_config
 from .bank_parts import KindTally, PartLayout, part_bank
-from .book import CustomerBatch, CustomerBook
+from .book import CustomerBatch, CustomerBook, months_read
 from .catalog import Catalog
 from .customers import CUSTOMER_COLUMNS
 from .extract_batches import (
@@ -55,6 +55,7 @@ from .extracts import (
     BankData,
     extract_columns,
     find_extract,
+    optional_extract,
 )
 from .intervals import (
     DEFAULT_MAX_MONTHS,
@@ -186,7 +187,7 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     dates = (interval_month_ends(holdings_path, columns, max_months) if intervals
              else snapshot_dates(holdings_path))
     keep = dates[-last_snapshots:] if last_snapshots else dates
-    features_path = _optional_extract(data_dir, FEATURES_FILE)
+    features_path = optional_extract(data_dir, FEATURES_FILE)
     keys = (C.CUSTOMER_ID, C.SNAPSHOT_DATE)
     feature_columns = None if features_path is None else tuple(
         c for c in extract_columns(features_path) if c not in keys)
@@ -217,13 +218,6 @@ def split_bank(data_dir: str | Path, last_snapshots: int | None,
     log.info("split %d customers of %s into %d parts (%d snapshots kept)", n_customers,
              data_dir, parts, len(keep))
     return bank
-
-
-def _optional_extract(data_dir: str | Path, name: str) -> Path | None:
-    try:
-        return find_extract(data_dir, name)
-    except DataValidationError:
-        return None
 
 
 def _split_files(customers_path: Path, holdings_path: Path, dates: list[pd.Timestamp] | None,
@@ -344,8 +338,7 @@ def open_customers(data_dir: str | Path, model, part_size: int = DEFAULT_PART_SI
                    folder: str | Path | None = None) -> PartedCustomers:
     """The bank's customers in parts, for a trained model: only the months it reads."""
     config = model.config
-    binary = config.cf.weighting == "binary"
-    bank = split_bank(data_dir, config.acquisition.n_lags if binary else None, part_size, folder)
+    bank = split_bank(data_dir, months_read(model), part_size, folder)
     return PartedCustomers(bank, model.catalog, model.stages, config.cf.weighting,
                            config.acquisition.n_lags)
 

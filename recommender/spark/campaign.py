@@ -18,17 +18,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ..campaign.run import CampaignPlan, assign_offers, log_decisions
+from ..campaign.run import CampaignPlan, assign_offers, contact_since, log_decisions
 from ..campaign.spec import CampaignSpec
 from ..campaign.target_list import best_of, target_candidates, target_column, target_frame
-from ..data.book import CustomerBatch, CustomerBook
+from ..data.book import model_book
 from ..data.extracts import BankData
 from ..policy.offers import OfferEngine
 from ..policy.rules import DecisionContext
@@ -44,12 +42,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 100_000  # customers scored at once within a part, as on one machine
 
 BeforePart = Callable[[int], None]  # called in the executor before a part is scored
-
-
-def _book(engine: OfferEngine, bank: BankData) -> CustomerBook:
-    config = engine.model.config
-    return CustomerBook(bank, engine.catalog, engine.stages, config.cf.weighting,
-                        config.acquisition.n_lags)
 
 
 def run_campaign_spark(spark: SparkSession, engine: OfferEngine, shipped: ShippedModel,
@@ -69,7 +61,7 @@ def run_campaign_spark(spark: SparkSession, engine: OfferEngine, shipped: Shippe
             before_part(part)
         mine = executor_engine(shipped)
         pool = plan.pool()
-        for chunk in _book(mine, part_bank).chunks(chunk_size):
+        for chunk in model_book(part_bank, mine.model).chunks(chunk_size):
             pool.add(**plan.candidates(mine, chunk, history, as_of))
         if pool.size:
             pool.prune()  # only what could still win a place leaves the executor
@@ -85,8 +77,7 @@ def run_campaign_spark(spark: SparkSession, engine: OfferEngine, shipped: Shippe
              "%d parts)", spec.name, len(result), result["customer_id"].nunique(),
              time.perf_counter() - started, received, bank.parts)
     if decisions is not None:
-        reached = _Reached(_book(engine, bank.rows_of(
-            spark, result["customer_id"].unique())), as_of)
+        reached = model_book(bank.rows_of(spark, result["customer_id"].unique()), engine.model)
         result = log_decisions(engine, reached, plan, result, responses, decisions, chunk_size)
     return result
 
@@ -104,8 +95,8 @@ def top_customers_spark(engine: OfferEngine, shipped: ShippedModel, bank: SparkB
         if before_part is not None:
             before_part(part)
         mine = executor_engine(shipped)
-        kept, why_not = target_candidates(mine, _book(mine, part_bank).chunks(chunk_size),
-                                          column, n, context)
+        chunks = model_book(part_bank, mine.model).chunks(chunk_size)
+        kept, why_not = target_candidates(mine, chunks, column, n, context)
         yield pd.DataFrame({"why_not": [json.dumps(dict(why_not))]})
         if kept is not None and len(kept["ids"]):
             yield pd.DataFrame(kept)
@@ -128,22 +119,4 @@ def _history(engine: OfferEngine, spec: CampaignSpec, context: DecisionContext,
     """The contacts the policy and the campaign's window read, for the executors."""
     if responses is None:
         return None
-    days = max(spec.contact_window_days, engine.policy.history_days)
-    return ContactHistory(responses.history_since(context.now() - timedelta(days=days)))
-
-
-@dataclass
-class _Reached:
-    """The customers a campaign reached, in memory, as ``log_decisions`` reads customers."""
-
-    book: CustomerBook
-    snapshot: pd.Timestamp | None
-
-    def __len__(self) -> int:
-        return len(self.book)
-
-    def chunks(self, chunk_size: int) -> Iterator[CustomerBatch]:
-        return self.book.chunks(chunk_size)
-
-    def batches_of(self, customer_ids: np.ndarray, chunk_size: int) -> Iterator[CustomerBatch]:
-        return self.book.batches_of(customer_ids, chunk_size)
+    return ContactHistory(responses.history_since(contact_since(engine, spec, context)))

@@ -31,16 +31,21 @@ from ..data.bank_config import BankConfig, load_bank_config
 from ..data.bank_parts import KindTally, PartLayout, part_bank
 from ..data.catalog import Catalog
 from ..data.customers import CUSTOMER_COLUMNS
-from ..data.extract_batches import as_snapshots, parse_snapshot_dates
+from ..data.extract_batches import (
+    as_snapshots,
+    interval_span,
+    month_ends_of_spans,
+    parse_snapshot_dates,
+)
 from ..data.extracts import (
     CUSTOMERS_FILE,
     FEATURES_FILE,
     HOLDINGS_FILE,
     BankData,
     find_extract,
-    interval_dates,
+    optional_extract,
 )
-from ..data.intervals import DEFAULT_MAX_MONTHS, INTERVALS, holdings_form, month_ends
+from ..data.intervals import DEFAULT_MAX_MONTHS, INTERVALS, holdings_form
 from ..exceptions import DataValidationError, RecommenderError
 
 if TYPE_CHECKING:
@@ -80,10 +85,8 @@ class ExtractLocations:
             customers = customers or str(find_extract(data, CUSTOMERS_FILE))
             holdings = holdings or str(find_extract(data, HOLDINGS_FILE))
             if features is None:
-                try:
-                    features = str(find_extract(data, FEATURES_FILE))
-                except DataValidationError:
-                    features = None
+                found = optional_extract(data, FEATURES_FILE)
+                features = None if found is None else str(found)
         elif data is not None:  # a folder Spark reads: hdfs://, s3a://
             customers = customers or f"{data.rstrip('/')}/{CUSTOMERS_FILE}.parquet"
             holdings = holdings or f"{data.rstrip('/')}/{HOLDINGS_FILE}.parquet"
@@ -132,18 +135,13 @@ class SparkBank:
         """``fn(part, bank)``'s frames, one row per part: the frames in Arrow (``ROWS``), or
         a named error of the project (``ERROR``) rather than a failed task, since bad data
         fails every retry alike. ``part_results`` reads them on the driver."""
-        layout, holdings_columns, intervals = self.layout, self.holdings_columns, self.intervals
-        catalog, features = self.catalog, layout.feature_columns
+        bank_of = self.reader  # not self: the closure goes to the executors, DataFrames do not
 
         def run(key, customers: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
             part, rows, error = int(key[0]), None, None
             if not customers.empty:  # else holdings of no known customer: as locally, skipped
                 try:
-                    holdings, values = split_events(events, holdings_columns, features)
-                    if intervals:
-                        holdings = _as_snapshots(holdings, layout.snapshots)
-                    bank = part_bank(customers.drop(columns=[PART]), holdings, values, layout,
-                                     catalog)
+                    bank = bank_of(customers.drop(columns=[PART]), events.drop(columns=[PART]))
                     rows = pickle.dumps([_to_arrow(frame) for frame in fn(part, bank)])
                 except RecommenderError as exc:
                     error = pickle.dumps(exc)
@@ -161,10 +159,28 @@ class SparkBank:
             pd.DataFrame({"_wanted": pd.Series(np.asarray(customer_ids, dtype=object),
                                                dtype=object)}), schema="_wanted string"))
         mine = part_key() == F.col("_wanted")
-        customers = self.customers.join(wanted, mine, "left_semi").drop(PART).toPandas()
-        events = self.events.join(wanted, mine, "left_semi")
-        holdings, values = split_events(events.drop(PART).toPandas(),
-                                         self.holdings_columns, self.layout.feature_columns)
+        return self.reader(
+            self.customers.join(wanted, mine, "left_semi").drop(PART).toPandas(),
+            self.events.join(wanted, mine, "left_semi").drop(PART).toPandas())
+
+    @property
+    def reader(self) -> PartReader:
+        return PartReader(self.layout, self.holdings_columns, self.intervals, self.catalog)
+
+
+@dataclass(frozen=True)
+class PartReader:
+    """Turns some customers' raw rows (all of each one's) into a validated bank: in an
+    executor for a part, on the driver for the customers a campaign reached."""
+
+    layout: PartLayout
+    holdings_columns: tuple[str, ...]
+    intervals: bool
+    catalog: Catalog
+
+    def __call__(self, customers: pd.DataFrame, events: pd.DataFrame) -> BankData:
+        holdings, values = split_events(events, self.holdings_columns,
+                                        self.layout.feature_columns)
         if self.intervals:
             holdings = _as_snapshots(holdings, self.layout.snapshots)
         return part_bank(customers, holdings, values, self.layout, self.catalog)
@@ -297,23 +313,20 @@ def _interval_month_ends(holdings: DataFrame, source: str,
     def span(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in frames:
             try:
-                opened, closed = interval_dates(frame, source)
+                found = interval_span(frame, source)
             except DataValidationError as exc:
                 yield pd.DataFrame({"first": [pd.NaT], "last": [pd.NaT],
                                     ERROR: [pickle.dumps(exc)]})
                 continue
-            if len(frame):
-                last = opened.max() if closed.isna().all() else max(opened.max(), closed.max())
-                yield pd.DataFrame({"first": [opened.min()], "last": [last], ERROR: [None]})
+            if found is not None:
+                yield pd.DataFrame({"first": [found[0]], "last": [found[1]], ERROR: [None]})
 
     spans = holdings.select(*dates).mapInPandas(
         span, f"first timestamp_ntz, last timestamp_ntz, {ERROR} binary").toPandas()
     failed = spans[spans[ERROR].notna()]
     if len(failed):
         raise pickle.loads(failed[ERROR].iloc[0])
-    ends = month_ends(pd.Series(spans["first"], dtype="datetime64[ns]"),
-                      pd.Series(spans["last"], dtype="datetime64[ns]"), max_months=max_months)
-    return [pd.Timestamp(d) for d in ends]
+    return month_ends_of_spans(zip(spans["first"], spans["last"], strict=True), max_months)
 
 
 def _kinds(frame: DataFrame, skip, declared) -> dict[str, str]:

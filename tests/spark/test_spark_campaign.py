@@ -17,6 +17,7 @@ from recommender.campaign.run import run_campaign
 from recommender.campaign.spec import CampaignSpec
 from recommender.campaign.target_list import top_customers
 from recommender.cli import main
+from recommender.data.book import months_read
 from recommender.data.partition import open_customers
 from recommender.exceptions import DataValidationError
 from recommender.service import open_decision_log
@@ -49,10 +50,8 @@ def _spec(**change) -> CampaignSpec:
 
 def _on_spark(spark, data, models, engine, part_size=600):
     shipped = ship_model(spark, models, engine.model.version, engine.policy)
-    config = engine.model.config
     bank = open_bank(spark, ExtractLocations.of(str(data)), engine.catalog,
-                     config.acquisition.n_lags if config.cf.weighting == "binary" else None,
-                     part_size)
+                     months_read(engine.model), part_size)
     return shipped, bank
 
 
