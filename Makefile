@@ -11,7 +11,7 @@ STATE ?= var
 
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test install browser java bench-tools clean
+.PHONY: demo test install browser java postgres bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,18 @@ java:
 			apt-get install -y -qq default-jre-headless; \
 	fi
 
+# PostgreSQL's server binaries (initdb, pg_ctl) for the store tests, which start a throwaway
+# server of their own (tests/postgres_server.py), and for bench_serving.py --database
+# postgresql; installed when missing (apt-get, with sudo unless root).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+			! command -v initdb >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing PostgreSQL's server for the store tests"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq postgresql; \
+	fi
+
 # What the benchmarks in scripts/ need: the venv, and wrk for bench_serving.py (Debian's, with
 # the LuaJIT that scripts/wrk_offers.lua runs in), installed when missing (apt-get, with sudo
 # unless root). Without them a benchmark stops at once with one line naming this target.
@@ -66,8 +78,8 @@ bench-tools: install
 # The whole suite with the machine's own BLAS kernel and SIMD, then the tests that compare
 # two code paths (marked numerics) under each other OpenBLAS kernel this CPU can run and
 # with numpy's SIMD dispatch off (tests/kernels.py): a result must not depend on the CPU.
-test: install browser java
-	NBO_REQUIRE_BROWSER=1 NBO_REQUIRE_SPARK=1 $(BIN)/python -m pytest
+test: install browser java postgres
+	NBO_REQUIRE_BROWSER=1 NBO_REQUIRE_SPARK=1 NBO_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
 	$(BIN)/python tests/kernels.py
 
 clean:

@@ -1,9 +1,12 @@
 """The Flask HTTP service: next-best offers per customer, with reasons.
 
-``STATE_DIR`` holds what the service writes: recorded responses, the decision log and its
-encryption key; and, unless ``API_KEYS_FILE`` names another file, ``api_keys.toml`` (see
-``api.auth``). ``SCORE_TABLES`` says whether answers read the model's precomputed ranker
-scores (``recommender.ranking.score_table``): ``use`` (default, when built), ``background`` (build
+``DATABASE_URL`` names the database of the stores: recorded responses, the decision log, the
+served version and the API keys (``recommender.store.database``; default: ``nbo.db``, SQLite,
+in ``STATE_DIR``; PostgreSQL for several replicas). ``STATE_DIR`` holds the decision log's
+encryption key and this machine's caches.
+
+``SCORE_TABLES`` says whether answers read the model's precomputed ranker scores
+(``recommender.ranking.score_table``): ``use`` (default, when built), ``background`` (build
 them in a child process if missing; ``nbo serve``) or ``off``. ``DECISION_FLUSH_SECONDS``
 above 0 writes the decision log in packs that often instead of once per answer
 (``recommender.store.decisions.DecisionLog``; ``nbo serve`` uses 0.1).
@@ -22,10 +25,10 @@ from flask import Flask
 from .json_provider import OrjsonProvider
 
 DEFAULTS = {"DATA_DIR": "data/demo", "MODELS_DIR": "models", "MODEL_VERSION": "current",
-            "POLICY_FILE": None, "STATE_DIR": "var", "API_KEYS_FILE": None, "SCORE_TABLES": "use",
+            "POLICY_FILE": None, "STATE_DIR": "var", "DATABASE_URL": None, "SCORE_TABLES": "use",
             "DECISION_FLUSH_SECONDS": 0.0}
 _ENV_KEYS = ("DATA_DIR", "MODELS_DIR", "MODEL_VERSION", "POLICY_FILE", "STATE_DIR",
-             "API_KEYS_FILE", "SCORE_TABLES", "DECISION_FLUSH_SECONDS")
+             "DATABASE_URL", "SCORE_TABLES", "DECISION_FLUSH_SECONDS")
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -34,9 +37,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(DEFAULTS)
     app.config.update({k: os.environ[f"NBO_{k}"] for k in _ENV_KEYS if f"NBO_{k}" in os.environ})
     app.config.update(config or {})
-
     cfg = app.config
-    cfg["API_KEYS_FILE"] = cfg["API_KEYS_FILE"] or os.path.join(cfg["STATE_DIR"], "api_keys.toml")
+
     from . import (
         auth,
         customers,

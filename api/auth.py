@@ -10,13 +10,13 @@ teller page, which sends the key from its own script) are listed in ``OPEN_PATHS
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
-from recommender.store.keys import ROLES, ExpiredKeyError, InvalidKeyError, KeysFileError, KeyStore
+from recommender.store.database import StoreUnavailableError
+from recommender.store.keys import ROLES, ExpiredKeyError, InvalidKeyError, KeyStore
 
-from .errors import error_response
+from .errors import error_response, unavailable_response
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,22 @@ def is_open(path: str) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    """Load the keys file named by ``API_KEYS_FILE`` and check every request against it.
+    """Check every request against the API keys in the service's database.
 
-    A missing file is not fatal (the health routes still answer), but every protected route
-    answers 401 until a key is created; a malformed file stops the app from starting.
+    No keys is not fatal (the health routes still answer), but every protected route answers
+    401 until a key is created; a database away at start is logged by the store, and
+    protected routes answer 503 until it answers.
     """
-    path = Path(app.config["API_KEYS_FILE"])
-    store = KeyStore(path)
-    if not store.exists:
-        log.warning("API keys file %s does not exist: every protected route answers 401. "
-                    "Create a key with: nbo keys create --role admin --file %s", path, path)
-    elif not len(store):
-        log.warning("API keys file %s holds no keys: every protected route answers 401", path)
+    store = KeyStore(app.extensions["nbo"].responses.database)
+    try:
+        store.refresh()
+    except StoreUnavailableError:
+        pass  # logged by the store, once
+    else:
+        if not len(store):
+            log.warning("no API keys in %s: every protected route answers 401. Create one "
+                        "with: nbo keys create --role admin --database URL",
+                        store.database.name)
     app.extensions[EXTENSION] = store
     app.before_request(authenticate_request)
 
@@ -76,7 +80,8 @@ def _unauthorized(code: str, message: str):
 
 
 def authenticate_request():
-    """``before_request``: sets ``g.api_key``, or answers 401/403 (503 if the file broke)."""
+    """``before_request``: sets ``g.api_key``, or answers 401/403 (503 before the keys could
+    ever be read)."""
     if is_open(request.path):
         return None
     if request.routing_exception is not None or request.url_rule is None:
@@ -97,9 +102,8 @@ def authenticate_request():
     except InvalidKeyError:
         log.warning("401 %s %s: unknown API key", request.method, route)
         return _unauthorized("unauthorized", "the API key is not valid")
-    except KeysFileError:  # already logged by the store, with the file and the entry
-        return error_response(503, "keys_unavailable",
-                              "the API keys file cannot be read; see the server log")
+    except StoreUnavailableError:  # already logged by the store, once
+        return unavailable_response("the API keys cannot be read now; try again shortly")
     g.api_key = key
     allowed = allowed_roles(request.endpoint)
     if key.role not in allowed:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from recommender.exceptions import DataValidationError, UnknownCustomerError, UnknownIdError
+from recommender.store.database import SchemaOutdatedError, StoreUnavailableError
 from recommender.store.responses import ResponseError
 
 from .observability import redacted_traceback, request_id, route_pattern
@@ -26,6 +28,24 @@ class BadRequest(Exception):
 
 def error_response(status: int, code: str, message: str, details: dict | None = None):
     return jsonify({"code": code, "message": message, "details": details or {}}), status
+
+
+def unavailable_response(message: str):
+    """503 ``store_unavailable`` with ``Retry-After``: the database is away, ask again soon."""
+    response, status = error_response(503, "store_unavailable", message)
+    response.headers["Retry-After"] = "1"
+    return response, status
+
+
+_LOG_EVERY_S = 60.0
+_last_logged = [float("-inf")]
+
+
+def _log_store_error(exc: Exception) -> None:
+    now = time.monotonic()
+    if now - _last_logged[0] >= _LOG_EVERY_S:
+        _last_logged[0] = now
+        log.error("503 store_unavailable: %s", exc)
 
 
 def register(app: Flask) -> None:
@@ -50,6 +70,15 @@ def register(app: Flask) -> None:
     @app.errorhandler(ResponseError)
     def invalid_response(exc: ResponseError):
         return error_response(400, "invalid_response", str(exc))
+
+    @app.errorhandler(StoreUnavailableError)
+    @app.errorhandler(SchemaOutdatedError)
+    def store_unavailable(exc: StoreUnavailableError | SchemaOutdatedError):
+        # The database is away (or not upgraded): fail fast, the caller retries. Logged once
+        # a minute at most per worker, not once per request of an outage.
+        _log_store_error(exc)
+        return unavailable_response("the service's database cannot be used now; "
+                                    "try again shortly")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -10,8 +10,9 @@ looks at that file's time at most once a second and reloads in a background thre
 changed. ``nbo serve`` makes SIGHUP to the gunicorn master write the same file, so a signal
 reloads every worker in place instead of restarting them.
 
-The last version that passed is written to ``<state>/served-version``; a worker that starts
-while ``current`` is broken serves that version instead of failing to boot.
+The last version that passed is recorded in the stores' database (``served_version``); a
+worker that starts while ``current`` is broken serves that version instead of failing to boot.
+A reload request reaches the workers of one machine: each replica is reloaded on its own.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from flask import Blueprint, Flask, current_app
 from recommender.exceptions import ConfigError, RecommenderError
 from recommender.policy.config import load_policy
 from recommender.ranking import artifacts
-from recommender.service import OfferService, load_service, reload_service
+from recommender.service import OfferService, load_service, open_database, reload_service
+from recommender.store.database import Database, StoreError, StoreUnavailableError
+from recommender.store.settings import SERVED_VERSION, read_setting, write_setting
 
 from .errors import error_response
 
@@ -37,7 +40,6 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "nbo_reloader"
 REQUEST_FILE = "reload-request"
-SERVED_FILE = "served-version"
 _CHECK_EVERY_S = 1.0
 
 bp = Blueprint("admin", __name__)
@@ -89,7 +91,7 @@ class Reloader:
             version = candidate.engine.model.version
             log.info("reloaded: serving model %s (was %s), policy %s", version, previous,
                      candidate.policy.version)
-            remember_served(self.state, version)
+            remember_served(candidate.responses.database, version)
             return {"status": "reloaded", "model_version": version, "previous_version": previous}
 
     def _unchanged(self, served: OfferService) -> bool:
@@ -120,13 +122,20 @@ class Reloader:
             self.reload()  # a failure is logged by reload; the served model stays
 
 
-def remember_served(state_dir: Path, version: str) -> None:
+def remember_served(database: Database, version: str) -> None:
     """Record the version that passed its checks, for workers that start while current is
-    broken."""
-    path = state_dir / SERVED_FILE
-    partial = path.with_name(f".{SERVED_FILE}.{os.getpid()}.{threading.get_ident()}")
-    partial.write_text(version + "\n", encoding="utf-8")
-    partial.replace(path)
+    broken; a database away now only costs that fallback (logged)."""
+    try:
+        write_setting(database, SERVED_VERSION, version)
+    except StoreUnavailableError as exc:
+        log.warning("could not record the served version %s: %s", version, exc)
+
+
+def _last_served(database: Database) -> str:
+    try:
+        return read_setting(database, SERVED_VERSION) or ""
+    except StoreUnavailableError:
+        return ""
 
 
 def _seconds(config, name: str) -> float:
@@ -143,24 +152,26 @@ def _seconds(config, name: str) -> float:
 
 def load_at_start(config) -> OfferService:
     """The service a worker starts with: ``MODEL_VERSION``, or the last version served when
-    that one is broken (logged); without a last version the error stands."""
+    that one is broken (logged); without a last version the error stands. A database of an
+    older schema stops the start (the message names ``nbo db upgrade``)."""
     state = Path(config["STATE_DIR"])
+    database = open_database(state, config["DATABASE_URL"])
     options = {"policy_file": config["POLICY_FILE"], "state_dir": state,
-               "score_tables": config["SCORE_TABLES"],
+               "score_tables": config["SCORE_TABLES"], "database": database,
                "decision_flush_seconds": _seconds(config, "DECISION_FLUSH_SECONDS")}
     try:
         service = load_service(config["DATA_DIR"], config["MODELS_DIR"],
                                config["MODEL_VERSION"], **options)
+    except StoreError:
+        raise
     except RecommenderError as exc:
-        last = (state / SERVED_FILE).read_text(encoding="utf-8").strip() if (
-            state / SERVED_FILE).exists() else ""
+        last = _last_served(database)
         if not last or last == config["MODEL_VERSION"]:
             raise
         log.error("cannot serve model %s (%s); serving the last good version %s",
                   config["MODEL_VERSION"], exc, last)
         return load_service(config["DATA_DIR"], config["MODELS_DIR"], last, **options)
-    state.mkdir(parents=True, exist_ok=True)
-    remember_served(state, service.engine.model.version)
+    remember_served(database, service.engine.model.version)
     return service
 
 

@@ -18,7 +18,7 @@ from .data import columns as C
 from .data.book import CustomerBatch, CustomerBook, profile_batch
 from .data.mapped_book import MappedBook, open_book
 from .data.profiles import plain_value
-from .exceptions import ArtifactError, ConfigError
+from .exceptions import ArtifactError
 from .policy.config import CHANNELS, PolicyConfig, load_policy
 from .policy.offers import MAX_OFFERS, OfferEngine, decided
 from .policy.rules import ContactState, DecisionContext, contact_state
@@ -27,8 +27,10 @@ from .ranking import artifacts
 from .ranking.ranker import RankerScores
 from .ranking.reproducible import ATOL, RTOL
 from .ranking.score_table import ServedScores
+from .store.database import Database, StoreError, StoreUnavailableError, database_url
 from .store.decision_key import load_or_create_key
-from .store.decisions import DecisionLog
+from .store.decisions import DecisionLog, DecisionLogError
+from .store.legacy import check_no_legacy
 from .store.replay import decision_inputs
 from .store.responses import ResponseStore
 
@@ -47,10 +49,25 @@ class OfferService:
     responses: ResponseStore
     decisions: DecisionLog
     scores: ServedScores | None = None  # precomputed ranker scores; None: score live
+    _stores_checked: bool = False
 
     @property
     def catalog(self):
         return self.engine.catalog
+
+    def stores_problem(self) -> str | None:
+        """Why the stores cannot be used now (database away, older schema, another decision
+        key), or None: what readiness reports. Checked in full until it first passes, then
+        only whether the database answers."""
+        try:
+            if self._stores_checked:
+                self.responses.database.ping()
+            else:
+                check_stores(self.responses.database, self.decisions)
+                self._stores_checked = True
+        except StoreError as exc:
+            return str(exc)
+        return None
 
     @property
     def stages(self):
@@ -175,33 +192,78 @@ class OfferService:
         return info
 
 
-def open_decision_log(state_dir: str | Path, flush_seconds: float = 0.0) -> DecisionLog:
-    """The decision log in ``state_dir``; refuses a log whose key file has gone missing.
+def open_database(state_dir: str | Path, url: str | None = None, *,
+                  legacy_ok: bool = False) -> Database:
+    """The stores' database: ``url``, else ``NBO_DATABASE_URL``, else the SQLite file in
+    ``state_dir``. Nothing is read yet: the server may be away (see ``check_stores``).
 
-    ``flush_seconds`` > 0 queues answers and writes them in packs (``DecisionLog``)."""
-    state = Path(state_dir)
-    key_file, decisions_db = state / "decision.key", state / "decisions.db"
-    if decisions_db.exists() and not key_file.exists():
-        raise ConfigError(f"the decision log {decisions_db} exists but its key {key_file} is "
-                          "missing: restore the key file (a new key could not read the log)")
-    return DecisionLog(decisions_db, load_or_create_key(key_file), flush_seconds)
+    Refuses a state folder that still holds stores from before the database (they would be
+    forgotten), naming ``nbo db upgrade``, which imports them (``legacy_ok``: that command).
+    """
+    if not legacy_ok:
+        check_no_legacy(state_dir)
+    return Database(database_url(url, state_dir))
+
+
+def check_stores(database: Database, decisions: DecisionLog) -> None:
+    """Raise unless the stores can be used now: the database answers (else
+    ``StoreUnavailableError``), its schema is this code's (a new SQLite file gets it) and the
+    decision log was written with this service's key."""
+    database.ensure_schema()
+    decisions.check_key()
+
+
+def open_decision_log(state_dir: str | Path, flush_seconds: float = 0.0, *,
+                      database: Database | None = None) -> DecisionLog:
+    """The decision log in ``database`` (default: ``open_database(state_dir)``), encrypted
+    with the key file ``state_dir/decision.key``, which every replica must share.
+
+    Refuses a log written with another key, or whose key file has gone missing (a new key
+    could not read it). ``flush_seconds`` > 0 queues answers and writes them in packs."""
+    key_file = Path(state_dir) / "decision.key"
+    owned = database is None
+    database = database or open_database(state_dir)
+    had_key = key_file.exists()
+    decisions = DecisionLog(database, load_or_create_key(key_file), flush_seconds,
+                            owns_database=owned)
+    try:
+        database.ensure_schema()
+        decisions.check_key(first_use=had_key)
+    except StoreUnavailableError as exc:  # checked again before the service reports ready
+        log.error("the stores' database is unavailable at start (%s); not ready until it "
+                  "answers", exc)
+    except DecisionLogError as exc:
+        if not had_key:
+            key_file.unlink()  # the key just made is of no use: do not leave it behind
+            raise DecisionLogError(
+                f"the decision log in {database.name} was written with a key, but the key "
+                f"file {key_file} is missing: restore it (a new key could not read the "
+                "log)") from exc
+        raise
+    return decisions
 
 
 def load_service(data_dir: str | Path, models_dir: str | Path,
                  version: str = artifacts.CURRENT, *, policy_file: str | Path | None = None,
                  state_dir: str | Path = "var", score_tables: str = "use",
-                 decision_flush_seconds: float = 0.0) -> OfferService:
+                 decision_flush_seconds: float = 0.0, database: Database | str | None = None,
+                 ) -> OfferService:
     """Load the model version, the policy and the bank's current extracts (validated with the
-    model's catalog), and open the response store and the decision log in ``state_dir``.
+    model's catalog), and open the response store and the decision log in the database
+    ``database`` (a URL; default: ``open_database``). A database that does not answer yet
+    is logged and the service loads anyway: it reports not ready until it answers
+    (``OfferService.stores_problem``); one of an older schema stops the load.
 
     The customer book is memory-mapped from ``state_dir/book-cache`` (built there on first
     use), so every worker of a server shares one copy; so is the model's ``ScoreTable``
     (``score_tables``: a ``ServedScores`` mode). Decisions are written in packs every
     ``decision_flush_seconds`` when it is above 0, else one by one (``DecisionLog``).
     """
-    decisions = open_decision_log(state_dir, decision_flush_seconds)
+    decisions = open_decision_log(state_dir, decision_flush_seconds,
+                                  database=database if isinstance(database, Database)
+                                  else open_database(state_dir, database))
     engine, book = _engine_and_book(data_dir, models_dir, version, policy_file, state_dir)
-    responses = ResponseStore(Path(state_dir) / "responses.db",
+    responses = ResponseStore(decisions.database,
                               product_ids=[str(p) for p in engine.catalog.ids.external_ids])
     scores = ServedScores(score_tables, state_dir, book, engine.model, data_dir=data_dir,
                           models_dir=models_dir)

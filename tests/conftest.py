@@ -5,6 +5,7 @@ eligibility under the tiny catalog; tests state those answers explicitly.
 """
 
 import os
+import uuid
 
 # implicit warns (and filterwarnings=error turns it into a failure) when OpenBLAS runs
 # multi-threaded; set it before numpy is imported by any test module.
@@ -217,8 +218,8 @@ def demo_bank(packaged_catalog, life_stages) -> BankData:
 
 
 def _client_with_key(app, role: str = "admin"):
-    """A test client of ``app`` sending a new key of ``role``, added to the app's keys file."""
-    key, _ = create_key(app.config["API_KEYS_FILE"], role, name=f"test {role}")
+    """A test client of ``app`` sending a new key of ``role``, added to the app's database."""
+    key, _ = create_key(app.extensions[KEYS_EXTENSION].database, role, name=f"test {role}")
     app.extensions[KEYS_EXTENSION].refresh()  # now, not within the store's second
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
@@ -249,3 +250,40 @@ def served_demo_bank(demo_bank, packaged_catalog, life_stages, tmp_path_factory)
     train(bank, packaged_catalog, life_stages, TrainConfig(ranker="hybrid"), root / "models",
           cat_text, st_text, run_evaluation=False)
     return {"DATA_DIR": str(root / "data"), "MODELS_DIR": str(root / "models")}
+
+
+# ----------------------------------------------------------------- the stores' databases
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session (``tests/postgres_server.py``), on a unix
+    socket in a folder of its own. Without the server binaries the tests that need it skip,
+    saying so, except under ``make test`` (NBO_REQUIRE_POSTGRES=1), which installs them: there
+    they fail."""
+    from postgres_server import PostgresServer, server_binaries
+
+    if server_binaries() is None:
+        if os.environ.get("NBO_REQUIRE_POSTGRES"):
+            pytest.fail("NBO_REQUIRE_POSTGRES=1 but PostgreSQL server binaries (initdb, pg_ctl) "
+                        "not found: `make postgres` installs Debian's postgresql package")
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's "
+                    "postgresql package or `make postgres`")
+    server = PostgresServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new empty database on the session's server, of a name no other test uses."""
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A new empty database on each backend: an SQLite file, then one on a real PostgreSQL
+    server (asked for only here, so SQLite runs even where PostgreSQL is missing)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nbo.db'}"
+    return request.getfixturevalue("postgres_url")

@@ -28,6 +28,15 @@ def add_serving_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="models", help="models folder (uses current)")
 
 
+def add_database(parser: argparse.ArgumentParser) -> None:
+    """Where the stores live: responses, the decision log, the served version, API keys."""
+    parser.add_argument("--state", default="var", help="the service's state folder (the "
+                        "decision log's key; the default database's file)")
+    parser.add_argument("--database", metavar="URL", help="the stores' database: "
+                        "sqlite:///path or postgresql://user@host/db (default: "
+                        "$NBO_DATABASE_URL, else sqlite in --state: nbo.db)")
+
+
 def add_spark_inputs(parser: argparse.ArgumentParser) -> None:
     """Where a job runs (this machine, or Spark), and where Spark finds the extracts."""
     parser.add_argument("--engine", choices=("local", "spark"), default="local",

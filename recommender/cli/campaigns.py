@@ -6,10 +6,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from ..policy.config import CHANNELS
-from .arguments import add_serving_inputs, add_spark_inputs, positive_int, spark_and_extracts
+from .arguments import (
+    add_database,
+    add_serving_inputs,
+    add_spark_inputs,
+    positive_int,
+    spark_and_extracts,
+)
 
 log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its module
 
@@ -22,7 +27,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from ..policy.config import load_policy
     from ..policy.offers import OfferEngine
     from ..ranking import artifacts
-    from ..service import open_decision_log
+    from ..service import open_database, open_decision_log
     from ..store.responses import ResponseStore
 
     if bool(args.spec) == bool(args.for_product):
@@ -42,10 +47,9 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{len(frame):,} customers for {args.for_product} written to "
                              f"{args.out}\n")
             return 0
-        responses_db = Path(args.state) / "responses.db"
-        responses = ResponseStore(responses_db) if responses_db.exists() else None
-        with open_decision_log(args.state) as decisions:
-            frame = lists.campaign(spec, responses, decisions)
+        database = open_database(args.state, args.database)
+        with open_decision_log(args.state, database=database) as decisions:
+            frame = lists.campaign(spec, ResponseStore(database), decisions)
         lists.write(frame, args.out)
         report = write_summary(summary(frame, lists.customers, spec), args.report)
     sys.stdout.write(f"{len(frame):,} offers to {frame['customer_id'].nunique():,} customers "
@@ -140,5 +144,5 @@ def add_campaign(sub: argparse._SubParsersAction) -> None:
     add_spark_inputs(p)
     add_serving_inputs(p)
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
-    p.add_argument("--state", default="var", help="folder of recorded responses")
+    add_database(p)
     p.set_defaults(func=cmd_campaign)

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..policy.config import CHANNELS
-from .arguments import add_serving_inputs, positive_int
+from .arguments import add_database, add_serving_inputs, positive_int
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from ..service import load_service
 
-    service = load_service(args.data, args.models, state_dir=args.state)
+    service = load_service(args.data, args.models, state_dir=args.state,
+                           database=args.database)
     results = [service.offers(cid, args.limit, args.lang) for cid in args.customer]
     if args.json:
         sys.stdout.write(json.dumps(results, ensure_ascii=False, indent=2) + "\n")
@@ -45,7 +46,7 @@ def _offer_table(result: dict[str, Any]) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ..service import open_decision_log
+    from ..service import open_database, open_decision_log
     from ..store.replay import replay
 
     state = Path(args.state)
@@ -54,7 +55,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from ..exceptions import ConfigError
 
         raise ConfigError(f"no decision-log key at {key}: replay needs the key that wrote the log")
-    with open_decision_log(state) as decisions:
+    with open_decision_log(state, database=open_database(state, args.database)) as decisions:
         result = replay(decisions.get(args.decision_id), args.models)
     sys.stdout.write(json.dumps({
         "decision_id": args.decision_id, "created_at": result.decision.created_at.isoformat(),
@@ -94,7 +95,7 @@ def add_recommend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--customer", action="append", required=True, help="repeat for several")
     p.add_argument("--limit", type=positive_int, default=5)
     p.add_argument("--lang", choices=("en", "zh"), default="en")
-    p.add_argument("--state", default="var", help="folder of responses and the decision log")
+    add_database(p)
     p.add_argument("--json", action="store_true", help="the API's answers instead of a table")
     p.set_defaults(func=cmd_recommend)
 
@@ -103,7 +104,7 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="recompute a logged decision with its own model and policy")
     p.add_argument("decision_id")
     p.add_argument("--models", default="models")
-    p.add_argument("--state", default="var", help="folder of the decision log and its key")
+    add_database(p)
     p.set_defaults(func=cmd_replay)
 
 

@@ -1,45 +1,51 @@
-"""``nbo keys create|list|revoke``: the HTTP service's API keys, in its state folder."""
+"""``nbo keys create|list|revoke``: the HTTP service's API keys, in the stores' database."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from ..store.keys import ROLES
-from .arguments import positive_int
+from .arguments import add_database, positive_int
 
 log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its module
 
 
-def _keys_file(args: argparse.Namespace) -> Path:
-    return Path(args.file) if args.file else Path(args.state) / "api_keys.toml"
+def _database(args: argparse.Namespace):
+    """The stores' database, its schema created if it is a new SQLite file."""
+    from ..service import open_database
+
+    database = open_database(args.state, args.database)
+    database.ensure_schema()
+    return database
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from ..store.keys import create_key
 
-    clear, key = create_key(_keys_file(args), args.role, args.name, args.expires_days)
-    expires = key.expires_at.isoformat() if key.expires_at else "never"
+    database = _database(args)
+    clear, key = create_key(database, args.role, args.name, args.expires_days)
+    expires = key.expires_at.isoformat(timespec="seconds") if key.expires_at else "never"
     sys.stdout.write(f"API key: {clear}\nid: {key.id}  role: {key.role}  expires: {expires}\n")
     log.info("the key is shown only this once and stored hashed in %s; give it to the client "
-             "now", _keys_file(args))
+             "now", database.name)
     return 0
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from ..store.keys import list_keys
 
-    path = _keys_file(args)
-    keys = list_keys(path)
+    database = _database(args)
+    keys = list_keys(database)
     if not keys:
-        sys.stdout.write(f"no API keys in {path}\n")
+        sys.stdout.write(f"no API keys in {database.name}\n")
         return 0
     sys.stdout.write(f"{'id':<12}{'role':<10}{'created':<27}{'expires':<27}name\n")
     for key in keys:
-        expires = key.expires_at.isoformat() if key.expires_at else "never"
-        sys.stdout.write(f"{key.id:<12}{key.role:<10}{key.created_at.isoformat():<27}"
+        expires = key.expires_at.isoformat(timespec="seconds") if key.expires_at else "never"
+        sys.stdout.write(f"{key.id:<12}{key.role:<10}"
+                         f"{key.created_at.isoformat(timespec='seconds'):<27}"
                          f"{expires:<27}{key.name}\n")
     return 0
 
@@ -47,7 +53,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from ..store.keys import revoke_key
 
-    key = revoke_key(_keys_file(args), args.key_id)
+    key = revoke_key(_database(args), args.key_id)
     sys.stdout.write(f"revoked {key.id} (role {key.role})\n")
     return 0
 
@@ -66,5 +72,4 @@ def add_keys(sub: argparse._SubParsersAction) -> None:
     p.add_argument("key_id", help="the key's id (k_...), as `nbo keys list` shows it")
     p.set_defaults(func=cmd_keys_revoke)
     for p in keys_sub.choices.values():
-        p.add_argument("--state", default="var", help="the service's state folder")
-        p.add_argument("--file", help="the keys file (default: <state>/api_keys.toml)")
+        add_database(p)

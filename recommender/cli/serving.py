@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .arguments import add_serving_inputs, positive_int
+from .arguments import add_database, add_serving_inputs, positive_int
 
 log = logging.getLogger("nbo")  # every command logs as "nbo", whatever its module
 
@@ -21,6 +21,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..ranking.score_table import build_in_child
 
     artifacts.resolve(args.models)  # fail early, clearly, if nothing is trained
+    _check_database(args)
     # Build the workers' shared customer book now, before gunicorn replaces this process:
     # workers then only map it. Nothing here trains or scores (DESIGN.md: forked children).
     book = open_book(args.data, artifacts.load(args.models), Path(args.state) / "book-cache")
@@ -37,6 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        "NBO_THREADS": str(args.threads), "NBO_SCORE_TABLES": "background",
                        "NBO_DECISION_FLUSH_SECONDS": "0.1",
                        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    if args.database:
+        os.environ["NBO_DATABASE_URL"] = args.database
     if args.policy:
         os.environ["NBO_POLICY_FILE"] = str(args.policy)
     import api
@@ -48,6 +51,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     os.execv(command[0], command)
     return 0  # not reached
+
+
+def _check_database(args: argparse.Namespace) -> None:
+    """Refuse to start on a database of an older schema (naming ``nbo db upgrade``); one that
+    does not answer yet is logged, and the service starts and reports not ready."""
+    from ..service import open_database
+    from ..store.database import StoreUnavailableError
+
+    database = open_database(args.state, args.database)
+    try:
+        database.ensure_schema()
+    except StoreUnavailableError as exc:
+        log.error("%s; starting anyway, not ready until it answers", exc)
+    finally:
+        database.dispose()
 
 
 def _print_examples(book, host: str, port: int) -> None:
@@ -97,8 +115,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--threads", type=positive_int, default=1,
                    help="threads per worker (gthread); 1 = sync workers")
-    p.add_argument("--state", default="var",
-                   help="folder for recorded responses, the decision log and its key")
+    add_database(p)
     p.add_argument("--policy", help="decision policy TOML (default: the packaged one)")
     p.add_argument("--no-examples", dest="examples", action="store_false",
                    help="do not print example customers and requests")

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from recommender.store.database import StoreUnavailableError
+
 log = logging.getLogger(__name__)
 
 
@@ -81,12 +83,13 @@ class DecisionQueue:
         owner = self._owner
 
         def run() -> None:
+            failing = False
             while (log_ := owner()) is not None and not log_.closed:
                 seconds = log_.flush_seconds
                 del log_  # hold no reference while asleep: the log may be dropped meanwhile
                 time.sleep(seconds)
                 if (log_ := owner()) is not None and not log_.closed:
-                    _flush_quietly(log_)
+                    failing = _flush_quietly(log_, failing)
 
         threading.Thread(target=run, name="nbo-decision-log", daemon=True).start()
         atexit.register(_flush_at_exit, owner)
@@ -96,11 +99,24 @@ class DecisionQueue:
         self._lock, self._flush_lock = threading.Lock(), threading.Lock()
 
 
-def _flush_quietly(decision_log: _Log) -> None:
+def _flush_quietly(decision_log: _Log, failing: bool = False) -> bool:
+    """Flush, keeping what fails queued for the next try; whether this try failed.
+
+    A database that is away fails every try until it returns: that is said once when it
+    starts and once when the queue is written again, not on every try.
+    """
     try:
         decision_log.flush()
-    except Exception:  # noqa: BLE001 - kept queued and retried; never kill the thread
-        log.exception("writing queued decisions to %s failed; will retry", decision_log.path)
+    except Exception as exc:  # noqa: BLE001 - kept queued and retried; never kill the thread
+        if not failing:
+            log.error("writing queued decisions to %s failed (%s); keeping them queued and "
+                      "trying again every %g s", decision_log.path, exc,
+                      decision_log.flush_seconds,
+                      exc_info=not isinstance(exc, StoreUnavailableError))
+        return True
+    if failing:
+        log.info("queued decisions written to %s again", decision_log.path)
+    return False
 
 
 def _flush_at_exit(owner: weakref.ref) -> None:

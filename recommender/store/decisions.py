@@ -1,7 +1,9 @@
 """The decision log: every decision served (API and batch), kept to be explained and replayed.
 
-One SQLite file in WAL mode, so gunicorn workers and batch jobs write while others read; each
-thread (and each process after a fork) uses its own connection, as SQLite requires. Inputs and
+It lives in the service's database (``recommender.store.database``): an SQLite file in WAL mode
+on one machine, where gunicorn workers and batch jobs write while others read, or PostgreSQL
+shared by several replicas, so that an auditor finds every replica's decisions in one place.
+Inputs and
 output are stored only as a Fernet token, the customer only as an HMAC keyed from the same secret
 (a bare SHA-256 of an id is reversed by hashing every possible id). Policy texts are configuration,
 not customer data: each distinct text is stored once, in clear, under its hash.
@@ -19,11 +21,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,9 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
-from ..exceptions import RecommenderError
+from . import tables as T
+from .database import Database, StoreError, open_database
 from .decision_queue import DecisionQueue
 from .decision_records import (
     canonical_json,
@@ -43,40 +46,29 @@ from .decision_records import (
     list_pack,
     listed_answers,
 )
-from .sqlite_files import use_wal
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("api", "batch")
-BUSY_SECONDS = 30.0  # how long a write waits for another writer before giving up
 _HASH_CONTEXT = b"recommender.decisions customer_hash v1"
+_KEY_CHECK_CONTEXT = b"recommender.decisions key check v1"
+_KEY_CHECK = "decision_key_check"  # service_settings: which key the log is written with
 # decisions.policy_hash ties each decision to the exact policy text it was served under, even if
-# a policy_version label is ever reused for an edited text.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,
-    source TEXT NOT NULL, customer_hash TEXT NOT NULL, model_version TEXT NOT NULL,
-    policy_version TEXT NOT NULL, inputs_fingerprint TEXT NOT NULL, payload BLOB NOT NULL,
-    policy_hash TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS decisions_by_customer ON decisions (customer_hash, created_at);
-CREATE TABLE IF NOT EXISTS policies (policy_version TEXT NOT NULL, policy_hash TEXT PRIMARY KEY,
-    policy_text TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS decision_packs (id TEXT PRIMARY KEY, digest TEXT NOT NULL,
-    payload BLOB NOT NULL);
-"""
-# Decisions of a batch job share one encrypted pack (their inputs and outputs, column-wise);
-# each row points at its pack and its row in it. Added to logs created before packs existed.
-_PACK_COLUMNS = (("pack_id", "TEXT"), ("pack_row", "INTEGER"))
-_INSERT = ("INSERT INTO decisions (id, created_at, source, customer_hash, model_version, "
-           "policy_version, inputs_fingerprint, payload, policy_hash, pack_id, pack_row) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_SELECT = ("SELECT d.id, d.created_at, d.source, d.customer_hash, d.model_version, "
-           "d.policy_version, d.inputs_fingerprint, d.payload, p.policy_text, d.pack_row, "
-           "k.digest, k.payload FROM decisions d "
-           "LEFT JOIN policies p ON p.policy_hash = d.policy_hash "
-           "LEFT JOIN decision_packs k ON k.id = d.pack_id")
+# a policy_version label is ever reused for an edited text. Decisions of a batch job share one
+# encrypted pack (their inputs and outputs, column-wise); each row points at its pack and row.
+_D, _P, _K = T.decisions, T.policies, T.decision_packs
+_INSERT = sa.insert(_D)
+_INSERT_PACK = sa.insert(_K)
+_SELECT = (sa.select(_D.c.id, _D.c.created_at, _D.c.source, _D.c.customer_hash,
+                     _D.c.model_version, _D.c.policy_version, _D.c.inputs_fingerprint,
+                     _D.c.payload, _P.c.policy_text, _D.c.pack_row, _K.c.digest, _K.c.payload)
+           .select_from(_D.outerjoin(_P, _P.c.policy_hash == _D.c.policy_hash)
+                        .outerjoin(_K, _K.c.id == _D.c.pack_id)))
+_ROW = ("id", "created_at", "source", "customer_hash", "model_version", "policy_version",
+        "inputs_fingerprint", "payload", "policy_hash", "pack_id", "pack_row")
 
 
-class DecisionLogError(RecommenderError, RuntimeError):
+class DecisionLogError(StoreError):
     """The decision log or its key is unusable: wrong key, unknown decision, closed log."""
 
 
@@ -99,9 +91,15 @@ class Decision:
 
 
 def _new_id() -> str:
-    """32 hex digits: the time in ms (so ids, and the index on them, grow in time order), then
-    80 random bits (so workers never need to agree on ids)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    """32 hex digits: the time in ms (so ids, and the index on them, grow in time order), a
+    counter of this process (so its ids of one millisecond keep the order they were made in:
+    the newest-first order of decisions recorded at the same instant), then 56 random bits
+    (so workers and replicas never need to agree on ids)."""
+    return (f"{time.time_ns() // 1_000_000:012x}{next(_COUNTER) & 0xFFFFFF:06x}"
+            f"{os.urandom(7).hex()}")
+
+
+_COUNTER = itertools.count()
 
 
 def _timestamp(when: datetime) -> str:
@@ -133,89 +131,71 @@ def _checked(source: str, model_version: str, policy_version: str, policy_text: 
 
 
 class DecisionLog:
-    """Append-only record of served decisions in one SQLite file, shared by threads and workers.
+    """Append-only record of served decisions in the service's database, shared by threads,
+    workers and replicas.
+
+    ``database``: a ``Database`` shared with the other stores, or a URL or an SQLite file's
+    path of its own (``owns_database``: close a given ``Database`` with the log).
 
     With ``flush_seconds`` > 0, ``record`` checks the decision, encodes it as JSON (what the
     caller changes afterwards is not recorded), queues it and returns its id at once; a
     background thread of each process writes the queue every ``flush_seconds`` as one
-    compressed, encrypted pack (one encryption and one commit for hundreds of answers, not one
-    each), and so do ``close``, any read, and the process's exit. The price: a process killed
-    outright (SIGKILL, power cut) loses the decisions of its last ``flush_seconds``, and a NaN
-    or infinity in a queued decision is recorded as null. With 0 (the default) each decision
-    is on disk before ``record`` returns.
+    compressed, encrypted pack (one encryption and one commit for hundreds of answers, not
+    one each), and so do ``close``, any read, and the process's exit. A flush that cannot
+    reach the database keeps the queue and tries again. The price: a process killed outright
+    (SIGKILL, power cut) loses the decisions of its last ``flush_seconds``, and a NaN or
+    infinity in a queued decision is recorded as null. With 0 (the default) each decision is
+    committed before ``record`` returns.
     """
 
     fingerprint = staticmethod(fingerprint)
 
-    def __init__(self, path: str | Path, key: bytes, flush_seconds: float = 0.0) -> None:
-        self.path = Path(path)
+    def __init__(self, database: Database | str | Path, key: bytes,
+                 flush_seconds: float = 0.0, *, owns_database: bool = False) -> None:
         if not flush_seconds >= 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
-        self.flush_seconds = float(flush_seconds)
-        self._queue = DecisionQueue(self)
         try:
             self._fernet = Fernet(key)
         except (TypeError, ValueError) as exc:
-            raise DecisionLogError(f"the key for decision log {self.path} is not a valid Fernet "
-                                   "key; get it from load_or_create_key") from exc
+            raise DecisionLogError(f"the key for decision log {database} is not a valid "
+                                   "Fernet key; get it from load_or_create_key") from exc
+        self.database, self._owned = open_database(database)
+        self._owned = self._owned or owns_database  # closed with the log
+        self.flush_seconds = float(flush_seconds)
+        self._queue = DecisionQueue(self)
         # A derived key, so the hashing key is never the encryption key itself; keyed once,
         # then copied for each customer (half the cost of hmac.digest).
         raw = base64.urlsafe_b64decode(key)
         self._customer_hmac = hmac.new(hmac.digest(raw, _HASH_CONTEXT, "sha256"),
                                        digestmod=hashlib.sha256)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._open: list[tuple[threading.Thread, int, sqlite3.Connection]] = []
+        self._key_check = hmac.digest(raw, _KEY_CHECK_CONTEXT, "sha256").hex()
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        setup = self._connect()  # closed at once: a process that forks must not hold one
-        try:
-            # Workers starting at once open a new log together: one of them creates or
-            # upgrades the schema while the others wait (a second ALTER TABLE would fail),
-            # then each asks for WAL, which the file keeps.
-            setup.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    setup.execute(statement)
-                present = {row[1] for row in setup.execute("PRAGMA table_info(decisions)")}
-                for name, kind in _PACK_COLUMNS:
-                    if name not in present:
-                        setup.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
-                setup.execute("COMMIT")
-            finally:
-                if setup.in_transaction:
-                    setup.execute("ROLLBACK")
-            if use_wal(setup, BUSY_SECONDS) != "wal":
-                log.warning("decision log %s cannot use WAL mode; writers will block readers",
-                            self.path)
-        finally:
-            setup.close()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")  # wait, do not fail
-        conn.execute("PRAGMA synchronous = FULL")  # an audit record survives a power cut too
-        # Checkpoint at 40 MB of WAL, not 4: a pack's rows touch pages all over the customer
-        # index, and the right-hand pages of the others again and again; the fewer checkpoints,
-        # the fewer copies of them (a quarter less CPU to write packs of 60 answers).
-        conn.execute("PRAGMA wal_autocheckpoint = 10000")
-        return conn
+    @property
+    def path(self) -> str:
+        """Where the log is: the database, as its URL without the password."""
+        return self.database.name
 
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's connection; SQLite connections must not cross threads or forks."""
-        if self._closed:
-            raise DecisionLogError(f"decision log {self.path} is closed; open a new DecisionLog")
-        pid = os.getpid()
-        if getattr(self._local, "pid", None) == pid:
-            return self._local.conn
-        conn = self._connect()
-        self._local.conn, self._local.pid = conn, pid
-        with self._lock:  # close connections of ended threads; never touch a parent's (fork)
-            for entry in [e for e in self._open if e[1] == pid and not e[0].is_alive()]:
-                entry[2].close()
-                self._open.remove(entry)
-            self._open.append((threading.current_thread(), pid, conn))
-        return conn
+    def check_key(self, *, first_use: bool = True) -> None:
+        """Refuse a key other than the one the log was written with (a replica given another
+        key would write decisions nobody can read); the first user records its key's check
+        value. ``first_use=False``: a log with decisions but no recorded key is refused too
+        (its key file is lost)."""
+        with self.database.begin(write=True) as conn:
+            found = conn.execute(sa.select(T.service_settings.c.value).where(
+                T.service_settings.c.name == _KEY_CHECK)).scalar()
+            if found is None:
+                if not first_use and conn.execute(sa.select(_D.c.id).limit(1)).first():
+                    raise DecisionLogError(
+                        f"the decision log in {self.path} holds decisions but no key was "
+                        "recorded for it: restore the key file it was written with")
+                T.insert_new(conn, T.service_settings, [{"name": _KEY_CHECK,
+                                                         "value": self._key_check}])
+            elif not hmac.compare_digest(found, self._key_check):
+                raise DecisionLogError(
+                    f"the decision log in {self.path} was written with another key: give this "
+                    "service the same decision.key file as every other replica (a new key "
+                    "could not read the log)")
 
     def customer_hash(self, customer_id: str) -> str:
         """Keyed hash of a customer id: finds their decisions without storing the id."""
@@ -318,20 +298,15 @@ class DecisionLog:
 
     def _write(self, rows: list[tuple], policies: list[tuple[str, str, str]],
                pack: tuple[str, str, bytes] | None = None) -> None:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")  # take the write lock first: two writers never deadlock
-        try:
+        if self._closed:
+            raise DecisionLogError(f"decision log {self.path} is closed; open a new DecisionLog")
+        with self.database.begin(write=True) as conn:
             if pack is not None:
-                conn.execute("INSERT INTO decision_packs (id, digest, payload) VALUES (?, ?, ?)",
-                             pack)
-            conn.executemany("INSERT OR IGNORE INTO policies (policy_version, policy_hash, "
-                             "policy_text) VALUES (?, ?, ?)", policies)
-            conn.executemany(_INSERT, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                conn.execute(_INSERT_PACK, {"id": pack[0], "digest": pack[1],
+                                            "payload": pack[2]})
+            T.insert_new(conn, _P, [{"policy_version": v, "policy_hash": h, "policy_text": t}
+                                    for v, h, t in policies])
+            conn.execute(_INSERT, [dict(zip(_ROW, row, strict=True)) for row in rows])
 
     def _decision(self, row: tuple) -> Decision:
         (decision_id, created, source, customer, model, version, digest, payload, text,
@@ -364,28 +339,31 @@ class DecisionLog:
                         policy_text=text, pack=pack,
                         pack_row=-1 if pack_row is None else int(pack_row))
 
+    def _rows(self, query: sa.Select) -> list[sa.Row]:
+        if self._closed:
+            raise DecisionLogError(f"decision log {self.path} is closed; open a new DecisionLog")
+        self.flush()
+        with self.database.connect() as conn:
+            return conn.execute(query).all()
+
     def get(self, decision_id: str) -> Decision:
         """One decision by id, decrypted: to explain or replay an answer already given."""
-        self.flush()
-        row = self._connection().execute(f"{_SELECT} WHERE d.id = ?", (decision_id,)).fetchone()
-        if row is None:
+        rows = self._rows(_SELECT.where(_D.c.id == decision_id))
+        if not rows:
             raise DecisionLogError(f"no decision {decision_id} in {self.path}")
-        return self._decision(row)
+        return self._decision(tuple(rows[0]))
 
     def for_customer(self, customer_id: str, limit: int = 20) -> list[Decision]:
         """A customer's latest decisions, newest first: what an audit or complaint asks for."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
-        self.flush()
-        rows = self._connection().execute(
-            f"{_SELECT} WHERE d.customer_hash = ? ORDER BY d.created_at DESC, d.rowid DESC "
-            "LIMIT ?", (self.customer_hash(customer_id), limit)).fetchall()
-        return [self._decision(row) for row in rows]
+        rows = self._rows(_SELECT.where(_D.c.customer_hash == self.customer_hash(customer_id))
+                          .order_by(_D.c.created_at.desc(), _D.c.id.desc()).limit(limit))
+        return [self._decision(tuple(row)) for row in rows]
 
     def count(self) -> int:
         """How many decisions are recorded."""
-        self.flush()
-        return self._connection().execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+        return int(self._rows(sa.select(sa.func.count()).select_from(_D))[0][0])
 
     @property
     def closed(self) -> bool:
@@ -393,16 +371,16 @@ class DecisionLog:
         return self._closed
 
     def close(self) -> None:
-        """Write what is queued and close this process's connections; call it once no thread
-        still uses the log."""
-        if not self._closed:
+        """Write what is queued and refuse further use; a database the log opened itself is
+        closed too. Call it once no thread still uses the log."""
+        if self._closed:
+            return
+        try:
             self.flush()
-        with self._lock:
-            mine = [entry for entry in self._open if entry[1] == os.getpid()]
-            for entry in mine:
-                entry[2].close()
-                self._open.remove(entry)
+        finally:
             self._closed = True
+            if self._owned:
+                self.database.dispose()
 
     def __enter__(self) -> DecisionLog:
         return self

@@ -1,50 +1,42 @@
-"""API keys of the HTTP service: one per client, with a role, stored hashed in a TOML file.
+"""API keys of the HTTP service: one per client, with a role, stored hashed in its database.
 
-A key is ``nbo_`` + 32 random bytes (256 bits, URL-safe base64). The file holds only its
+A key is ``nbo_`` + 32 random bytes (256 bits, URL-safe base64). The database holds only its
 SHA-256: a slow password hash (bcrypt, scrypt) exists to slow guessing of low-entropy secrets
 people choose; a 256-bit random key cannot be guessed, so a fast hash is as strong and keeps
 every request cheap. Each key also has a short random public ``id`` (``k_`` + 8 hex digits),
 the only thing logs and the CLI show.
 
-``create_key``, ``revoke_key`` rewrite the file under an exclusive lock, through a temporary
-file and ``os.replace`` (mode 0600), so concurrent writers never lose a key and readers never
-see half a file. ``KeyStore`` re-reads the file when it changes, so new and revoked keys take
-effect in a running service without a restart.
+Keys live in the service's database (``recommender.store.database``), so a key created or
+revoked on one machine holds on every replica: ``KeyStore`` reads the keys again at most once
+a second.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import logging
-import os
 import secrets
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from ..data.tomlfiles import duplicated, toml_document
+import sqlalchemy as sa
+
 from ..exceptions import ConfigError, RecommenderError
+from .database import Database, StoreUnavailableError, open_database
+from .tables import api_keys as _table
 
 log = logging.getLogger(__name__)
 
 ROLES = ("teller", "mobile", "campaign", "admin")
 KEY_PREFIX = "nbo_"
-RECHECK_SECONDS = 1.0  # how often a KeyStore looks at the file's stat (at most)
-_FIELDS = {"id", "role", "name", "hash", "created_at", "expires_at"}
-_HEADER = ("# API keys of the NBO service. Written by `nbo keys create/revoke`; holds only\n"
-           "# SHA-256 hashes of the keys. Comments added by hand are not kept.\n")
-
-
-class KeysFileError(ConfigError):
-    """The API keys file is malformed; the message names the file and the entry."""
+RECHECK_SECONDS = 1.0  # how often a KeyStore reads the keys again (at most)
+_SELECT = sa.select(_table.c.id, _table.c.role, _table.c.name, _table.c.created_at,
+                    _table.c.expires_at, _table.c.hash).order_by(_table.c.created_at,
+                                                                 _table.c.id)
 
 
 class InvalidKeyError(RecommenderError):
@@ -60,7 +52,7 @@ class ExpiredKeyError(InvalidKeyError):
 
 
 class UnknownKeyIdError(RecommenderError, LookupError):
-    """No key with this id in the keys file (revoking)."""
+    """No key with this id in the database (revoking)."""
 
 
 @dataclass(frozen=True)
@@ -88,121 +80,29 @@ def hash_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _parse(text: str, source: str) -> list[_Record]:
-    document = toml_document(text, source, KeysFileError, top_level={"keys"})
-    entries = document.get("keys", [])
-    if not isinstance(entries, list):
-        raise KeysFileError(f"{source}: 'keys' must be an array of tables ([[keys]])")
-    records = [_record(entry, f"{source}: keys[{n}]") for n, entry in enumerate(entries)]
-    for what, values in (("id", [r.key.id for r in records]),
-                         ("hash", [r.hash for r in records])):
-        if dup := duplicated(values):
-            shown = dup if what == "id" else f"{len(dup)} hash(es)"
-            raise KeysFileError(f"{source}: duplicate key {what} {shown}; each key must be "
-                                "listed once")
-    return records
-
-
-def _record(entry: Any, where: str) -> _Record:
-    if not isinstance(entry, dict):
-        raise KeysFileError(f"{where}: must be a table ([[keys]])")
-    if isinstance(entry.get("id"), str):
-        where = f"{where} (id {entry['id']!r})"
-    if unknown := sorted(set(entry) - _FIELDS):
-        raise KeysFileError(f"{where}: unknown fields {unknown}; allowed: {sorted(_FIELDS)}")
-    if missing := [f for f in ("id", "role", "hash", "created_at") if f not in entry]:
-        raise KeysFileError(f"{where}: missing fields {missing}")
-    for field in ("id", "role", "hash", "name"):
-        if not isinstance(entry.get(field, ""), str):
-            raise KeysFileError(f"{where}: {field} must be a string")
-    if entry["role"] not in ROLES:
-        raise KeysFileError(f"{where}: role {entry['role']!r} is not one of {list(ROLES)}")
-    digest = entry["hash"].removeprefix("sha256:")
-    if not entry["hash"].startswith("sha256:") or len(digest) != 64 or not all(
-            c in "0123456789abcdef" for c in digest):
-        raise KeysFileError(f"{where}: hash must be 'sha256:' and 64 lowercase hex digits")
-    times = {f: _timestamp(entry.get(f), f, where) for f in ("created_at", "expires_at")}
-    key = ApiKey(entry["id"], entry["role"], entry.get("name", ""), times["created_at"],
-                 times["expires_at"])
-    return _Record(key, entry["hash"])
-
-
-def _timestamp(value: Any, field: str, where: str) -> datetime | None:
-    if value is None and field == "expires_at":
+def _utc(at: datetime | None) -> datetime | None:
+    if at is None:
         return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise KeysFileError(f"{where}: {field} must be a date-time with an offset, "
-                            f"like 2026-12-28T20:00:00Z (got {value!r})")
-    return value.astimezone(UTC)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _read(path: Path) -> list[_Record]:
-    """The records of ``path``; a missing file has none."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeysFileError(f"{path}: cannot read the API keys file: {exc}") from exc
-    return _parse(text, str(path))
+def _stored(database: Database, at: datetime | None) -> datetime | None:
+    """A time as the database keeps it: aware for PostgreSQL, naive UTC for SQLite."""
+    if at is None or not database.is_sqlite:
+        return at
+    return at.astimezone(UTC).replace(tzinfo=None)
 
 
-# --------------------------------------------------------------------------- writing
+def _records(database: Database) -> list[_Record]:
+    with database.connect() as conn:
+        rows = conn.execute(_SELECT).all()
+    return [_Record(ApiKey(r.id, r.role, r.name, _utc(r.created_at), _utc(r.expires_at)),
+                    r.hash) for r in rows]
 
 
-def _toml_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _toml(records: list[_Record]) -> str:
-    parts = [_HEADER]
-    for r in records:
-        k = r.key
-        lines = ["", "[[keys]]", f"id = {json.dumps(k.id)}", f"role = {json.dumps(k.role)}",
-                 # JSON string escapes are valid TOML; control characters are refused earlier
-                 f"name = {json.dumps(k.name, ensure_ascii=False)}",
-                 f"hash = {json.dumps(r.hash)}", f"created_at = {_toml_time(k.created_at)}"]
-        if k.expires_at is not None:
-            lines.append(f"expires_at = {_toml_time(k.expires_at)}")
-        parts.append("\n".join(lines) + "\n")
-    return "".join(parts)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock for a read-modify-write of ``path`` (threads and processes alike).
-
-    The lock is a separate file because ``path`` itself is replaced on every write.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _write(path: Path, records: list[_Record]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(_toml(records))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def create_key(path: str | Path, role: str, name: str = "",
+def create_key(database: Database | str | Path, role: str, name: str = "",
                expires_days: int | None = None) -> tuple[str, ApiKey]:
-    """A new key of ``role`` added to the file at ``path`` (created if missing).
+    """A new key of ``role`` stored (hashed) in ``database``.
 
     Returns the clear key, the only time it exists outside the client, and its record.
     """
@@ -214,39 +114,52 @@ def create_key(path: str | Path, role: str, name: str = "",
                                      not isinstance(expires_days, int) or expires_days < 1):
         raise ConfigError(f"expires_days must be a whole number of days >= 1, got "
                           f"{expires_days!r}")
-    path = Path(path)
+    database, owned = open_database(database)
     clear = KEY_PREFIX + secrets.token_urlsafe(32)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.now(UTC)  # to the microsecond: keys list in the order they were made
     expires = now + timedelta(days=expires_days) if expires_days else None
-    with _locked(path):
-        records = _read(path)  # a malformed file stops here: existing keys are never lost
-        taken = {r.key.id for r in records}
-        key_id = f"k_{secrets.token_hex(4)}"
-        while key_id in taken:
+    try:
+        with database.begin(write=True) as conn:
+            taken = set(conn.execute(sa.select(_table.c.id)).scalars())
             key_id = f"k_{secrets.token_hex(4)}"
-        key = ApiKey(key_id, role, name, now, expires)
-        _write(path, [*records, _Record(key, hash_key(clear))])
-    log.info("created API key %s (role %s) in %s", key.id, role, path)
+            while key_id in taken:
+                key_id = f"k_{secrets.token_hex(4)}"
+            key = ApiKey(key_id, role, name, now, expires)
+            conn.execute(sa.insert(_table), {
+                "id": key_id, "role": role, "name": name, "hash": hash_key(clear),
+                "created_at": _stored(database, now), "expires_at": _stored(database, expires)})
+    finally:
+        if owned:
+            database.dispose()
+    log.info("created API key %s (role %s) in %s", key.id, role, database.name)
     return clear, key
 
 
-def list_keys(path: str | Path) -> list[ApiKey]:
-    """The keys in the file, in the order they were created; none if the file is missing."""
-    return [r.key for r in _read(Path(path))]
+def list_keys(database: Database | str | Path) -> list[ApiKey]:
+    """The keys in the database, in the order they were created."""
+    database, owned = open_database(database)
+    try:
+        return [r.key for r in _records(database)]
+    finally:
+        if owned:
+            database.dispose()
 
 
-def revoke_key(path: str | Path, key_id: str) -> ApiKey:
-    """Remove the key ``key_id`` from the file; returns what it was."""
-    path = Path(path)
-    with _locked(path):
-        records = _read(path)
-        kept = [r for r in records if r.key.id != key_id]
-        if len(kept) == len(records):
-            raise UnknownKeyIdError(f"no API key with id {key_id!r} in {path}; "
-                                    "`nbo keys list` shows the ids")
-        _write(path, kept)
-    revoked = next(r.key for r in records if r.key.id == key_id)
-    log.info("revoked API key %s (role %s) in %s", revoked.id, revoked.role, path)
+def revoke_key(database: Database | str | Path, key_id: str) -> ApiKey:
+    """Remove the key ``key_id``; returns what it was."""
+    database, owned = open_database(database)
+    try:
+        with database.begin(write=True) as conn:
+            row = conn.execute(_SELECT.where(_table.c.id == key_id)).first()
+            if row is None:
+                raise UnknownKeyIdError(f"no API key with id {key_id!r} in {database.name}; "
+                                        "`nbo keys list` shows the ids")
+            conn.execute(sa.delete(_table).where(_table.c.id == key_id))
+    finally:
+        if owned:
+            database.dispose()
+    revoked = ApiKey(row.id, row.role, row.name, _utc(row.created_at), _utc(row.expires_at))
+    log.info("revoked API key %s (role %s) in %s", revoked.id, revoked.role, database.name)
     return revoked
 
 
@@ -254,74 +167,75 @@ def revoke_key(path: str | Path, key_id: str) -> ApiKey:
 
 
 class KeyStore:
-    """The keys of one file, answering ``authenticate``; follows changes to the file.
+    """The keys of one database, answering ``authenticate``; follows changes to them.
 
-    At most once every ``recheck_seconds`` an ``authenticate`` stats the file, and re-reads
-    it when it changed. A file made malformed after startup (by a hand edit) fails closed:
-    ``authenticate`` raises ``KeysFileError`` until the file is fixed, rather than keep
-    honouring keys an edit may have meant to revoke.
+    At most once every ``recheck_seconds`` an ``authenticate`` reads the keys again, so a key
+    created or revoked anywhere holds here within that time. While the database cannot be
+    reached the keys last read stay in force (none can be revoked meanwhile: revoking needs
+    the database); before any were read, ``authenticate`` raises ``StoreUnavailableError``.
     """
 
-    def __init__(self, path: str | Path, *, recheck_seconds: float | None = None,
+    def __init__(self, database: Database | str | Path, *,
+                 recheck_seconds: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.path = Path(path)
+        self.database, self._owned = open_database(database)
         self.recheck_seconds = RECHECK_SECONDS if recheck_seconds is None else recheck_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._by_hash: dict[str, ApiKey] = {}
-        self._signature: tuple | None = ("not read yet",)
-        self._error: KeysFileError | None = None
+        self._by_hash: dict[str, ApiKey] | None = None  # None: never read
         self._checked_at = float("-inf")
-        self.refresh()
-        if self._error is not None:
-            raise self._error
-
-    @property
-    def exists(self) -> bool:
-        """Whether the file existed when last looked at."""
-        return self._signature is not None
+        self._failing = False
 
     def __len__(self) -> int:
-        return len(self._by_hash)
+        return len(self._by_hash or {})
+
+    def close(self) -> None:
+        """Close the database if the store opened it itself (a URL or a path)."""
+        if self._owned:
+            self.database.dispose()
 
     def refresh(self) -> None:
-        """Look at the file now (not waiting for ``recheck_seconds``), re-read if changed."""
+        """Read the keys now (not waiting for ``recheck_seconds``).
+
+        Raises ``StoreUnavailableError`` when the database cannot be reached.
+        """
         with self._lock:
             self._checked_at = self._clock()
             try:
-                st = self.path.stat()
-                signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                signature = None
-            if signature == self._signature:
-                return
-            try:
-                records = _read(self.path) if signature is not None else []
-            except KeysFileError as exc:
-                self._error = exc
-                log.error("API keys file unusable, refusing every key until it is fixed: %s",
-                          exc)
-            else:
-                self._by_hash = {r.hash: r.key for r in records}
-                self._error = None
-                log.info("loaded %d API key(s) from %s", len(records), self.path)
-            self._signature = signature
+                records = _records(self.database)
+            except StoreUnavailableError as exc:
+                if not self._failing:
+                    log.error("cannot read the API keys (%s); %s", exc,
+                              "keeping the keys last read" if self._by_hash is not None else
+                              "refusing every key until the database answers")
+                self._failing = True
+                raise
+            by_hash = {r.hash: r.key for r in records}
+            if by_hash != self._by_hash:
+                log.info("loaded %d API key(s) from %s", len(by_hash), self.database.name)
+            self._by_hash, self._failing = by_hash, False
 
     def authenticate(self, token: str, *, now: datetime | None = None) -> ApiKey:
         """The key whose clear form is ``token``.
 
         Raises ``InvalidKeyError`` for an unknown key, ``ExpiredKeyError`` for an expired one,
-        and ``KeysFileError`` while the file is malformed.
+        and ``StoreUnavailableError`` while no keys could ever be read.
         """
         if self._clock() - self._checked_at >= self.recheck_seconds:
-            self.refresh()
-        if self._error is not None:
-            raise self._error
-        key = self._by_hash.get(hash_key(token))  # a lookup by hash leaks nothing of the key
+            try:
+                self.refresh()
+            except StoreUnavailableError:
+                if self._by_hash is None:
+                    raise
+        keys = self._by_hash
+        if keys is None:  # failed within the last recheck: still unknown, not "no keys"
+            raise StoreUnavailableError(
+                f"the API keys of {self.database.name} could not be read yet")
+        key = keys.get(hash_key(token))  # a lookup by hash leaks nothing of the key
         if key is None:
-            raise InvalidKeyError("unknown API key" if self._by_hash else
-                                  "no API keys are configured")
+            raise InvalidKeyError("unknown API key" if keys else "no API keys are configured")
         if key.expired(now):
-            raise ExpiredKeyError(f"API key {key.id} expired at {_toml_time(key.expires_at)}",
+            raise ExpiredKeyError(f"API key {key.id} expired at "
+                                  f"{key.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
                                   key)
         return key

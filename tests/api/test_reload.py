@@ -21,6 +21,7 @@ from recommender.ranking import artifacts
 from recommender.ranking.config import TrainConfig
 from recommender.ranking.score_table import ServedScores
 from recommender.ranking.training import train
+from recommender.store.settings import SERVED_VERSION, read_setting
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
 
@@ -61,7 +62,8 @@ def test_reload_serves_the_new_current_and_is_admin_only(served_demo_bank, model
     assert body == {"status": "reloaded", "model_version": second, "previous_version": first}
     assert _version(admin) == second
     assert admin.get("/v1/customers/C00000001/offers").status_code == 200
-    assert (tmp_path / "state" / reload.SERVED_FILE).read_text().strip() == second
+    database = app.extensions["nbo"].responses.database
+    assert read_setting(database, SERVED_VERSION) == second  # what a worker falls back on
 
 
 def _corrupt(folder, version):
@@ -132,7 +134,8 @@ def test_a_worker_starting_on_a_broken_current_serves_the_last_good_version(
         served_demo_bank, models, tmp_path, caplog):
     folder, first, second = models
     state = tmp_path / "state"
-    _app(served_demo_bank, folder, state)  # serves first, remembers it
+    served = _app(served_demo_bank, folder, state)  # serves first, remembers it
+    assert read_setting(served.extensions["nbo"].responses.database, SERVED_VERSION) == first
     _corrupt(folder, second)
     artifacts.set_current(folder, second)
     with caplog.at_level(logging.ERROR, logger="api.reload"):

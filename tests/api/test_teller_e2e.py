@@ -18,13 +18,18 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from api import create_app
+from api.auth import EXTENSION as KEYS_EXTENSION
 from recommender.service import OfferService
+from recommender.store import tables
+from recommender.store.database import Database
 from recommender.store.keys import create_key, hash_key
 
 try:
@@ -78,14 +83,15 @@ class Console:
     service: OfferService  # the app's, to compare the page with
 
 
-def _add_expired_key(keys_file: Path, role: str = "teller") -> str:
-    """A key whose expiry has passed, written as ``nbo keys`` writes entries (create_key
-    refuses an expiry in the past)."""
+def _add_expired_key(database: Database, role: str = "teller") -> str:
+    """A key whose expiry has passed, stored as ``nbo keys`` stores keys (create_key refuses
+    an expiry in the past)."""
     clear = "nbo_" + secrets.token_urlsafe(32)
-    with keys_file.open("a", encoding="utf-8") as f:
-        f.write(f'\n[[keys]]\nid = "k_e2e0dead"\nrole = "{role}"\nname = "expired teller"\n'
-                f'hash = "{hash_key(clear)}"\ncreated_at = 2020-01-01T00:00:00Z\n'
-                "expires_at = 2020-01-31T00:00:00Z\n")
+    with database.begin(write=True) as conn:
+        conn.execute(sa.insert(tables.api_keys), {
+            "id": "k_e2e0dead", "role": role, "name": "expired teller", "hash": hash_key(clear),
+            "created_at": datetime(2020, 1, 1, tzinfo=UTC),
+            "expires_at": datetime(2020, 1, 31, tzinfo=UTC)})
     return clear
 
 
@@ -93,11 +99,11 @@ def _add_expired_key(keys_file: Path, role: str = "teller") -> str:
 def console(served_demo_bank, tmp_path_factory) -> Iterator[Console]:
     """The app over a real HTTP server on 127.0.0.1 (a free port), in a thread."""
     root = tmp_path_factory.mktemp("teller")
-    keys_file = root / "state" / "api_keys.toml"
-    teller_key, _ = create_key(keys_file, "teller", name="e2e teller")
-    expired_key = _add_expired_key(keys_file)
-    app = create_app({**served_demo_bank, "STATE_DIR": str(root / "state"),
-                      "API_KEYS_FILE": str(keys_file)})
+    app = create_app({**served_demo_bank, "STATE_DIR": str(root / "state")})
+    keys = app.extensions[KEYS_EXTENSION]  # the keys of the app's own database
+    teller_key, _ = create_key(keys.database, "teller", name="e2e teller")
+    expired_key = _add_expired_key(keys.database)
+    keys.refresh()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="teller-e2e", daemon=True)
     thread.start()

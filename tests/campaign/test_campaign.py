@@ -293,44 +293,72 @@ def test_bad_extracts_are_refused_naming_the_file(bank_and_engine, tmp_path):
 
 
 def test_a_tampered_or_missing_campaign_pack_is_refused(bank_and_engine, tmp_path):
-    import sqlite3
+    import sqlalchemy as sa
 
     from recommender.service import open_decision_log
+    from recommender.store import tables
     from recommender.store.decisions import DecisionLogError
 
     _, engine, book = bank_and_engine
     with open_decision_log(tmp_path / "state") as log:
         frame = run_campaign(engine, book, _spec(), progress=None, decisions=log)
         first = frame["decision_id"].iloc[0]
-        with sqlite3.connect(log.path) as db:
-            db.execute("UPDATE decisions SET inputs_fingerprint = 'x:0' WHERE id = ?", (first,))
+        with log.database.begin(write=True) as db:
+            db.execute(sa.update(tables.decisions).where(tables.decisions.c.id == first)
+                       .values(inputs_fingerprint="x:0"))
         with pytest.raises(DecisionLogError, match="inconsistent"):
             log.get(first)
-        with sqlite3.connect(log.path) as db:
-            db.execute("DELETE FROM decision_packs")
+        with log.database.begin(write=True) as db:
+            db.execute(sa.delete(tables.decision_packs))
         with pytest.raises(DecisionLogError, match="pack holding its inputs is missing"):
             log.get(frame["decision_id"].iloc[1])
 
 
-def test_a_log_made_before_packs_existed_is_upgraded_in_place(tmp_path):
-    """Logs written by earlier versions gain the pack columns and keep their decisions."""
+def test_a_log_made_before_packs_existed_is_imported_and_keeps_its_decisions(tmp_path):
+    """A state folder's decisions.db written before packs existed (no pack columns, no
+    decision_packs table) is brought into the database by `nbo db upgrade`, whole."""
     import sqlite3
 
+    from recommender.service import open_decision_log
+    from recommender.store.database import Database
     from recommender.store.decision_key import load_or_create_key
     from recommender.store.decisions import DecisionLog
 
-    path, key = tmp_path / "decisions.db", load_or_create_key(tmp_path / "decision.key")
-    with sqlite3.connect(path) as db:
-        db.executescript(
+    state = tmp_path / "state"
+    state.mkdir()
+    key = load_or_create_key(state / "decision.key")
+    with DecisionLog(tmp_path / "scratch.db", key) as scratch:  # a row as logs hold them
+        decision_id = scratch.record(customer_id="C1", source="api", model_version="m",
+                                     policy_version="p", policy_text="t", inputs={"a": 1},
+                                     output={"b": 2})
+    columns = ("id, created_at, source, customer_hash, model_version, policy_version, "
+               "inputs_fingerprint, payload, policy_hash")
+    with sqlite3.connect(tmp_path / "scratch.db") as db:
+        decision = db.execute(f"SELECT {columns} FROM decisions").fetchone()
+        policy = db.execute("SELECT policy_version, policy_hash, policy_text FROM policies"
+                            ).fetchone()
+    legacy = sqlite3.connect(state / "decisions.db")
+    with legacy:
+        legacy.executescript(
             "CREATE TABLE decisions (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, source TEXT "
             "NOT NULL, customer_hash TEXT NOT NULL, model_version TEXT NOT NULL, policy_version "
             "TEXT NOT NULL, inputs_fingerprint TEXT NOT NULL, payload BLOB NOT NULL, policy_hash "
-            "TEXT NOT NULL);")
-    with DecisionLog(path, key) as log:
-        decision_id = log.record(customer_id="C1", source="api", model_version="m",
-                                 policy_version="p", policy_text="t", inputs={"a": 1},
-                                 output={"b": 2})
+            "TEXT NOT NULL); CREATE TABLE policies (policy_version TEXT NOT NULL, policy_hash "
+            "TEXT PRIMARY KEY, policy_text TEXT NOT NULL);")
+        legacy.execute(f"INSERT INTO decisions ({columns}) VALUES ({', '.join('?' * 9)})",
+                       decision)
+        legacy.execute("INSERT INTO policies VALUES (?, ?, ?)", policy)
+    legacy.close()
+
+    url = f"sqlite:///{tmp_path / 'nbo.db'}"
+    assert main(["db", "upgrade", "--state", str(state), "--database", url]) == 0
+    assert not (state / "decisions.db").exists() and (state / "decisions.db.imported").is_file()
+    database = Database(url)
+    with open_decision_log(state, database=database) as log:
+        assert log.count() == 1
         assert log.get(decision_id).output == {"b": 2}
+        assert log.get(decision_id).inputs == {"a": 1}
+    database.dispose()
 
 
 def test_a_campaign_reads_as_much_response_history_as_the_policy(bank_and_engine, tmp_path):
@@ -347,7 +375,7 @@ def test_a_campaign_reads_as_much_response_history_as_the_policy(bank_and_engine
     spec = _spec(max_offers_per_customer=1)
     first = run_campaign(long_memory, book, spec, progress=None)
     customer, product = first.iloc[0][["customer_id", "product_id"]]
-    store = ResponseStore(tmp_path / "responses.db",
+    store = ResponseStore(tmp_path / "nbo.db",
                           product_ids=[str(p) for p in engine.catalog.ids.external_ids])
     store.record(customer, product, "declined", "branch",
                  at=datetime.now(UTC) - timedelta(days=150))

@@ -78,7 +78,7 @@ def _responses(path: Path, data: Path) -> ResponseStore:
 def test_spark_campaign_equals_local_and_logs_decisions_replay_reads(spark, demo_bank,
                                                                      tmp_path):
     data, models, engine = demo_bank
-    responses = _responses(tmp_path / "responses.db", data)
+    responses = _responses(tmp_path / "nbo.db", data)
     with open_decision_log(tmp_path / "local") as log:
         local = _local_campaign(data, engine, _spec(), responses, log)
     shipped, bank = _on_spark(spark, data, models, engine)

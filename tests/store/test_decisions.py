@@ -1,9 +1,11 @@
-"""Decision log: known answers on tiny records; what is on disk is scanned for data in clear."""
+"""Decision log: known answers on tiny records, on SQLite and on a real PostgreSQL server;
+what is on disk (SQLite) is scanned for data in clear."""
 
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import re
@@ -17,13 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from recommender.exceptions import RecommenderError
+from recommender.store import tables
+from recommender.store.database import StoreUnavailableError
 from recommender.store.decision_key import load_or_create_key
 from recommender.store.decision_records import COMPRESSED_LIST_PACK
 from recommender.store.decisions import (
@@ -47,12 +53,20 @@ def _row(**changes) -> dict:
     return {**row, **changes}
 
 
-def _sql(path, statement: str, parameters: tuple = ()) -> list:
-    """Run one statement on its own connection, as another process would."""
-    with closing(sqlite3.connect(path)) as conn:
-        rows = conn.execute(statement, parameters).fetchall()
-        conn.commit()
-    return rows
+def _sql(target, statement: str, parameters: tuple = ()) -> list:
+    """Run one statement (``?`` placeholders) in its own transaction, outside the log's code;
+    ``target``: a log, or an SQLite file's path."""
+    if not hasattr(target, "database"):
+        with closing(sqlite3.connect(target)) as conn:
+            rows = conn.execute(statement, parameters).fetchall()
+            conn.commit()
+        return rows
+    database = target.database
+    if not database.is_sqlite:
+        statement = statement.replace("?", "%s")
+    with database.begin() as conn:
+        result = conn.exec_driver_sql(statement, parameters)
+        return [tuple(row) for row in result] if result.returns_rows else []
 
 
 @pytest.fixture
@@ -61,8 +75,8 @@ def key(tmp_path) -> bytes:
 
 
 @pytest.fixture
-def log(tmp_path, key):
-    with DecisionLog(tmp_path / "decisions.db", key) as opened:
+def log(database, key):
+    with DecisionLog(database, key) as opened:
         yield opened
 
 
@@ -190,11 +204,13 @@ def test_nothing_about_the_customer_is_stored_in_clear(tmp_path, key):
         assert secret.encode() not in raw, secret
 
 
-def test_a_log_opened_with_another_key_cannot_read_payloads(tmp_path, key):
-    path = tmp_path / "decisions.db"
-    with DecisionLog(path, key) as log:
+def test_a_log_opened_with_another_key_cannot_read_payloads(database, key):
+    with DecisionLog(database, key) as log:
         decision_id = log.record(**_row())
-    with DecisionLog(path, Fernet.generate_key()) as other:
+        log.check_key()  # the first service records the key it writes with
+    with DecisionLog(database, Fernet.generate_key()) as other:
+        with pytest.raises(DecisionLogError, match="written with another key"):
+            other.check_key()  # what a service, or a replica, given another key is told
         assert other.count() == 1
         with pytest.raises(DecisionLogError, match="key does not match"):
             other.get(decision_id)
@@ -203,7 +219,7 @@ def test_a_log_opened_with_another_key_cannot_read_payloads(tmp_path, key):
 def test_a_payload_moved_to_another_decision_is_detected(log):
     first = log.record(**_row())
     second = log.record(**_row(inputs={"income": 1.0}))
-    _sql(log.path, "UPDATE decisions SET payload = (SELECT payload FROM decisions WHERE id = ?) "
+    _sql(log, "UPDATE decisions SET payload = (SELECT payload FROM decisions WHERE id = ?) "
                    "WHERE id = ?", (second, first))
     with pytest.raises(DecisionLogError, match="inconsistent"):
         log.get(first)
@@ -215,7 +231,7 @@ def test_each_policy_text_is_stored_once(log):
     log.record_many([_row(source="batch")] * 3)
     edited = POLICY + "\nat most 3 offers"
     newer = log.record(**_row(policy_version="policy-4", policy_text=edited))
-    assert _sql(log.path, "SELECT policy_version, policy_text FROM policies "
+    assert _sql(log, "SELECT policy_version, policy_text FROM policies "
                           "ORDER BY policy_version") == [("policy-3", POLICY), ("policy-4", edited)]
     assert log.count() == 9
     assert log.get(newer).policy_text == edited
@@ -236,8 +252,8 @@ def test_record_many_writes_a_campaign_in_one_transaction(log):
     assert log.record_many([]) == []
 
 
-def test_threads_and_separate_logs_record_concurrently(tmp_path, key):
-    path = tmp_path / "decisions.db"
+def test_threads_and_separate_logs_record_concurrently(database, database_url, key):
+    path = database_url
     barrier = threading.Barrier(8, timeout=10)
 
     def work(n: int) -> list[str]:
@@ -289,22 +305,23 @@ def test_for_customer_is_newest_first_and_limited(log):
 # -- queued writes (flush_seconds > 0): what a busy server uses -------------------------------
 
 @pytest.fixture
-def queued(tmp_path, key):
-    with DecisionLog(tmp_path / "queued.db", key, flush_seconds=3600) as opened:
+def queued(database, key):
+    with DecisionLog(database, key, flush_seconds=3600) as opened:
         yield opened  # the background thread sleeps an hour: each test flushes when it says
 
 
 def test_a_queued_decision_is_written_on_the_next_read_whole(queued, tmp_path):
     ids = [queued.record(**_row(inputs={**PROFILE, "n": n}, output={"rank": n}))
            for n in range(3)]
-    assert _sql(tmp_path / "queued.db", "SELECT COUNT(*) FROM decisions") == [(0,)]
+    assert _sql(queued, "SELECT COUNT(*) FROM decisions") == [(0,)]
     got = queued.get(ids[1])  # a read writes the queue first
     assert got.inputs == {**PROFILE, "n": 1} and got.output == {"rank": 1}
     assert got.customer_hash == queued.customer_hash(CUSTOMER) and got.policy_text == POLICY
     assert queued.count() == 3 and [d.id for d in queued.for_customer(CUSTOMER)] == ids[::-1]
-    packs = _sql(tmp_path / "queued.db", "SELECT COUNT(*) FROM decision_packs")
+    packs = _sql(queued, "SELECT COUNT(*) FROM decision_packs")
     assert packs == [(1,)]  # one encrypted pack for the three answers
-    assert b"987654" not in (tmp_path / "queued.db").read_bytes()  # nothing in clear
+    if queued.database.is_sqlite:
+        assert b"987654" not in Path(queued.database.url.database).read_bytes()  # not in clear
 
 
 def test_bad_arguments_are_refused_before_queueing(queued):
@@ -333,28 +350,58 @@ def test_a_failed_write_keeps_the_queue_in_order_for_the_next_flush(queued, monk
     assert [d.id for d in queued.for_customer(CUSTOMER)] == [second, first]
 
 
-def test_closing_and_exiting_write_the_queue(tmp_path, key):
-    path = tmp_path / "closing.db"
+def test_closing_and_exiting_write_the_queue(database, database_url, key):
+    path = database_url
     opened = DecisionLog(path, key, flush_seconds=3600)
     decision_id = opened.record(**_row())
     opened.close()
-    assert DecisionLog(path, key).get(decision_id).output == OUTPUT
+    with DecisionLog(path, key) as reopened:
+        assert reopened.get(decision_id).output == OUTPUT
     script = ("import sys; from recommender.store.decisions import DecisionLog; "
               "log = DecisionLog(sys.argv[1], sys.argv[2].encode(), flush_seconds=3600); "
               "print(log.record(customer_id='C1', source='api', model_version='m', "
               "policy_version='p', policy_text='t', inputs={'a': 1}, output={'b': 2}))")
     done = subprocess.run([sys.executable, "-c", script, str(path), key.decode()],
                           capture_output=True, text=True, check=True)
-    assert DecisionLog(path, key).get(done.stdout.strip()).inputs == {"a": 1}
+    with DecisionLog(path, key) as reopened:
+        assert reopened.get(done.stdout.strip()).inputs == {"a": 1}
 
 
-def test_the_background_thread_writes_within_its_interval(tmp_path, key):
-    with DecisionLog(tmp_path / "timed.db", key, flush_seconds=0.05) as timed:
+def test_the_background_thread_writes_within_its_interval(database, key):
+    with DecisionLog(database, key, flush_seconds=0.05) as timed:
         timed.record(**_row())
         deadline = time.monotonic() + 10
-        while _sql(tmp_path / "timed.db", "SELECT COUNT(*) FROM decisions") != [(1,)]:
+        while _sql(timed, "SELECT COUNT(*) FROM decisions") != [(1,)]:
             assert time.monotonic() < deadline, "the queued decision was never written"
             time.sleep(0.02)
+
+
+def test_the_background_thread_says_once_that_writing_fails_and_once_that_it_works_again(
+        database, key, monkeypatch, caplog):
+    original, away = DecisionLog._write, threading.Event()
+    away.set()
+
+    def while_away(self, *args, **kwargs):
+        if away.is_set():
+            raise StoreUnavailableError("database x is unavailable: connection refused")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DecisionLog, "_write", while_away)
+    with (caplog.at_level(logging.INFO, "recommender.store.decision_queue"),
+          DecisionLog(database, key, flush_seconds=0.02) as timed):
+        decision_id = timed.record(**_row())
+        time.sleep(0.3)  # about fifteen failed tries
+        away.clear()
+        deadline = time.monotonic() + 10
+        while _sql(timed, "SELECT COUNT(*) FROM decisions") != [(1,)]:
+            assert time.monotonic() < deadline, "the queued decision was never written"
+            time.sleep(0.02)
+        assert timed.get(decision_id).output == OUTPUT
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1 and not failed[0].exc_info  # unavailable: no traceback
+    assert "connection refused" in failed[0].getMessage()
+    assert sum("written to" in r.getMessage() and "again" in r.getMessage()
+               for r in caplog.records) == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -365,7 +412,7 @@ def test_a_forked_child_never_writes_its_parents_queue(queued, tmp_path):
         queued.flush()
         os._exit(0)
     os.waitpid(child, 0)
-    assert _sql(tmp_path / "queued.db", "SELECT COUNT(*) FROM decisions") == [(0,)]
+    assert _sql(queued, "SELECT COUNT(*) FROM decisions") == [(0,)]
     assert queued.count() == 1  # the parent's own flush, once
 
 
@@ -373,7 +420,7 @@ def test_a_tampered_pack_of_queued_answers_is_refused(queued, tmp_path, key):
     decision_id = queued.record(**_row())
     queued.flush()
     token = Fernet(key).encrypt(b'{"decisions": [{"inputs": {}, "output": {}}]}')
-    _sql(tmp_path / "queued.db", "UPDATE decision_packs SET payload = ?", (token,))
+    _sql(queued, "UPDATE decision_packs SET payload = ?", (token,))
     with pytest.raises(DecisionLogError, match="inconsistent"):
         queued.get(decision_id)
 
@@ -440,34 +487,33 @@ def test_decision_ids_are_32_hex_digits_in_time_order(queued, log):
         assert sorted(ids) == ids and len(set(ids)) == 3
 
 
-def _old_list_pack(path, key: bytes, answers: list[dict]) -> list[str]:
+def _old_list_pack(log, key: bytes, answers: list[dict]) -> list[str]:
     """Queued answers as logs stored them before packs were compressed (nbo-decision-list/1)."""
     pack = json.dumps({"format": "nbo-decision-list/1", "decisions": answers},
                       separators=(",", ":")).encode()
     digest = hashlib.sha256(pack).hexdigest()
     ids = [f"{i:032x}" for i in range(len(answers))]
     policy_hash = hashlib.sha256(POLICY.encode()).hexdigest()
-    with closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("INSERT INTO decision_packs (id, digest, payload) VALUES (?, ?, ?)",
-                     ("old-pack", digest, Fernet(key).encrypt(pack)))
-        conn.execute("INSERT OR IGNORE INTO policies VALUES (?, ?, ?)",
-                     ("policy-3", policy_hash, POLICY))
-        conn.executemany(
-            "INSERT INTO decisions (id, created_at, source, customer_hash, model_version, "
-            "policy_version, inputs_fingerprint, payload, policy_hash, pack_id, pack_row) "
-            "VALUES (?, '2024-05-01T00:00:00.000000+00:00', 'api', ?, 'm-2024-05', "
-            "'policy-3', ?, x'', ?, 'old-pack', ?)",
-            [(ids[i], hashlib.sha256(b"?").hexdigest(), f"{digest}:{i}", policy_hash, i)
-             for i in range(len(answers))])
+    with log.database.begin() as conn:
+        conn.execute(sa.insert(tables.decision_packs), {
+            "id": "old-pack", "digest": digest, "payload": Fernet(key).encrypt(pack)})
+        tables.insert_new(conn, tables.policies, [{
+            "policy_version": "policy-3", "policy_hash": policy_hash, "policy_text": POLICY}])
+        conn.execute(sa.insert(tables.decisions), [{
+            "id": ids[i], "created_at": "2024-05-01T00:00:00.000000+00:00", "source": "api",
+            "customer_hash": hashlib.sha256(b"?").hexdigest(), "model_version": "m-2024-05",
+            "policy_version": "policy-3", "inputs_fingerprint": f"{digest}:{i}",
+            "payload": b"", "policy_hash": policy_hash, "pack_id": "old-pack", "pack_row": i}
+            for i in range(len(answers))])
     return ids
 
 
 def test_packs_are_compressed_and_older_uncompressed_packs_stay_readable(queued, key):
     queued.record(**_row())
     queued.flush()
-    (token,) = _sql(queued.path, "SELECT payload FROM decision_packs")[0]
+    (token,) = _sql(queued, "SELECT payload FROM decision_packs")[0]
     assert Fernet(key).decrypt(token).startswith(COMPRESSED_LIST_PACK)
-    ids = _old_list_pack(queued.path, key, [{"inputs": {"income": 1.0}, "output": {"rank": 1}},
+    ids = _old_list_pack(queued, key, [{"inputs": {"income": 1.0}, "output": {"rank": 1}},
                                             {"inputs": {"income": math.nan}, "output": {}}])
     assert queued.get(ids[0]).inputs == {"income": 1.0}
     assert queued.get(ids[0]).output == {"rank": 1}

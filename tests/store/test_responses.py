@@ -1,4 +1,5 @@
-"""The response store: known answers on tmp_path databases, durability and concurrency."""
+"""The response store: known answers, durability and concurrency, each on SQLite and on a real
+PostgreSQL server (the ``database`` fixture)."""
 
 import multiprocessing
 import sqlite3
@@ -10,11 +11,11 @@ import pandas as pd
 import pytest
 
 from recommender.exceptions import RecommenderError
+from recommender.store.database import Database, SchemaOutdatedError, StoreError
 from recommender.store.responses import (
     CHANNELS,
     HISTORY_COLUMNS,
     OUTCOMES,
-    SCHEMA_VERSION,
     Response,
     ResponseError,
     ResponseStore,
@@ -25,19 +26,19 @@ T0 = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with ResponseStore(tmp_path / "responses.db") as opened:
+def store(database: Database):
+    with ResponseStore(database) as opened:
         yield opened
 
 
-def test_created_on_first_use_with_its_folders_in_wal_mode(tmp_path: Path) -> None:
+def test_an_sqlite_file_is_created_on_first_use_with_its_folders_in_wal_mode(
+        tmp_path: Path) -> None:
     path = tmp_path / "var" / "nbo" / "responses.db"
     with ResponseStore(path) as store:
         assert store.count() == 0
     assert path.is_file()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexed = [r[2] for r in raw.execute("PRAGMA index_info(responses_by_customer_time)")]
         assert indexed == ["customer_id", "recorded_at"]
         with pytest.raises(sqlite3.IntegrityError):  # the schema itself refuses bad outcomes
@@ -110,16 +111,16 @@ def test_naive_or_non_datetime_time_is_refused(store: ResponseStore) -> None:
     assert store.count() == 0
 
 
-def test_unknown_product_refused_when_the_catalog_is_given(tmp_path: Path) -> None:
-    with ResponseStore(tmp_path / "r.db", product_ids=["credit_card", "mortgage"]) as store:
+def test_unknown_product_refused_when_the_catalog_is_given(database: Database) -> None:
+    with ResponseStore(database, product_ids=["credit_card", "mortgage"]) as store:
         store.record("c1", "mortgage", "shown", "branch")
         with pytest.raises(ResponseError, match="product_id .*credit_card.*mortgage.*'yacht'"):
             store.record("c1", "yacht", "shown", "branch")
         assert [r.product_id for r in store.for_customer("c1")] == ["mortgage"]
 
 
-def test_everything_survives_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "responses.db"
+def test_everything_survives_a_restart(database: Database, database_url: str) -> None:
+    path = database_url
     store = ResponseStore(path)
     written = [store.record(f"c{i % 3}", f"p{i}", OUTCOMES[i % 3], CHANNELS[i % 4],
                             at=T0 + timedelta(minutes=i)) for i in range(12)]
@@ -153,8 +154,17 @@ def _record_from_another_process(path: str, worker: int) -> None:
             store.record(f"w{worker}", f"p{i}", "shown", "call_center")
 
 
-def test_processes_creating_and_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+def test_processes_creating_an_sqlite_file_and_writing_at_once_lose_nothing(
+        tmp_path: Path) -> None:
     path = tmp_path / "shared" / "responses.db"  # not there yet: the workers race to create it
+    _three_writers(str(path))
+
+
+def test_processes_writing_at_once_lose_nothing(database: Database, database_url: str) -> None:
+    _three_writers(database_url)
+
+
+def _three_writers(path: str) -> None:
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=_record_from_another_process, args=(str(path), w))
                for w in range(3)]
@@ -207,7 +217,7 @@ def test_a_file_that_is_not_a_database_is_left_untouched(tmp_path: Path) -> None
     path = tmp_path / "responses.db"
     content = b"customer_id,product_id\nc1,p1\n" * 20
     path.write_bytes(content)
-    with pytest.raises(ResponseStoreError, match="not an SQLite database") as caught:
+    with pytest.raises(StoreError, match="not a database") as caught:
         ResponseStore(path)
     assert str(path) in str(caught.value)
     assert path.read_bytes() == content
@@ -222,7 +232,7 @@ def test_a_database_of_another_schema_is_left_untouched(tmp_path: Path) -> None:
         raw.execute("INSERT INTO responses (answer) VALUES ('yes')")
     raw.close()
     content = path.read_bytes()
-    with pytest.raises(ResponseStoreError, match="not a response store") as caught:
+    with pytest.raises(SchemaOutdatedError, match="not a database of this service") as caught:
         ResponseStore(path)
     assert str(path) in str(caught.value)
     assert path.read_bytes() == content

@@ -1,9 +1,10 @@
 """What the service remembers, through the HTTP API: recorded responses and the decision log.
 
 A small demo bank is trained once for the module with ``training.train``; every test gets
-its own ``STATE_DIR`` (responses, decision log and its key) in a temporary folder, so tests
-never see each other's responses. The service decides with the wall clock (it is the
-service's own ``datetime.now``), so the tests choose their customers by asking the service.
+its own ``STATE_DIR`` (the decision log's key, and the stores' database ``nbo.db``: responses
+and decision log) in a temporary folder, so tests never see each other's responses. The
+service decides with the wall clock (it is the service's own ``datetime.now``), so the tests
+choose their customers by asking the service.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from recommender.data.catalog import catalog_text, load_catalog
 from recommender.data.demo import generate
 from recommender.data.extracts import BankData, load_bank, write_bank
 from recommender.data.life_stages import life_stages_text, load_life_stages
-from recommender.exceptions import ConfigError
 from recommender.policy.offers import decided
 from recommender.ranking.config import TrainConfig
 from recommender.ranking.training import train
 from recommender.service import load_service
 from recommender.store.decision_key import load_or_create_key
-from recommender.store.decisions import DecisionLog
+from recommender.store.decisions import DecisionLog, DecisionLogError
 from recommender.store.replay import agree, replay
 
 pytestmark = pytest.mark.numerics  # compares numbers two code paths compute
@@ -151,7 +151,8 @@ def _responses(client, customer_id: str) -> list[dict]:
 
 
 def _decision_log(state: Path) -> DecisionLog:
-    return DecisionLog(state / "decisions.db", load_or_create_key(state / "decision.key"))
+    """The log the app of ``state`` writes: in the state folder's database, ``nbo.db``."""
+    return DecisionLog(state / "nbo.db", load_or_create_key(state / "decision.key"))
 
 
 # --------------------------------------------------------------------------- responses
@@ -394,20 +395,24 @@ def test_a_decision_for_a_profile_in_the_request_replays_the_same(trained, state
         assert replay(log.get(body["decision_id"]), trained.models_dir).same
 
 
+def _stored_bytes(state: Path) -> bytes:
+    """Everything the database holds on disk: the file and its write-ahead log."""
+    files = sorted(state.glob("nbo.db*"))
+    assert files and files[0].name == "nbo.db"
+    return b"".join(f.read_bytes() for f in files)
+
+
 def test_the_decision_log_does_not_hold_the_customer_id_in_clear(state, client, chosen):
     customer = chosen["offered"][7]
     for query in ("", "?lang=zh", "?channel=email"):
         _offers(client, customer, query)
-    _post(client, customer, "credit_card", "shown")
-    files = sorted(state.glob("decisions.db*"))
-    assert files and files[0].name == "decisions.db"
-    stored = b"".join(f.read_bytes() for f in files)
+    stored = _stored_bytes(state)
     assert len(stored) > 0
     assert customer.encode() not in stored
     assert customer.encode("utf-16-le") not in stored
-    # ... while the response store, which is keyed by customer, does hold it: the check works
-    responses = b"".join(f.read_bytes() for f in state.glob("responses.db*"))
-    assert customer.encode() in responses
+    # ... while a response, which is keyed by customer, does hold it: the check works
+    _post(client, customer, "credit_card", "shown")
+    assert customer.encode() in _stored_bytes(state)
     with _decision_log(state) as log:
         assert len(log.for_customer(customer)) == 3
         assert log.for_customer(customer)[0].output["customer_id"] == customer
@@ -437,12 +442,12 @@ def test_nbo_replay_of_an_unknown_decision_fails_cleanly(trained, state, client,
 def test_a_log_whose_key_was_deleted_is_refused_not_rekeyed(trained, state, client, chosen):
     _offers(client, chosen["offered"][5])
     key = state / "decision.key"
-    assert key.is_file() and (state / "decisions.db").is_file()
+    assert key.is_file() and (state / "nbo.db").is_file()
     key.unlink()
-    with pytest.raises(ConfigError, match="decision.key"):
+    with pytest.raises(DecisionLogError, match="key file .*decision.key is missing: restore it"):
         load_service(trained.data_dir, trained.models_dir, state_dir=state)
     assert not key.exists()  # no new key was made
-    with pytest.raises(ConfigError, match="key"):
+    with pytest.raises(DecisionLogError, match="key"):
         _app(trained, state)
     assert not key.exists()
     assert main(["replay", "0" * 32, "--models", str(trained.models_dir),
@@ -453,7 +458,8 @@ def test_a_log_whose_key_was_deleted_is_refused_not_rekeyed(trained, state, clie
 def test_a_new_state_folder_gets_a_new_key_and_log(trained, tmp_path):
     fresh = tmp_path / "fresh"
     service = load_service(trained.data_dir, trained.models_dir, state_dir=fresh)
-    assert (fresh / "decision.key").is_file() and (fresh / "decisions.db").is_file()
+    assert (fresh / "decision.key").is_file() and (fresh / "nbo.db").is_file()
+    assert sorted(p.name for p in fresh.glob("*.db")) == ["nbo.db"]  # one file for all stores
     assert service.decisions.count() == 0 and service.responses.count() == 0
     customer = str(pd.Series(trained.bank.customers[C.CUSTOMER_ID]).iloc[0])
     result = service.offers(customer)
