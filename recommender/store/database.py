@@ -108,6 +108,11 @@ class Database:
                 parsed, pool_size=pool_size, max_overflow=15, pool_timeout=CONNECT_SECONDS,
                 connect_args={"connect_timeout": CONNECT_SECONDS,
                               "application_name": "nbo"})
+        # Connections whose statements each commit on their own: no BEGIN and no ROLLBACK
+        # around the one indexed read most requests make (a round trip each on PostgreSQL).
+        # SQLite's driver already runs so; only the BEGIN this module adds is left out.
+        self._statements = self.engine.execution_options(
+            **({"sqlite_begin": None} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}))
         _DATABASES.add(self)
 
     def __repr__(self) -> str:
@@ -116,8 +121,8 @@ class Database:
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A pooled connection, no transaction (each statement commits on its own)."""
-        with self._named_errors(), self.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self._named_errors(), self._statements.connect() as conn:
+            yield conn
 
     @contextmanager
     def begin(self, *, write: bool = False) -> Iterator[Connection]:
@@ -284,7 +289,9 @@ def _sqlite_behaviour(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+        begin = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+        if begin is not None:  # None: ``Database.connect``, each statement on its own
+            conn.exec_driver_sql(begin)
 
 
 _DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
