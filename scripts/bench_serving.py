@@ -1,11 +1,14 @@
-"""Serving speed at bank scale: offers per second against the server's own floor.
+"""Serving speed at bank scale: offers per second against the server's own floor, and with the
+stores in PostgreSQL against the same load with them in SQLite.
 
     python scripts/bench_serving.py --customers 1000000 --json bench_serving.json
+    python scripts/bench_serving.py --database postgresql --customers 1000000 --json pg.json
 
 Generates (or reuses, under --work) a demo bank and a trained model with the `nbo` command in
-child processes, copies the model into a fresh state folder (so a reload can switch versions
-without touching the shared one) and starts the real server, `nbo serve` (gunicorn), in its own
-process group. wrk, a separate process on the same two cores, then drives for --duration
+child processes. A run copies the model into a fresh state folder (so a reload can switch
+versions without touching the shared one), creates the stores' schema (``nbo db upgrade``) and
+two API keys in the run's database, and starts the real server, `nbo serve` (gunicorn), in its
+own process group. wrk, a separate process on the same two cores, then drives for --duration
 seconds each, after a warm-up: (a) ``GET /healthz``, the trivial endpoint behind the same
 middleware, the floor of this server and configuration; (b) ``GET /v1/customers/<id>/offers``
 with a mobile key, a random existing customer per request. Half-way through (b) the served
@@ -13,11 +16,24 @@ model is switched to a second version and reloaded (``POST /admin/reload``, or S
 master with ``--reload-via sighup``); every failed request of the run counts in ``errors``.
 Memory is read from /proc per gunicorn worker: RSS, and PSS, which splits the pages the
 workers share (the memory-mapped book and model) between them. Each run's ``cpu`` splits the
-machine's CPU seconds between the server, wrk and other processes: a large ``others_s`` means
-something else ran on the two cores and the run should be repeated. Prints and writes JSON.
+machine's CPU seconds between the server, the database server (PostgreSQL's processes), wrk
+and other processes: a large ``others_s`` means something else ran on the two cores and the
+run should be repeated.
 
-Needs wrk (``make bench-tools`` installs it); without it, or without the project installed,
-the script stops at once, before making a bank, with one line saying what to run.
+``--database sqlite`` (the default) is one run, its stores in the state folder's SQLite file.
+``--database postgresql`` is two runs of the same load in one invocation, SQLite first (a
+state folder of its own), then PostgreSQL: a throwaway server of the bench's own
+(``tests/postgres_server.py``, on a unix socket; stopped and removed at the end, on failure
+too) with a new database. The top-level figures (``offers_rps``, ``offers_p99_ms``,
+``errors``, ...) are PostgreSQL's; ``sqlite_offers_rps``, ``sqlite_offers_p99_ms`` and
+``sqlite_errors`` (and ``sqlite``, the whole run) are the SQLite run's, and
+``postgresql_offers_rps/sqlite_offers_rps`` compares them. Both runs share the machine's
+state of the moment: repeat the whole invocation, rather than compare runs of two of them.
+Prints and writes JSON.
+
+Needs wrk (``make bench-tools`` installs it), and for ``--database postgresql`` PostgreSQL's
+server binaries (``make postgres``); without them, or without the project installed, the
+script stops at once, before making a bank, with one line saying what to run.
 """
 
 from __future__ import annotations
@@ -47,8 +63,14 @@ from benchdata import nbo, prepare  # noqa: E402
 
 # The library is imported where it is used, after ``require``: its import takes up to seconds.
 LUA = Path(__file__).resolve().with_name("wrk_offers.lua")
+# The tests and this bench share one throwaway-server helper, tests/postgres_server.py: its
+# folder goes last on the path (no test module shadows a package), imported after ``require``.
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 TARGETS = {"offers_rps/hello_rps": 0.7, "offers_p99_ms": 20.0, "errors": 0}
-_PROBLEMS = re.compile(r"Traceback|\bERROR\b|CRITICAL|WORKER TIMEOUT|was sent SIGKILL|exited with")
+PG_RATIO = "postgresql_offers_rps/sqlite_offers_rps"
+POSTGRESQL_TARGETS = {**TARGETS, "offers_p99_ms": 25.0, PG_RATIO: 0.8}
+_PROBLEMS = re.compile(r"Traceback|\bERROR\b|CRITICAL|WORKER TIMEOUT|was sent SIGKILL|exited with"
+                       r"|\bFATAL\b|\bPANIC\b")
 log = logging.getLogger("bench_serving")
 
 
@@ -70,9 +92,9 @@ def _served_models(models: Path, state: Path) -> tuple[Path, str, str]:
     return served, first, second
 
 
-def _api_key(state: Path, role: str) -> str:
+def _api_key(state: Path, database: str, role: str) -> str:
     printed = nbo("keys", "create", "--role", role, "--name", "bench_serving", "--state",
-                   str(state), capture=True)
+                  str(state), "--database", database, capture=True)
     match = re.search(r"^API key: (\S+)", printed, re.MULTILINE)
     if match is None:
         raise RuntimeError(f"`nbo keys create` printed no 'API key:' line: {printed!r}")
@@ -134,7 +156,8 @@ def _stop(server: subprocess.Popen) -> None:
 def _workers(master: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{master}/task").iterdir():
-        children += [int(p) for p in (task / "children").read_text().split()]
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            children += [int(p) for p in (task / "children").read_text().split()]
     return sorted(children)
 
 
@@ -154,12 +177,20 @@ def _memory(master: int) -> dict:
             "master_rss_mb": round(_proc_kb(f"/proc/{master}/status", "VmRSS") / 1024, 1)}
 
 
-def _cpu_s(master: int) -> float:
-    """User + system seconds of the master and its workers (every thread)."""
+def _cpu_s(master: int | None) -> float:
+    """User + system seconds of the master and its children (every thread), and of the
+    children it has reaped (a worker replaced, a database backend that ended); 0 for None."""
+    if master is None:
+        return 0.0
     total = 0
     for pid in [master, *_workers(master)]:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended since it was listed: its parent counts it now
+            continue
         total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14, 15 of stat
+        if pid == master:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime: fields 16, 17
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -169,22 +200,26 @@ def _machine() -> list[int]:
 
 
 def _wrk(url: str, args: argparse.Namespace, seconds: float, extra: list[str], master: int,
-         log_file: Path | None = None) -> dict:
-    """One wrk run, with the CPU the server and wrk used in it: both share the machine."""
+         database: int | None, log_file: Path | None = None) -> dict:
+    """One wrk run, with the CPU the server, the database server (``database``: its master
+    process, None for SQLite, which runs in the server's workers) and wrk used in it: all
+    share the machine."""
     command = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
                "-d", f"{seconds:g}s", "--latency", "--timeout", f"{args.wrk_timeout:g}s",
                "-s", str(LUA), url, "--", *extra]
     server_before, wrk_before = _cpu_s(master), resource.getrusage(resource.RUSAGE_CHILDREN)
-    machine_before = _machine()
+    database_before, machine_before = _cpu_s(database), _machine()
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine = [b - a for a, b in zip(machine_before, _machine(), strict=True)]
     server_s = _cpu_s(master) - server_before
+    database_s = _cpu_s(database) - database_before
     wrk_s = (wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime
              - wrk_before.ru_stime)
     busy_s = (sum(machine) - machine[3] - machine[4]) / os.sysconf("SC_CLK_TCK")
-    cpu = {"server_s": round(server_s, 1), "wrk_s": round(wrk_s, 1),
-           "others_s": round(busy_s - server_s - wrk_s, 1),  # not ours: the numbers are off
+    cpu = {"server_s": round(server_s, 1), "database_s": round(database_s, 1),
+           "wrk_s": round(wrk_s, 1),
+           "others_s": round(busy_s - server_s - database_s - wrk_s, 1),  # not ours: off
            "idle": round((machine[3] + machine[4]) / max(sum(machine), 1), 3)}
     if cpu["others_s"] > 0.1 * seconds * os.cpu_count():
         log.warning("other processes used %.0f CPU-s of this %g s run", cpu["others_s"], seconds)
@@ -243,11 +278,147 @@ def _log_problems(path: Path) -> dict:
     return {"path": str(path), "problem_lines": len(lines), "first": lines[:5]}
 
 
+def _serve_and_load(args: argparse.Namespace, data: Path, models: Path, state: Path,
+                    database: str, database_pid: int | None = None) -> dict:
+    """One whole run against one database: a fresh state folder with its own copy of the
+    model, the stores' schema and two keys in ``database``, the server started, driven
+    (``/healthz``, then offers with a reload during them), measured and stopped.
+
+    ``database_pid``: the database server's master process, whose CPU each wrk run counts.
+    """
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    served, _, second = _served_models(models, state)
+    upgraded = nbo("db", "upgrade", "--state", str(state), "--database", database,
+                   capture=True)
+    log.info("%s", upgraded.strip())
+    mobile_key, admin_key = (_api_key(state, database, role) for role in ("mobile", "admin"))
+
+    port = args.port or _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "recommender.cli", "serve", "--data", str(data),
+               "--models", str(served), "--state", str(state), "--database", database,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
+               "--threads", str(args.threads), "--no-examples"]
+    server_log = state / "server.log"
+    with open(server_log, "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # execs gunicorn: same pid, own group
+    timer, reload = None, None
+    pids = (server.pid, database_pid)
+    try:
+        log.info("waiting for %s/readyz (server log: %s)", base, server_log)
+        startup_s = _wait_ready(base, server, args.startup_timeout, server_log)
+        at_ready = _memory(server.pid)
+        code, body = _get(f"{base}/v1/customers/C{1:08d}/offers", mobile_key)
+        if code != 200:
+            raise RuntimeError(f"a first offers request answered {code}: {body}")
+        offers_args = [mobile_key, str(args.customers)]
+        log.info("warm-up and %g s of GET /healthz", args.duration)
+        _wrk(f"{base}/healthz", args, args.warmup, [mobile_key], *pids)
+        hello = _wrk(f"{base}/healthz", args, args.duration, [mobile_key], *pids,
+                     state / "wrk_hello.txt")
+        log.info("warm-up and %g s of GET /v1/customers/<id>/offers", args.duration)
+        _wrk(base, args, args.warmup, offers_args, *pids)
+        if args.reload_during:
+            timer, reload = _reload_later(args, base, admin_key, server.pid, served, second,
+                                          time.perf_counter())
+        offers = _wrk(base, args, args.duration, offers_args, *pids, state / "wrk_offers.txt")
+        if timer is not None:
+            timer.join()
+            reload.update(_versions_after(base, second))
+        memory = _memory(server.pid)
+        problems = _log_problems(server_log)  # before the shutdown's own lines
+    finally:
+        if timer is not None:
+            timer.cancel()
+        _stop(server)
+    return _figures(startup_s, hello, offers, reload, memory, at_ready, problems)
+
+
+def _figures(startup_s: float, hello: dict, offers: dict, reload: dict | None, memory: dict,
+             at_ready: dict, problems: dict) -> dict:
+    """One run's result: the headline figures first, then the details they come from."""
+    per_request = {part: round(offers["cpu"][f"{part}_s"] / max(offers["requests"], 1) * 1e3, 3)
+                   for part in ("server", "database")}
+    return {
+        "startup_s": startup_s,
+        "offers_rps": offers["rps"], "hello_rps": hello["rps"],
+        "offers_rps/hello_rps": round(offers["rps"] / hello["rps"], 3),
+        "offers_p50_ms": offers["p50_ms"], "offers_p99_ms": offers["p99_ms"],
+        "hello_p50_ms": hello["p50_ms"], "hello_p99_ms": hello["p99_ms"],
+        "errors": offers["errors"] + hello["errors"],
+        # CPU per answer: the server's, and the database server's (0 for SQLite, in-process)
+        "offers_server_cpu_ms": per_request["server"],
+        "offers_database_cpu_ms": per_request["database"],
+        "rss_mb_per_worker": round(sum(memory["rss_mb"]) / len(memory["rss_mb"]), 1),
+        "rss_mb_per_worker_max": max(memory["rss_mb"]),
+        "pss_mb_per_worker": round(sum(memory["pss_mb"]) / len(memory["pss_mb"]), 1),
+        "pss_mb_per_worker_max": max(memory["pss_mb"]),
+        "memory": memory, "memory_at_ready": at_ready,
+        "offers": offers, "hello": hello, "reload": reload,
+        "server_log": problems,
+    }
+
+
+def _targets_met(run: dict, targets: dict) -> dict:
+    reload = run["reload"]
+    return {"offers_rps/hello_rps": run["offers_rps/hello_rps"] >= targets["offers_rps/hello_rps"],
+            "offers_p99_ms": run["offers_p99_ms"] <= targets["offers_p99_ms"],
+            "errors": run["errors"] == targets["errors"],
+            "reload": None if reload is None
+            else reload.get("versions_after") == [reload["to_version"]]}
+
+
+def _postgresql_run(args: argparse.Namespace, data: Path, models: Path, state: Path,
+                    server_class: type) -> dict:
+    """``_serve_and_load`` against a new database of a throwaway PostgreSQL server of its
+    own, stopped and removed afterwards whatever happens; its log is kept in ``state``."""
+    server, kept_log = server_class(), state / "postgresql.log"
+    try:
+        server.start()
+        url = server.create_database("nbo_bench")
+        master = int((server.data / "postmaster.pid").read_text().split()[0])
+        run = _serve_and_load(args, data, models, state, url, master)
+        version = subprocess.run([str(server.binaries / "postgres"), "--version"],
+                                 capture_output=True, text=True).stdout.strip()
+    finally:
+        if server.folder is not None:  # None: it never started, and said why
+            state.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(server.log_file, kept_log)
+        server.cleanup()
+    return {**run, "postgresql_version": version, "database_log": _log_problems(kept_log)}
+
+
+def _require(database: str) -> type | None:
+    """Stop at once, in one line, if something the run needs is missing; the class of the
+    throwaway PostgreSQL server for ``--database postgresql``."""
+    postgresql = database == "postgresql"
+    require(__file__, packages=("recommender", "gunicorn", *(("psycopg",) if postgresql else ())),
+            programs=("wrk", *(("runuser",) if postgresql and os.geteuid() == 0 else ())),
+            files={LUA: "restore it from the repository",
+                   "/proc/self/smaps_rollup": "worker memory is read from Linux's /proc "
+                   "(Linux 4.14 or later)"})
+    if not postgresql:
+        return None
+    sys.path.append(str(TESTS))
+    from postgres_server import PostgresServer, server_binaries
+
+    binaries = server_binaries() or Path("/usr/lib/postgresql/<version>/bin")
+    require(__file__, files={binaries / "initdb": "install PostgreSQL's server (Debian's "
+                             "postgresql package): run 'make postgres'"})
+    return PostgresServer
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--json", required=True)
     parser.add_argument("--work", default="bench_work", help="where the bank and model live")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="where the stores live; postgresql: a throwaway server of the "
+                        "bench's own, and the same load against SQLite first to compare")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="per worker; 1 = sync workers")
     parser.add_argument("--connections", type=int, default=16)
@@ -263,86 +434,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
-    require(__file__, packages=("recommender", "gunicorn"), programs=("wrk",),
-            files={LUA: "restore it from the repository",
-                   "/proc/self/smaps_rollup": "worker memory is read from Linux's /proc "
-                   "(Linux 4.14 or later)"})
+    server_class = _require(args.database)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from recommender.store.database import default_url
+
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(args.work)
     data, models = prepare(work, args.customers)
-    state = work / "serve_state"
-    shutil.rmtree(state, ignore_errors=True)
-    state.mkdir(parents=True)
-    served, first, second = _served_models(models, state)
-    mobile_key, admin_key = _api_key(state, "mobile"), _api_key(state, "admin")
-
-    port = args.port or _free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "recommender.cli", "serve", "--data", str(data),
-               "--models", str(served), "--state", str(state), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(args.workers), "--threads",
-               str(args.threads), "--no-examples"]
-    server_log = state / "server.log"
-    with open(server_log, "wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # execs gunicorn: same pid, own group
-    timer, reload = None, None
-    try:
-        log.info("waiting for %s/readyz (server log: %s)", base, server_log)
-        startup_s = _wait_ready(base, server, args.startup_timeout, server_log)
-        at_ready = _memory(server.pid)
-        code, body = _get(f"{base}/v1/customers/C{1:08d}/offers", mobile_key)
-        if code != 200:
-            raise RuntimeError(f"a first offers request answered {code}: {body}")
-        offers_args = [mobile_key, str(args.customers)]
-        log.info("warm-up and %g s of GET /healthz", args.duration)
-        _wrk(f"{base}/healthz", args, args.warmup, [mobile_key], server.pid)
-        hello = _wrk(f"{base}/healthz", args, args.duration, [mobile_key], server.pid,
-                     state / "wrk_hello.txt")
-        log.info("warm-up and %g s of GET /v1/customers/<id>/offers", args.duration)
-        _wrk(base, args, args.warmup, offers_args, server.pid)
-        if args.reload_during:
-            timer, reload = _reload_later(args, base, admin_key, server.pid, served, second,
-                                          time.perf_counter())
-        offers = _wrk(base, args, args.duration, offers_args, server.pid,
-                      state / "wrk_offers.txt")
-        if timer is not None:
-            timer.join()
-            reload.update(_versions_after(base, second))
-        memory = _memory(server.pid)
-        problems = _log_problems(server_log)  # before the shutdown's own lines
-    finally:
-        if timer is not None:
-            timer.cancel()
-        _stop(server)
+    if server_class is None:
+        state = work / "serve_state"
+        run = _serve_and_load(args, data, models, state, default_url(state))
+        targets, sqlite = TARGETS, None
+    else:  # SQLite first, then PostgreSQL: each in a state folder of its own
+        state = work / "serve_state_sqlite"
+        sqlite = _serve_and_load(args, data, models, state, default_url(state))
+        run = _postgresql_run(args, data, models, work / "serve_state_postgresql",
+                              server_class)
+        targets = POSTGRESQL_TARGETS
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
-    ratio = offers["rps"] / hello["rps"]
-    errors = offers["errors"] + hello["errors"]
     result = {
+        "database": args.database,
         "customers": args.customers, "workers": args.workers, "threads": args.threads,
         "connections": args.connections, "wrk_threads": args.wrk_threads,
         "duration_s": args.duration, "warmup_s": args.warmup,
         "wrk_version": (wrk_version.stdout or wrk_version.stderr).split("[")[0].strip(),
-        "startup_s": startup_s, "loadavg_at_start": load_at_start,
-        "offers_rps": offers["rps"], "hello_rps": hello["rps"],
-        "offers_rps/hello_rps": round(ratio, 3),
-        "offers_p50_ms": offers["p50_ms"], "offers_p99_ms": offers["p99_ms"],
-        "hello_p50_ms": hello["p50_ms"], "hello_p99_ms": hello["p99_ms"],
-        "errors": errors,
-        "rss_mb_per_worker": round(sum(memory["rss_mb"]) / len(memory["rss_mb"]), 1),
-        "rss_mb_per_worker_max": max(memory["rss_mb"]),
-        "pss_mb_per_worker": round(sum(memory["pss_mb"]) / len(memory["pss_mb"]), 1),
-        "pss_mb_per_worker_max": max(memory["pss_mb"]),
-        "memory": memory, "memory_at_ready": at_ready,
-        "offers": offers, "hello": hello, "reload": reload,
-        "targets_met": {"offers_rps/hello_rps": ratio >= TARGETS["offers_rps/hello_rps"],
-                        "offers_p99_ms": offers["p99_ms"] <= TARGETS["offers_p99_ms"],
-                        "errors": errors == TARGETS["errors"],
-                        "reload": None if reload is None
-                        else reload.get("versions_after") == [second]},
-        "server_log": problems,
+        "loadavg_at_start": load_at_start, **run,
+        "targets": targets, "targets_met": _targets_met(run, targets),
     }
+    if sqlite is not None:
+        ratio = run["offers_rps"] / sqlite["offers_rps"]
+        result.update({
+            "sqlite_offers_rps": sqlite["offers_rps"],
+            "sqlite_offers_p99_ms": sqlite["offers_p99_ms"],
+            "sqlite_errors": sqlite["errors"],
+            "sqlite_hello_rps": sqlite["hello_rps"],
+            "sqlite_offers_server_cpu_ms": sqlite["offers_server_cpu_ms"],
+            PG_RATIO: round(ratio, 3),
+            "sqlite": sqlite})
+        result["targets_met"][PG_RATIO] = ratio >= targets[PG_RATIO]
     Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
