@@ -26,6 +26,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/nbo demo-data --customers $(DEMO_CUSTOMERS) --out $(DEMO_DATA)
 	$(BIN)/nbo train --data $(DEMO_DATA) --models $(MODELS)
+	$(BIN)/nbo db upgrade --state $(STATE)
 	$(BIN)/nbo keys create --role teller --name "make demo" --state $(STATE)
 	$(BIN)/nbo serve --data $(DEMO_DATA) --models $(MODELS) --state $(STATE) \
 		--host $(HOST) --port $(PORT)

@@ -168,6 +168,9 @@ class Offer(Named):
     value_weight: float
     priority: float
     expected_gain: float
+    factor: float = Field(default=None, description="the adaptive correction of the "
+                          "propensity (observed over expected accepts); only with an "
+                          "[adaptive] policy")
     reasons: list[Reason]
     talking_points: list[str]
 
@@ -197,6 +200,8 @@ class Decision(Closed):
     offers: list[Offer]
     model_version: str
     policy_version: str
+    arm: str = Field(default=None, description="the experiment arm that decided; only while "
+                     "the policy runs an [experiment]")
     decision_id: Annotated[str, Field(pattern="^[0-9a-f]{32}$")]
 
 

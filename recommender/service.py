@@ -7,8 +7,11 @@ The HTTP layer and the CLI call these methods and only format what they return.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,9 @@ from .data.book import CustomerBatch, CustomerBook, profile_batch
 from .data.mapped_book import MappedBook, open_book
 from .data.profiles import plain_value
 from .exceptions import ArtifactError
+from .policy.adaptive import Adjustment
 from .policy.config import CHANNELS, PolicyConfig, load_policy
+from .policy.experiment import ExperimentSettings
 from .policy.offers import MAX_OFFERS, OfferEngine, decided
 from .policy.rules import ContactState, DecisionContext, contact_state
 from .policy.why_not import why_not
@@ -30,16 +35,56 @@ from .ranking.score_table import ServedScores
 from .store.database import Database, StoreError, StoreUnavailableError, database_url
 from .store.decision_key import load_or_create_key
 from .store.decisions import DecisionLog, DecisionLogError
+from .store.learning import AdaptiveState
 from .store.legacy import check_no_legacy
 from .store.replay import decision_inputs
-from .store.responses import ResponseStore
+from .store.responses import Exposure, ResponseStore
+from .store.settings import promoted_arm
 
 log = logging.getLogger(__name__)
 
 LANGUAGES = ("en", "zh")
+PROMOTION_RECHECK_SECONDS = 30.0
 _PROFILE_FIELDS = (C.AGE, C.INCOME, C.MARITAL_STATUS, C.DEPENDANTS, C.TENURE_MONTHS, C.SEGMENT,
                    C.RISK_GRADE, C.RESIDENCY, C.CONSENT_PROFILING, C.VULNERABLE,
                    C.OPEN_COMPLAINT)
+
+
+@dataclass
+class ServingArm:
+    """What decides for the customers of one arm (or for all, without an experiment): an
+    engine (model and policy), its precomputed scores and its adaptive correction."""
+
+    name: str | None
+    engine: OfferEngine
+    scores: ServedScores | None = None
+    learning: AdaptiveState | None = None
+
+    def adjustment(self, batch: CustomerBatch, channel: str,
+                   now: datetime) -> Adjustment | None:
+        if self.learning is None:
+            return None
+        return self.learning.current(now).adjustment(list(batch.customer_ids), batch.stages,
+                                                     channel)
+
+    def exposure(self, customer_id: str, stage: int, product: int, channel: str,
+                 now: datetime, ranked: RankerScores) -> Exposure:
+        """What this arm predicted for a product shown to one customer (of life stage
+        position ``stage``, with these ranker scores)."""
+        engine = self.engine
+        propensity = engine.propensity(ranked.scores)
+        factor = 1.0
+        if self.learning is not None:
+            adjustment = self.learning.current(now).adjustment([customer_id],
+                                                               np.array([stage]), channel)
+            propensity = adjustment.prior(propensity)
+            factor = float(adjustment.factors[0, product])
+        return Exposure(engine.model.version, engine.stages.stages[stage].id, self.name or "",
+                        min(float(propensity[0, product]), 1.0), factor)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -50,6 +95,46 @@ class OfferService:
     decisions: DecisionLog
     scores: ServedScores | None = None  # precomputed ranker scores; None: score live
     _stores_checked: bool = False
+    arms: dict[str, ServingArm] = field(default_factory=dict)  # by name; {} without experiment
+    clock: Callable[[], datetime] = _now  # a simulation runs on its own clock
+    learning: AdaptiveState | None = None  # the champion's adaptive correction
+
+    def __post_init__(self) -> None:
+        if self.learning is None and self.engine.policy.adaptive is not None:
+            self.learning = AdaptiveState(self.responses, self.engine.model,
+                                          self.engine.policy.adaptive)
+        self._default = ServingArm(None, self.engine, self.scores, self.learning)
+        self._promotion: tuple[float, str | None] = (0.0, None)  # (read again at, arm)
+
+    @property
+    def experiment(self) -> ExperimentSettings | None:
+        return self.engine.policy.experiment if self.arms else None
+
+    def serving_arm(self, customer_id: str) -> ServingArm:
+        """The arm deciding for this customer: a stable hash of the id (the champion's policy
+        names the experiment); the only one without an experiment."""
+        experiment = self.experiment
+        if experiment is None:
+            return self._default
+        promoted = self._promoted(experiment.name)
+        if promoted is not None and promoted in self.arms:
+            return self.arms[promoted]
+        return self.arms[str(experiment.assign([customer_id])[0])]
+
+    def _promoted(self, experiment: str) -> str | None:
+        """The promoted arm (``nbo experiment promote``), read again every
+        ``PROMOTION_RECHECK_SECONDS``; the last read stays while the database is away."""
+        now = time.monotonic()
+        if now >= self._promotion[0]:
+            try:
+                arm = promoted_arm(self.responses.database, experiment)
+            except StoreUnavailableError:
+                arm = self._promotion[1]
+            if arm != self._promotion[1] and arm is not None:
+                log.info("experiment %s: arm %s now serves every customer (promoted)",
+                         experiment, arm)
+            self._promotion = (now + PROMOTION_RECHECK_SECONDS, arm)
+        return self._promotion[1]
 
     @property
     def catalog(self):
@@ -79,32 +164,46 @@ class OfferService:
 
     def context(self, channel: str | None = None, intent: str | None = None) -> DecisionContext:
         return DecisionContext(channel or self.policy.default_channel, intent or None,
-                               datetime.now(UTC))
+                               self.clock())
 
-    def _contact(self, batch: CustomerBatch, context: DecisionContext) -> ContactState:
-        since = context.now() - timedelta(days=self.policy.history_days)
+    def _contact(self, batch: CustomerBatch, context: DecisionContext,
+                 policy: PolicyConfig | None = None) -> ContactState:
+        policy = policy or self.policy
+        since = context.now() - timedelta(days=policy.history_days)
         if len(batch) == 1 and not self.responses.any_since(str(batch.customer_ids[0]), since):
             return ContactState.empty(1, len(self.catalog))
         history = self.responses.contact_history(list(batch.customer_ids), since)
-        return contact_state(history, batch.customer_ids, self.catalog, self.policy, context,
+        return contact_state(history, batch.customer_ids, self.catalog, policy, context,
                              self.book.snapshot)
 
-    def _decide(self, batch: CustomerBatch, limit: int, lang: str, context: DecisionContext,
-                contact: ContactState, ranked: RankerScores | None = None) -> dict[str, Any]:
-        decision = self.engine.offers(batch, limit, context, contact, ranked)[0]
-        versions = {"model_version": self.engine.model.version,
-                    "policy_version": self.policy.version}
+    def _decide(self, arm: ServingArm, batch: CustomerBatch, limit: int, lang: str,
+                context: DecisionContext, contact: ContactState,
+                ranked: RankerScores | None = None) -> dict[str, Any]:
+        engine = arm.engine
+        adjustment = arm.adjustment(batch, context.channel, context.now())
+        decision = engine.offers(batch, limit, context, contact, ranked, adjustment)[0]
+        versions = {"model_version": engine.model.version,
+                    "policy_version": engine.policy.version}
         answer = {**decision.to_dict(lang), **versions}
+        inputs = decision_inputs(batch, 0, self.catalog, contact, context, limit)
+        if adjustment is not None:
+            inputs["adaptive"] = adjustment.record(0, self._product_ids)
+        if arm.name is not None:
+            inputs["arm"] = answer["arm"] = arm.name
         decision_id = self.decisions.record(
             customer_id=str(batch.customer_ids[0]), source="api",
             model_version=versions["model_version"], policy_version=versions["policy_version"],
-            policy_text=self.policy.text,
-            inputs=decision_inputs(batch, 0, self.catalog, contact, context, limit),
+            policy_text=engine.policy.text, inputs=inputs,
             output=decided(answer))  # the same in either language
         return {**answer, "decision_id": decision_id}
 
-    def _ranked(self, position: int) -> RankerScores | None:
-        return self.scores.at(position) if self.scores is not None else None
+    @cached_property
+    def _product_ids(self) -> list[str]:
+        return [str(p) for p in self.catalog.ids.external_ids]
+
+    def _ranked(self, position: int, arm: ServingArm | None = None) -> RankerScores | None:
+        scores = self.scores if arm is None else arm.scores
+        return scores.at(position) if scores is not None else None
 
     def offers(self, customer_id: str, limit: int = 5, lang: str = "en",
                channel: str | None = None, intent: str | None = None) -> dict[str, Any]:
@@ -112,8 +211,10 @@ class OfferService:
         position = self.book.position(customer_id)
         batch = self.book.batch(np.array([position]))
         context = self.context(channel, intent)
-        return self._decide(batch, limit, lang, context, self._contact(batch, context),
-                            self._ranked(position))
+        arm = self.serving_arm(customer_id)
+        return self._decide(arm, batch, limit, lang, context,
+                            self._contact(batch, context, arm.engine.policy),
+                            self._ranked(position, arm))
 
     def offers_for_profile(self, profile: dict[str, Any], holdings: list[str], limit: int = 5,
                            lang: str = "en", channel: str | None = None,
@@ -122,7 +223,8 @@ class OfferService:
         batch = profile_batch(profile, holdings, self.catalog, self.stages)
         context = self.context(channel, intent)
         empty = ContactState.empty(1, len(self.catalog))
-        return self._decide(batch, limit, lang, context, empty)
+        return self._decide(self.serving_arm(str(batch.customer_ids[0])), batch, limit, lang,
+                            context, empty)
 
     def why_not(self, customer_id: str, product_id: str, lang: str = "en",
                 channel: str | None = None, intent: str | None = None,
@@ -132,13 +234,28 @@ class OfferService:
         batch = self.book.batch(np.array([position]))
         self.catalog.ids.position(product_id)  # UnknownIdError for an unknown product
         context = self.context(channel, intent)
-        return why_not(self.engine, batch, product_id, limit, context,
-                       self._contact(batch, context), lang, self._ranked(position))
+        arm = self.serving_arm(customer_id)
+        return why_not(arm.engine, batch, product_id, limit, context,
+                       self._contact(batch, context, arm.engine.policy), lang,
+                       self._ranked(position, arm),
+                       arm.adjustment(batch, context.channel, context.now()))
 
     def record_response(self, customer_id: str, product_id: str, outcome: str,
                         channel: str) -> dict[str, Any]:
-        self.book.position(customer_id)  # only customers of the book
-        return self.responses.record(customer_id, product_id, outcome, channel).to_dict()
+        """Store a customer's answer with what the customer's arm predicted for it (the
+        evidence the adaptive correction, the experiment report and the monitor read)."""
+        position = self.book.position(customer_id)  # only customers of the book
+        now, exposure = self.clock(), None
+        if channel in CHANNELS and product_id in self.catalog.ids:
+            arm = self.serving_arm(customer_id)
+            ranked = self._ranked(position, arm)
+            if ranked is None:
+                ranked = arm.engine.ranker.score(self.book.batch(np.array([position])))
+            exposure = arm.exposure(customer_id, int(self.book.stage_codes[position]),
+                                    self.catalog.ids.position(product_id), channel, now,
+                                    ranked)
+        return self.responses.record(customer_id, product_id, outcome, channel, now,
+                                     exposure).to_dict()
 
     def list_responses(self, customer_id: str, limit: int = 100) -> list[dict[str, Any]]:
         self.book.position(customer_id)
@@ -271,7 +388,50 @@ def load_service(data_dir: str | Path, models_dir: str | Path,
     log.info("serving model %s (%s) with policy %s for %d customers (%s)",
              engine.model.version, engine.model.served, engine.policy.version, len(book),
              "precomputed scores" if scores.table is not None else "live scoring")
-    return OfferService(engine, book, responses, decisions, scores)
+    service = OfferService(engine, book, responses, decisions, scores)
+    service.arms = experiment_arms(service, data_dir, models_dir, policy_file, state_dir)
+    return service
+
+
+def experiment_arms(service: OfferService, data_dir: str | Path, models_dir: str | Path,
+                    policy_file: str | Path | None, state_dir: str | Path,
+                    ) -> dict[str, ServingArm]:
+    """The arms of the policy's experiment, each with its model version and policy variant
+    (a file named relative to the policy's folder); {} without an experiment. An arm of the
+    served model shares its scores; another version must have the same catalog (the book is
+    shared)."""
+    experiment = service.policy.experiment
+    if experiment is None:
+        return {}
+    folder = Path(policy_file).parent if policy_file is not None else Path(".")
+    mode = service.scores.mode if service.scores is not None else "off"
+    arms = {}
+    for arm in experiment.arms:
+        version = arm.model or service.engine.model.version
+        model = (service.engine.model if version == service.engine.model.version
+                 else artifacts.load(models_dir, version))
+        if list(model.catalog.ids.external_ids) != service._product_ids:
+            raise ArtifactError(f"experiment {experiment.name!r}, arm {arm.name!r}: model "
+                                f"{version} has another catalog than the served model "
+                                f"{service.engine.model.version}; an arm must offer the same "
+                                "products")
+        policy = (load_policy(folder / arm.policy) if arm.policy is not None
+                  else service.policy)
+        engine = (service.engine if model is service.engine.model and policy is service.policy
+                  else OfferEngine(model, policy))
+        scores = service.scores
+        if model is not service.engine.model:
+            scores = ServedScores(mode, state_dir, service.book, model, data_dir=data_dir,
+                                  models_dir=models_dir)
+            scores.build_missing()
+        learning = (service.learning if engine is service.engine
+                    else AdaptiveState(service.responses, model, policy.adaptive)
+                    if policy.adaptive is not None else None)
+        arms[arm.name] = ServingArm(arm.name, engine, scores, learning)
+        log.info("experiment %s: arm %s (%.0f%%) serves model %s with policy %s%s",
+                 experiment.name, arm.name, 100 * arm.share, version, policy.version,
+                 " (adaptive)" if learning is not None else "")
+    return arms
 
 
 def _engine_and_book(data_dir: str | Path, models_dir: str | Path, version: str,
@@ -320,9 +480,14 @@ def reload_service(served: OfferService, data_dir: str | Path, models_dir: str |
     mode = served.scores.mode if served.scores is not None else "off"
     scores = ServedScores(mode, state_dir, book, engine.model, data_dir=data_dir,
                           models_dir=models_dir)
-    candidate = OfferService(engine, book, served.responses, served.decisions, scores)
+    responses = served.responses
+    if set(engine.catalog.ids.external_ids) != responses.product_ids:  # a new catalog
+        responses = ResponseStore(responses.database,
+                                  product_ids=[str(p) for p in engine.catalog.ids.external_ids])
+    candidate = OfferService(engine, book, responses, served.decisions, scores)
     smoke_test(candidate)
     scores.build_missing()
+    candidate.arms = experiment_arms(candidate, data_dir, models_dir, policy_file, state_dir)
     return candidate
 
 

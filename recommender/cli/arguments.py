@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
+from datetime import timedelta
+
+_PERIOD = re.compile(r"([1-9][0-9]{0,4})([hdw])")
+_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 
 
 def positive_int(text: str) -> int:
@@ -14,6 +19,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def period(text: str) -> timedelta:
+    """An argparse ``type`` for how far back to read: a whole number of hours, days or weeks
+    (12h, 30d, 2w). Whole and bounded, so no period overflows a date or reads as nothing."""
+    found = _PERIOD.fullmatch(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a period: give a whole number from 1 to 99999 followed by h "
+            "(hours), d (days) or w (weeks), e.g. 30d, 12h or 2w")
+    return timedelta(**{_UNITS[found[2]]: int(found[1])})
 
 
 def add_model_inputs(parser: argparse.ArgumentParser) -> None:

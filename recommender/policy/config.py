@@ -10,6 +10,8 @@ from typing import Any
 
 from ..data.tomlfiles import toml_document, toml_text
 from ..exceptions import ConfigError
+from .adaptive import AdaptiveSettings
+from .experiment import ExperimentSettings
 
 DEFAULT_POLICY = "policy.toml"
 CHANNELS = ("branch", "mobile", "call_center", "email")
@@ -57,6 +59,8 @@ class PolicyConfig:
     channel_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     intent_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     service_actions: dict[str, ServiceAction] = field(default_factory=dict)
+    adaptive: AdaptiveSettings | None = None  # None: the offline propensity as it is
+    experiment: ExperimentSettings | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -105,7 +109,8 @@ def _weights(table: Any, where: str) -> dict[str, float]:
 
 def parse_policy(text: str, source: str = "<string>") -> PolicyConfig:
     """Policy from TOML text; errors name the source and the key."""
-    doc = toml_document(text, source, ConfigError, {"version", "service_action", *_SECTIONS})
+    doc = toml_document(text, source, ConfigError,
+                        {"version", "service_action", "adaptive", "experiment", *_SECTIONS})
     values: dict[str, Any] = {}
     for section, keys in _SECTIONS.items():
         table = doc.get(section, {})
@@ -170,6 +175,11 @@ def parse_policy(text: str, source: str = "<string>") -> PolicyConfig:
         intent_weights={str(i): _weights(t, f"{where} [arbitration.intent.{i}]")
                         for i, t in intents.items()},
         service_actions=actions,
+        adaptive=(AdaptiveSettings.from_table(_table(doc["adaptive"], f"{where} [adaptive]"),
+                                              where) if "adaptive" in doc else None),
+        experiment=(ExperimentSettings.from_table(
+            _table(doc["experiment"], f"{where} [experiment]"), where)
+            if "experiment" in doc else None),
     )
 
 

@@ -22,6 +22,7 @@ from ..data.catalog import Product
 from ..data.life_stages import LifeStage
 from ..ranking.artifacts import TrainedModel
 from ..ranking.ranker import RankerScores, served_ranker
+from .adaptive import Adjustment
 from .config import PolicyConfig, ServiceAction, load_policy
 from .reasons import (
     Reason,
@@ -84,16 +85,18 @@ class Offer:
     propensity: float = 0.0
     priority: float = 0.0
     expected_gain: float = 0.0
+    factor: float | None = None  # the adaptive correction used; None: none configured
 
     def to_dict(self, lang: str = "en") -> dict[str, Any]:
         p = self.product
+        adaptive = {} if self.factor is None else {"factor": round(self.factor, 6)}
         return {
             "product_id": p.id, "name": p.name(lang), "name_en": p.name_en, "name_zh": p.name_zh,
             "category": p.category, "risk_grade": p.risk_grade, "score": round(self.score, 6),
             "rank": self.rank, "source": self.source,
             "propensity": round(self.propensity, 6), "value_weight": p.value_weight,
             "priority": round(self.priority, 6), "expected_gain": round(self.expected_gain, 6),
-            "reasons": [r.to_dict(lang) for r in self.reasons],
+            **adaptive, "reasons": [r.to_dict(lang) for r in self.reasons],
             "talking_points": list(p.talking_points(lang)),
         }
 
@@ -136,6 +139,7 @@ class Scored:
     priority: np.ndarray
     expected_gain: np.ndarray
     slots: np.ndarray  # (n,) number of sales offers allowed
+    adjustment: Adjustment | None = None  # the adaptive correction applied to propensity
 
     @cached_property
     def order(self) -> np.ndarray:
@@ -182,21 +186,26 @@ class OfferEngine:
     def score(self, batch: CustomerBatch, limit: int, context: DecisionContext,
               contact: ContactState | None = None,
               masks: dict[str, np.ndarray] | None = None,
-              ranked: RankerScores | None = None) -> Scored:
+              ranked: RankerScores | None = None,
+              adjustment: Adjustment | None = None) -> Scored:
         """Scores, rule masks and arbitration for a batch (vectorised).
 
         ``masks`` are this batch's ``rule_masks`` and ``ranked`` its ranker scores (from a
-        ``ScoreTable``) when the caller has them already.
+        ``ScoreTable``) when the caller has them already; ``adjustment`` corrects the
+        propensities with what customers answered (``adaptive``).
         """
         n, n_products = batch.held.shape
         contact = contact or ContactState.empty(n, n_products)
         ranked = ranked if ranked is not None else self.ranker.score(batch)
         propensity = self.propensity(ranked.scores)
+        if adjustment is not None:
+            propensity = adjustment.apply(propensity)
         if masks is None:
             masks = rule_masks(batch, self.catalog, self.policy, contact, context)
         arbitration = arbitrate(propensity, allowed(masks), self.catalog, self.policy, context)
         return Scored(ranked.scores, ranked.sources, propensity, masks, arbitration.priority,
-                      arbitration.expected_gain, self.slots(batch, limit, context, contact))
+                      arbitration.expected_gain, self.slots(batch, limit, context, contact),
+                      adjustment)
 
     def slots(self, batch: CustomerBatch, limit: int, context: DecisionContext,
               contact: ContactState) -> np.ndarray:
@@ -218,10 +227,12 @@ class OfferEngine:
     def offers(self, batch: CustomerBatch, limit: int = 5,
                context: DecisionContext | None = None,
                contact: ContactState | None = None,
-               ranked: RankerScores | None = None) -> list[OfferList]:
+               ranked: RankerScores | None = None,
+               adjustment: Adjustment | None = None) -> list[OfferList]:
         """One decision per customer of the batch: service actions, offers, notices."""
         context = context or DecisionContext(channel=self.policy.default_channel)
-        scored = self.score(batch, limit, context, contact, ranked=ranked)
+        scored = self.score(batch, limit, context, contact, ranked=ranked,
+                            adjustment=adjustment)
         # Per batch, not per customer: numpy calls cost more than their work on one row.
         complaint = scored.masks["open_complaint"].any(axis=1).tolist()
         outdated = scored.masks["risk_assessment_outdated"].any(axis=1).tolist()
@@ -243,6 +254,8 @@ class OfferEngine:
         stage_index, grade = int(batch.stages[i]), risk_grade(batch, i)
         scores, propensity, priority, gain = (values[i].tolist() for values in (
             scored.scores, scored.propensity, scored.priority, scored.expected_gain))
+        factors = (scored.adjustment.factors[i].tolist() if scored.adjustment is not None
+                   else [None] * len(scores))
         # Only the acquisition ranker's reasons read last month's holdings and its
         # probabilities (its scores are log-probabilities: one exp for the row, not per offer).
         held_before, likely = frozenset(), scores  # not read for the other sources
@@ -257,7 +270,7 @@ class OfferEngine:
                                         self._fixed_reasons(pos, stage_index, grade),
                                         likely[pos], pos in held_before),
                   propensity=propensity[pos], priority=priority[pos],
-                  expected_gain=gain[pos])
+                  expected_gain=gain[pos], factor=factors[pos])
             for r, pos in enumerate(chosen))
 
     def _service_actions(self, complaint: bool, outdated: bool) -> tuple[ServiceAction, ...]:

@@ -13,18 +13,20 @@ import numpy as np
 from ..data.book import CustomerBatch
 from ..data.catalog import Catalog, Product
 from ..ranking.ranker import RankerScores
+from .adaptive import Adjustment
 from .offers import NOTICES, OfferEngine, risk_grade
 from .rules import RULES, ContactState, DecisionContext, rule_text
 
 
 def why_not(engine: OfferEngine, batch: CustomerBatch, product_id: str, limit: int,
             context: DecisionContext, contact: ContactState | None = None,
-            lang: str = "en", ranked: RankerScores | None = None) -> dict[str, Any]:
+            lang: str = "en", ranked: RankerScores | None = None,
+            adjustment: Adjustment | None = None) -> dict[str, Any]:
     """Which rules remove one product for the (single) customer of the batch, or why it
-    ranks below the offers made."""
+    ranks below the offers made (with the adaptive ``adjustment`` the offers had)."""
     product = engine.catalog[product_id]
     pos = engine.catalog.ids.position(product_id)
-    scored = engine.score(batch, limit, context, contact, ranked=ranked)
+    scored = engine.score(batch, limit, context, contact, ranked=ranked, adjustment=adjustment)
     customer_grade = risk_grade(batch, 0)
     owned = scored.masks["already_held"][0] | scored.masks["accepted_pending"][0]
     rules = []

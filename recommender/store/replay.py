@@ -23,6 +23,7 @@ from ..data.book import CustomerBatch
 from ..data.catalog import Catalog
 from ..data.customers import validate_customers
 from ..data.life_stages import LifeStageRules
+from ..policy.adaptive import Adjustment
 from ..policy.config import parse_policy
 from ..policy.offers import OfferEngine, decided
 from ..policy.rules import ContactState, DecisionContext
@@ -251,6 +252,12 @@ def replay(decision: Decision, models_dir: str | Path) -> Replay:
                        float(scored.expected_gain[0, positions[o["product_id"]]]), 6)}
                   for o in decision.output["offers"]]
         return Replay(decision, {"campaign": decision.inputs["campaign"], "offers": offers})
-    result = engine.offers(batch, limit, context, contact)[0].to_dict("en")
+    adjustment = None
+    if "adaptive" in decision.inputs:  # the factors of its minute, not today's
+        adjustment = Adjustment.from_record(decision.inputs["adaptive"],
+                                            [str(p) for p in model.catalog.ids.external_ids])
+    result = engine.offers(batch, limit, context, contact, adjustment=adjustment)[0].to_dict("en")
     result["model_version"], result["policy_version"] = model.version, engine.policy.version
+    if "arm" in decision.inputs:
+        result["arm"] = decision.inputs["arm"]
     return Replay(decision, result)  # with its wording: what the customer was told

@@ -10,12 +10,14 @@ seen by all at their next read and contact caps count across them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = ("shown", "accepted", "declined")
 HISTORY_COLUMNS = (C.CUSTOMER_ID, C.PRODUCT_ID, "outcome", "channel", "recorded_at")
+EXPOSURE_COLUMNS = ("model_version", "life_stage", "arm", "propensity", "factor")
 _CHUNK = 900  # ids per query: stays below 999, the variable limit of SQLite before 3.32
 _COLUMNS = [_table.c[name] for name in HISTORY_COLUMNS]
 _INSERT = sa.insert(_table).returning(_table.c.id)
@@ -47,6 +50,30 @@ class ResponseError(RecommenderError, ValueError):
 
 class ResponseStoreError(StoreError):
     """The store is closed, or its database holds no response store."""
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What the service knew of the customer when an offer was answered: the model version,
+    life stage and experiment arm, the propensity the model predicted (before any adaptive
+    correction: the prior the correction is measured against) and the factor in use. The
+    adaptive correction, the experiment report and the monitor read these."""
+
+    model_version: str
+    life_stage: str
+    arm: str
+    propensity: float
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("propensity", "factor"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not (
+                    math.isfinite(value) and value >= 0):
+                raise ResponseError(f"exposure {name} must be a finite number >= 0, "
+                                    f"got {value!r}")
+        if self.propensity > 1:
+            raise ResponseError(f"exposure propensity must be at most 1, got {self.propensity}")
 
 
 @dataclass(frozen=True)
@@ -125,8 +152,9 @@ class ResponseStore:
             raise ResponseStoreError(f"the response store in {self.database.name} is closed")
 
     def record(self, customer_id: str, product_id: str, outcome: str, channel: str,
-               at: datetime | None = None) -> Response:
-        """Store one response (``at`` defaults to now) and return it as stored, with its id."""
+               at: datetime | None = None, exposure: Exposure | None = None) -> Response:
+        """Store one response (``at`` defaults to now) and return it as stored, with its id;
+        ``exposure``: what the service knew when it was answered (evidence for learning)."""
         customer_id = _text_id(customer_id, "customer_id")
         product_id = _text_id(product_id, "product_id")
         if self.product_ids is not None:
@@ -137,6 +165,8 @@ class ResponseStore:
                "channel": _one_of(channel, "channel", CHANNELS),
                # microseconds, as both databases keep them; SQLite stores UTC as it is given
                "recorded_at": when.replace(tzinfo=None) if self.database.is_sqlite else when}
+        if exposure is not None:
+            row.update(asdict(exposure))
         self._check_open()
         with self.database.begin() as conn:
             new_id = conn.execute(_INSERT, row).scalar_one()
@@ -190,6 +220,50 @@ class ResponseStore:
         self._check_open()
         with self.database.connect() as conn:
             return conn.execute(_ANY_SINCE, params).first() is not None
+
+    def evidence(self, since: datetime, until: datetime) -> pd.DataFrame:
+        """Offers answered in [since, until) with a predicted propensity, counted per
+        product, channel, life stage and UTC day: ``shows``, ``expected`` (the sum of the
+        propensities predicted for the shows) and ``accepts``. One grouped scan of the time
+        index: what the adaptive correction is refreshed from.
+
+        Every model version's answers count: the ratio says how far the bank's models
+        over- or under-predict a product, which a retrain on last month's holdings does not
+        change (a deposit that stopped selling stays corrected across a new version)."""
+        day = (sa.func.substr(_table.c.recorded_at, 1, 10) if self.database.is_sqlite
+               else sa.func.to_char(sa.func.timezone("UTC", _table.c.recorded_at),
+                                    "YYYY-MM-DD"))
+        shown = _table.c.outcome == "shown"
+        query = (sa.select(
+            _table.c.product_id, _table.c.channel, _table.c.life_stage, day.label("day"),
+            sa.func.sum(sa.case((shown, 1), else_=0)).label("shows"),
+            sa.func.sum(sa.case((shown, _table.c.propensity), else_=0.0)).label("expected"),
+            sa.func.sum(sa.case((_table.c.outcome == "accepted", 1), else_=0)).label("accepts"))
+            .where(_table.c.propensity.is_not(None),
+                   _table.c.recorded_at >= self._bound(since),
+                   _table.c.recorded_at < self._bound(until))
+            .group_by(_table.c.product_id, _table.c.channel, _table.c.life_stage, day))
+        self._check_open()
+        with self.database.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["product_id", "channel", "life_stage", "day",
+                                            "shows", "expected", "accepts"])
+        return frame.astype({"shows": np.int64, "expected": np.float64, "accepts": np.int64})
+
+    def answered(self, since: datetime, until: datetime | None = None) -> pd.DataFrame:
+        """Every response recorded in [since, until) with what was known when it was
+        answered (``Exposure``'s columns, null for responses recorded without it): what the
+        experiment report and the monitor read."""
+        columns = [*_COLUMNS, *(_table.c[name] for name in EXPOSURE_COLUMNS)]
+        query = sa.select(*columns).where(_table.c.recorded_at >= self._bound(since))
+        if until is not None:
+            query = query.where(_table.c.recorded_at < self._bound(until))
+        self._check_open()
+        with self.database.connect() as conn:
+            rows = conn.execute(query.order_by(_table.c.recorded_at, _table.c.id)).all()
+        frame = pd.DataFrame(rows, columns=[*HISTORY_COLUMNS, *EXPOSURE_COLUMNS])
+        frame["recorded_at"] = pd.to_datetime(frame["recorded_at"], utc=True)
+        return frame.astype({"propensity": np.float64, "factor": np.float64})
 
     def count(self) -> int:
         """How many responses the store holds."""

@@ -23,7 +23,13 @@ responses = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("channel", sa.Text, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_version", sa.Text, nullable=True),
+    sa.Column("life_stage", sa.Text, nullable=True),
+    sa.Column("arm", sa.Text, nullable=True),
+    sa.Column("propensity", sa.Float, nullable=True),
+    sa.Column("factor", sa.Float, nullable=True),
     sa.Index("responses_by_customer_time", "customer_id", "recorded_at"),
+    sa.Index("responses_by_time", "recorded_at"),
     sqlite_autoincrement=True)
 
 policies = sa.Table(

@@ -197,3 +197,36 @@ def fuzzed_app(openapi_app, admin_headers):
           suppress_health_check=list(HealthCheck))
 def test_app_keeps_to_its_document(case, fuzzed_app):
     case.call_and_validate(app=fuzzed_app, checks=CHECKS_ALL)
+
+
+def test_an_adaptive_experiment_answer_keeps_to_the_document(served_demo_bank, tmp_path,
+                                                             client_with_key):
+    """``factor`` on each offer and the decision's ``arm`` are declared (the models are
+    closed: an undeclared key fails here)."""
+    from api.schemas import Decision
+
+    (tmp_path / "static.toml").write_text(load_policy().text, encoding="utf-8")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(load_policy().text + """
+[adaptive]
+exploration_share = 0.5
+[experiment]
+name = "document"
+[[experiment.arm]]
+name = "static"
+share = 0.5
+policy = "static.toml"
+[[experiment.arm]]
+name = "adaptive"
+share = 0.5
+""", encoding="utf-8")
+    app = create_app({**served_demo_bank, "STATE_DIR": str(tmp_path / "state"),
+                      "POLICY_FILE": str(policy)})
+    client = client_with_key(app, "admin")
+    arms = set()
+    for n in range(1, 40):
+        body = client.get(f"/v1/customers/C{n:08d}/offers?channel=mobile").get_json()
+        Decision.model_validate(body)
+        arms.add(body["arm"])
+        assert all(("factor" in o) == (body["arm"] == "adaptive") for o in body["offers"])
+    assert arms == {"static", "adaptive"}

@@ -116,11 +116,13 @@ def chosen(pair, demo_bank) -> list[str]:
 
 
 def _stored(url: str, where=None) -> list[dict]:
-    """Responses in the database, as the API shows them (``recorded_at`` ISO UTC with Z)."""
+    """Responses in the database, as the API shows them (``recorded_at`` ISO UTC with Z;
+    not what was predicted for them, which the API does not show)."""
     database = Database(url)
     try:
         with database.connect() as conn:
-            query = sa.select(RESPONSES)
+            query = sa.select(*(RESPONSES.c[name] for name in (
+                "id", "customer_id", "product_id", "outcome", "channel", "recorded_at")))
             rows = conn.execute(query if where is None else query.where(where)).mappings().all()
     finally:
         database.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,3 +114,36 @@ def test_rows_of_unknown_products_are_left_out_and_bad_propensities_refused():
 def test_bad_settings_are_refused_naming_the_key(settings, message):
     with pytest.raises(ConfigError, match=message):
         AdaptiveSettings(**settings)
+
+
+def test_counted_evidence_weighs_each_day_by_its_age():
+    counts = pd.DataFrame({
+        "product_id": ["card", "card", "loan"], "channel": ["mobile"] * 3,
+        "life_stage": ["young"] * 3, "day": ["2026-11-10", "2026-11-08", "2026-11-10"],
+        "shows": [100, 100, 5], "expected": [4.0, 4.0, 0.5], "accepts": [2, 8, 1]})
+    evidence = Evidence.from_counts(counts, PRODUCTS, CHANNELS, STAGES,
+                                    as_of=date(2026, 11, 10), half_life_days=2.0)
+    c, m, y = PRODUCTS.index("card"), CHANNELS.index("mobile"), STAGES.index("young")
+    assert evidence.shows[c, m, y] == pytest.approx(100 + 50)  # two days old: half
+    assert evidence.accepts[c, m, y] == pytest.approx(2 + 4)
+    assert evidence.expected[c, m, y] == pytest.approx(4 + 2)
+    assert evidence.counted[c, m, y] == 200  # unweighted: what "tried enough" reads
+    assert evidence.counted.sum() == 205
+
+
+def test_a_product_is_tested_after_min_shows_in_the_channel():
+    corrections = _corrections(_shows("card", "mobile", "young", 60, 0.1, 3),
+                               _shows("card", "mobile", "old", 40, 0.1, 3), min_shows=100)
+    c, m, b = PRODUCTS.index("card"), CHANNELS.index("mobile"), CHANNELS.index("branch")
+    assert not corrections.untested[c, m] and corrections.untested[c, b]
+    assert corrections.untested[PRODUCTS.index("loan")].all()
+
+
+def test_the_adaptive_table_refuses_unknown_keys_and_bad_values():
+    assert AdaptiveSettings.from_table({"prior_strength": 5.0}, "p.toml:").prior_strength == 5
+    with pytest.raises(ConfigError, match=r"unknown keys \['prior_strenght'\]"):
+        AdaptiveSettings.from_table({"prior_strenght": 5.0}, "p.toml:")
+    with pytest.raises(ConfigError, match="min_shows"):
+        AdaptiveSettings(min_shows=-1)
+    with pytest.raises(ConfigError, match="new_product_propensity"):
+        AdaptiveSettings(new_product_propensity=1.5)

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from recommender.exceptions import ConfigError
-from recommender.policy.experiment import assign_arms, unit_hash
+from recommender.policy.experiment import ExperimentSettings, assign_arms, unit_hash
 
 IDS = [f"C{n:08d}" for n in range(100_000)]
 SHARES = {"champion": 0.8, "challenger": 0.15, "holdout": 0.05}
@@ -66,3 +66,24 @@ def test_the_unit_hash_is_uniform():
 def test_bad_shares_are_refused_naming_the_experiment(shares, message):
     with pytest.raises(ConfigError, match=message):
         assign_arms("spring-2027", IDS[:3], shares)
+
+
+def test_the_experiment_table_is_checked_and_names_what_is_wrong():
+    arms = [{"name": "champion", "share": 0.9}, {"name": "challenger", "share": 0.1,
+                                                 "model": "v2", "policy": "variant.toml"}]
+    settings = ExperimentSettings.from_table({"name": "x", "arm": arms}, "p.toml:")
+    assert settings.champion.name == "champion" and settings.arm("challenger").model == "v2"
+    assert settings.level == 0.95
+    assert list(settings.assign(["a", "b"])) == list(assign_arms("x", ["a", "b"],
+                                                                 settings.shares))
+    with pytest.raises(ConfigError, match="no arm 'other'"):
+        settings.arm("other")
+    with pytest.raises(ConfigError, match="needs a name"):
+        ExperimentSettings.from_table({"arm": arms}, "p.toml:")
+    with pytest.raises(ConfigError, match="two or more arms"):
+        ExperimentSettings.from_table({"name": "x", "arm": arms[:1]}, "p.toml:")
+    with pytest.raises(ConfigError, match="add up to 0.95"):
+        ExperimentSettings.from_table(
+            {"name": "x", "arm": [arms[0], {**arms[1], "share": 0.05}]}, "p.toml:")
+    with pytest.raises(ConfigError, match="level"):
+        ExperimentSettings.from_table({"name": "x", "arm": arms, "level": 95}, "p.toml:")
