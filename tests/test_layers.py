@@ -18,12 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = (
     ("base", ("recommender", "recommender.exceptions")),
     ("data", ("recommender.data",)),
+    ("monitoring", ("recommender.monitoring",)),
     ("ranking", ("recommender.ranking",)),
     ("policy", ("recommender.policy",)),
     ("store", ("recommender.store",)),
     ("campaign", ("recommender.campaign",)),
     ("spark", ("recommender.spark",)),
-    ("service", ("recommender.service", "recommender.audit", "recommender.report")),
+    ("service", ("recommender.service", "recommender.audit", "recommender.report",
+                 "recommender.monitor")),
     ("surfaces", ("recommender.cli", "api")),
 )
 

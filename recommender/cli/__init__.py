@@ -3,7 +3,8 @@
 One module per command group: ``bank`` (demo-data, import-santander, init-catalog),
 ``models`` (train, evaluate), ``decisions`` (recommend, replay, audit), ``campaigns``
 (campaign), ``serving`` (serve), ``keys`` (keys create, list, revoke), ``database``
-(db upgrade, db current) and ``experiments`` (experiment report, promote); ``arguments``
+(db upgrade, db current), ``experiments`` (experiment report, promote) and ``monitoring``
+(monitor); ``arguments``
 holds the options several share. This module assembles the parser from them and runs the
 chosen command.
 
@@ -19,7 +20,7 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/implicit load BLAS
 
-from . import bank, campaigns, database, decisions, experiments, keys, models, serving
+from . import bank, campaigns, database, decisions, experiments, keys, models, monitoring, serving
 
 log = logging.getLogger("nbo")
 
@@ -28,7 +29,7 @@ _COMMANDS = (
     bank.add_demo_data, models.add_train, models.add_evaluate, bank.add_import_santander,
     bank.add_init_catalog, decisions.add_replay, decisions.add_audit, campaigns.add_campaign,
     decisions.add_recommend, serving.add_serve, keys.add_keys, database.add_db,
-    experiments.add_experiment,
+    experiments.add_experiment, monitoring.add_monitor,
 )
 
 
