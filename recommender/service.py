@@ -485,6 +485,8 @@ def reload_service(served: OfferService, data_dir: str | Path, models_dir: str |
         responses = ResponseStore(responses.database,
                                   product_ids=[str(p) for p in engine.catalog.ids.external_ids])
     candidate = OfferService(engine, book, responses, served.decisions, scores)
+    if candidate.learning is not None and served.learning is not None:
+        candidate.learning.adopt(served.learning)
     smoke_test(candidate)
     scores.build_missing()
     candidate.arms = experiment_arms(candidate, data_dir, models_dir, policy_file, state_dir)

@@ -1,9 +1,15 @@
 """The adaptive correction of a served model, kept fresh from the response store.
 
-Every ``refresh_seconds`` the evidence is read again, up to the start of the current
-interval of the clock (``as_of``): every worker and replica that reads within the same
-interval reads the same rows and so applies the same factors, and explores the same
-customers. Between refreshes a decision costs one fancy-indexed read of the factors.
+Every ``refresh_seconds`` the evidence is brought up to the start of the current interval of
+the clock (``as_of``) less ``SETTLE_SECONDS`` (a response is committed within moments of the
+time it carries): every worker and replica that refreshes within the same interval counts
+the same rows and so applies the same factors, and explores the same customers. Between
+refreshes a decision costs one fancy-indexed read of the factors.
+
+A refresh reads only the responses recorded since the last one, grouped per day, and adds
+them to the counts it keeps (a few thousand rows: product x channel x life stage x day);
+whole days leave the window as it moves. A worker reads the whole window once, at its first
+decision; the same whole days, so it agrees with the workers that started before it.
 """
 
 from __future__ import annotations
@@ -11,15 +17,20 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+
+import pandas as pd
 
 from ..policy.adaptive import AdaptiveSettings, Evidence, LearnedPropensity
 from ..policy.config import CHANNELS
 from ..ranking.artifacts import TrainedModel
 from .database import StoreUnavailableError
-from .responses import ResponseStore
+from .responses import NANOS, ResponseStore
 
 log = logging.getLogger(__name__)
+
+SETTLE_SECONDS = 5.0
+_CELL = ["product_id", "channel", "life_stage", "day"]
 
 
 def interval_start(now: datetime, seconds: float) -> datetime:
@@ -41,6 +52,14 @@ class AdaptiveState:
         self._current: LearnedPropensity | None = None
         self._lock = threading.Lock()
         self._failing = False
+        self._counts: pd.DataFrame | None = None  # per cell and day, read up to _through
+        self._through: datetime | None = None
+
+    def adopt(self, other: AdaptiveState) -> None:
+        """Take over the counts ``other`` has read (a reload: the responses are the same, so
+        the new model's state need not read the whole window again)."""
+        with other._lock:
+            self._counts, self._through = other._counts, other._through
 
     def current(self, now: datetime) -> LearnedPropensity:
         """The corrections for a decision at ``now``: read again when ``now`` is in a new
@@ -71,11 +90,23 @@ class AdaptiveState:
             return learned
 
     def _read(self, as_of: datetime) -> LearnedPropensity:
-        since = as_of - timedelta(days=self.settings.window_days)
-        counts = self.responses.evidence(since, as_of)
+        first_day = datetime.combine((as_of - timedelta(days=self.settings.window_days)).date(),
+                                     time(), UTC)
+        cut = as_of - timedelta(seconds=SETTLE_SECONDS)
+        if self._through is None or self._through < first_day or cut < self._through:
+            counts = self.responses.evidence(first_day, cut)  # the whole window
+        else:
+            fresh = self.responses.evidence(self._through, cut)
+            counts = pd.concat([self._counts, fresh], ignore_index=True) if len(fresh) else (
+                self._counts)
+            counts = counts.groupby(_CELL, as_index=False, sort=False).sum()
+            counts = counts[counts["day"] >= first_day.date().isoformat()]
+        self._counts, self._through = counts, cut
+        counts = counts.sort_values(_CELL).assign(expected=counts["expected_nanos"] / NANOS)
         evidence = Evidence.from_counts(counts, self.products, CHANNELS, self.stages,
                                         as_of=as_of.date(),
                                         half_life_days=self.settings.half_life_days)
-        log.debug("adaptive evidence as of %s: %d cells", as_of.isoformat(), len(counts))
+        log.debug("adaptive evidence as of %s: %d cells x days", as_of.isoformat(),
+                  len(counts))
         return LearnedPropensity.fit(evidence, self.settings, self.model.rates.overall,
                                      as_of.isoformat())

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("shown", "accepted", "declined")
 HISTORY_COLUMNS = (C.CUSTOMER_ID, C.PRODUCT_ID, "outcome", "channel", "recorded_at")
 EXPOSURE_COLUMNS = ("model_version", "life_stage", "arm", "propensity", "factor")
+NANOS = 1_000_000_000  # the unit of ``evidence``'s expected accepts
 _CHUNK = 900  # ids per query: stays below 999, the variable limit of SQLite before 3.32
 _COLUMNS = [_table.c[name] for name in HISTORY_COLUMNS]
 _INSERT = sa.insert(_table).returning(_table.c.id)
@@ -223,9 +224,10 @@ class ResponseStore:
 
     def evidence(self, since: datetime, until: datetime) -> pd.DataFrame:
         """Offers answered in [since, until) with a predicted propensity, counted per
-        product, channel, life stage and UTC day: ``shows``, ``expected`` (the sum of the
-        propensities predicted for the shows) and ``accepts``. One grouped scan of the time
-        index: what the adaptive correction is refreshed from.
+        product, channel, life stage and UTC day: ``shows``, ``expected_nanos`` (the sum of
+        the propensities predicted for the shows, in billionths: integers add up the same in
+        any order, so counts summed in steps equal counts read at once) and ``accepts``.
+        One grouped scan of the time index: what the adaptive correction is refreshed from.
 
         Every model version's answers count: the ratio says how far the bank's models
         over- or under-predict a product, which a retrain on last month's holdings does not
@@ -237,7 +239,8 @@ class ResponseStore:
         query = (sa.select(
             _table.c.product_id, _table.c.channel, _table.c.life_stage, day.label("day"),
             sa.func.sum(sa.case((shown, 1), else_=0)).label("shows"),
-            sa.func.sum(sa.case((shown, _table.c.propensity), else_=0.0)).label("expected"),
+            sa.func.sum(sa.case((shown, sa.func.round(_table.c.propensity * NANOS)),
+                                else_=0)).label("expected_nanos"),
             sa.func.sum(sa.case((_table.c.outcome == "accepted", 1), else_=0)).label("accepts"))
             .where(_table.c.propensity.is_not(None),
                    _table.c.recorded_at >= self._bound(since),
@@ -247,8 +250,9 @@ class ResponseStore:
         with self.database.connect() as conn:
             rows = conn.execute(query).all()
         frame = pd.DataFrame(rows, columns=["product_id", "channel", "life_stage", "day",
-                                            "shows", "expected", "accepts"])
-        return frame.astype({"shows": np.int64, "expected": np.float64, "accepts": np.int64})
+                                            "shows", "expected_nanos", "accepts"])
+        return frame.astype({"shows": np.int64, "expected_nanos": np.int64,
+                             "accepts": np.int64})
 
     def answered(self, since: datetime, until: datetime | None = None) -> pd.DataFrame:
         """Every response recorded in [since, until) with what was known when it was

@@ -23,7 +23,7 @@ from recommender.policy.config import load_policy
 from recommender.service import load_service
 from recommender.store.database import Database
 from recommender.store.decisions import DecisionLog
-from recommender.store.learning import interval_start
+from recommender.store.learning import AdaptiveState, interval_start
 from recommender.store.replay import replay
 from recommender.store.settings import promotions
 
@@ -281,3 +281,28 @@ def test_experiment_report_and_promotion_through_the_command_line(trained, tmp_p
     assert {service.serving_arm(c).name for c in _ids(service, 200)} == {"adaptive"}
     assert main(["experiment", "report", "--since", "1d", "--json", *common]) == 0
     assert json.loads(capsys.readouterr().out)["promoted"] == "adaptive"
+
+
+def test_a_worker_counting_in_steps_agrees_with_one_reading_at_once(trained, tmp_path,
+                                                                      database_url):
+    """Refreshes read only what is new; a worker started later reads the window at once:
+    both hold exactly the same counts and factors (integer sums, whole days)."""
+    service = _service(trained, tmp_path, load_policy().text + ADAPTIVE, database_url)
+    start = service.clock()
+    for hour in range(0, 60, 7):  # two and a half days, a refresh after each round
+        service.clock.now = start + timedelta(hours=hour)
+        for customer, answer in _offered(service, 40):
+            product = answer["offers"][0]["product_id"]
+            service.record_response(customer, product, "shown", "mobile")
+            if int(customer[1:]) % 3 == 0:
+                service.record_response(customer, product, "accepted", "mobile")
+        service.learning.current(service.clock())
+    service.clock.now += timedelta(hours=1)
+    stepped = service.learning.current(service.clock())
+    fresh = AdaptiveState(service.responses, service.engine.model, service.policy.adaptive)
+    at_once = fresh.current(service.clock())
+    assert stepped.corrections.evidence.counted.sum() > 100
+    for name in ("accepts", "expected", "shows", "counted"):
+        np.testing.assert_array_equal(getattr(stepped.corrections.evidence, name),
+                                      getattr(at_once.corrections.evidence, name))
+    np.testing.assert_array_equal(stepped.corrections.factors, at_once.corrections.factors)
