@@ -31,6 +31,12 @@ too) with a new database. The top-level figures (``offers_rps``, ``offers_p99_ms
 state of the moment: repeat the whole invocation, rather than compare runs of two of them.
 Prints and writes JSON.
 
+``--adaptive`` is two SQLite runs of the same load over the same 200,000 responses of the
+last 28 days (recorded with their predictions): the packaged policy, then the same policy
+with an ``[adaptive]`` table refreshed every 10 s. ``adaptive_cpu_ms/static_cpu_ms``
+compares the server's CPU per answer (target: at most 1.1); the top-level figures are the
+adaptive run's and ``static`` holds the other.
+
 Needs wrk (``make bench-tools`` installs it), and for ``--database postgresql`` PostgreSQL's
 server binaries (``make postgres``); without them, or without the project installed, the
 script stops at once, before making a bank, with one line saying what to run.
@@ -54,6 +60,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -68,6 +75,7 @@ LUA = Path(__file__).resolve().with_name("wrk_offers.lua")
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 TARGETS = {"offers_rps/hello_rps": 0.7, "offers_p99_ms": 20.0, "errors": 0}
 PG_RATIO = "postgresql_offers_rps/sqlite_offers_rps"
+ADAPTIVE_RATIO = "adaptive_cpu_ms/static_cpu_ms"
 POSTGRESQL_TARGETS = {**TARGETS, "offers_p99_ms": 25.0, PG_RATIO: 0.8}
 _PROBLEMS = re.compile(r"Traceback|\bERROR\b|CRITICAL|WORKER TIMEOUT|was sent SIGKILL|exited with"
                        r"|\bFATAL\b|\bPANIC\b")
@@ -279,12 +287,17 @@ def _log_problems(path: Path) -> dict:
 
 
 def _serve_and_load(args: argparse.Namespace, data: Path, models: Path, state: Path,
-                    database: str, database_pid: int | None = None) -> dict:
+                    database: str, database_pid: int | None = None,
+                    adaptive: bool = False) -> dict:
     """One whole run against one database: a fresh state folder with its own copy of the
     model, the stores' schema and two keys in ``database``, the server started, driven
     (``/healthz``, then offers with a reload during them), measured and stopped.
 
     ``database_pid``: the database server's master process, whose CPU each wrk run counts.
+    ``adaptive``: serve the packaged policy with an ``[adaptive]`` table. With
+    ``--adaptive`` both runs start with the same ``ADAPTIVE_EVIDENCE`` responses recorded
+    with their predictions (the contact policy reads them too), so that only the policy
+    differs between them.
     """
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
@@ -292,6 +305,9 @@ def _serve_and_load(args: argparse.Namespace, data: Path, models: Path, state: P
     upgraded = nbo("db", "upgrade", "--state", str(state), "--database", database,
                    capture=True)
     log.info("%s", upgraded.strip())
+    policy = ["--policy", str(_adaptive_policy(state))] if adaptive else []
+    if args.adaptive:  # both runs hold the same responses: only the policy differs
+        _record_evidence(database, served, ADAPTIVE_EVIDENCE)
     mobile_key, admin_key = (_api_key(state, database, role) for role in ("mobile", "admin"))
 
     port = args.port or _free_port()
@@ -299,7 +315,7 @@ def _serve_and_load(args: argparse.Namespace, data: Path, models: Path, state: P
     command = [sys.executable, "-m", "recommender.cli", "serve", "--data", str(data),
                "--models", str(served), "--state", str(state), "--database", database,
                "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
-               "--threads", str(args.threads), "--no-examples"]
+               "--threads", str(args.threads), "--no-examples", *policy]
     server_log = state / "server.log"
     with open(server_log, "wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
@@ -411,6 +427,62 @@ def _require(database: str) -> type | None:
     return PostgresServer
 
 
+ADAPTIVE_EVIDENCE = 200_000
+ADAPTIVE_POLICY = """
+[adaptive]
+prior_strength = 20.0
+exploration_share = 0.05
+refresh_seconds = 10.0
+half_life_days = 7.0
+window_days = 28.0
+"""
+
+
+def _adaptive_policy(state: Path) -> Path:
+    from recommender.policy.config import load_policy
+
+    path = state / "policy-adaptive.toml"
+    path.write_text(load_policy().text + ADAPTIVE_POLICY, encoding="utf-8")
+    return path
+
+
+def _record_evidence(url: str, models: Path, rows: int) -> None:
+    """``rows`` shows (and their accepts) of the last 28 days, as the service records them,
+    written in one bulk insert: the evidence an adaptive server reads at each refresh."""
+    import numpy as np
+    import sqlalchemy as sa
+
+    from recommender.ranking import artifacts
+    from recommender.store.database import Database
+    from recommender.store.tables import responses
+
+    model = artifacts.load(models)
+    rng = np.random.default_rng(3)
+    products = np.asarray([str(p) for p in model.catalog.ids.external_ids])
+    stages = np.asarray([s.id for s in model.stages.stages])
+    now = datetime.now(UTC)
+    at = [now - timedelta(seconds=float(s)) for s in rng.uniform(60, 28 * 86400, rows)]
+    accepted = rng.random(rows) < 0.03
+    propensity = rng.uniform(0.001, 0.08, rows)
+    database = Database(url)
+    sqlite = database.is_sqlite
+    batch = [{"customer_id": f"C{int(c):08d}", "product_id": str(p), "outcome": o,
+              "channel": ch, "recorded_at": t.replace(tzinfo=None) if sqlite else t,
+              "model_version": model.version, "life_stage": str(s), "arm": "",
+              "propensity": float(q), "factor": 1.0}
+             for c, p, o, ch, t, s, q in zip(
+                 rng.integers(1, 1_000_000, rows), rng.choice(products, rows),
+                 np.where(accepted, "accepted", "shown"),
+                 rng.choice(["mobile", "branch"], rows), at, rng.choice(stages, rows),
+                 propensity, strict=True)]
+    try:
+        with database.begin(write=True) as conn:
+            conn.execute(sa.insert(responses), batch)
+    finally:
+        database.dispose()
+    log.info("recorded %d responses of the last 28 days as adaptive evidence", rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -433,7 +505,12 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: half-way)")
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
+    parser.add_argument("--adaptive", action="store_true", help="with the SQLite database: "
+                        "the same load twice, the packaged policy then the same with an "
+                        "[adaptive] table, comparing the server's CPU per answer")
     args = parser.parse_args(argv)
+    if args.adaptive and args.database != "sqlite":
+        parser.error("--adaptive compares two SQLite runs; leave out --database")
     server_class = _require(args.database)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from recommender.store.database import default_url
@@ -441,7 +518,14 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(args.work)
     data, models = prepare(work, args.customers)
-    if server_class is None:
+    static = None
+    if server_class is None and args.adaptive:  # static first, then adaptive
+        state = work / "serve_state_static"
+        static = _serve_and_load(args, data, models, state, default_url(state))
+        state = work / "serve_state_adaptive"
+        run = _serve_and_load(args, data, models, state, default_url(state), adaptive=True)
+        targets, sqlite = {**TARGETS, ADAPTIVE_RATIO: 1.1}, None
+    elif server_class is None:
         state = work / "serve_state"
         run = _serve_and_load(args, data, models, state, default_url(state))
         targets, sqlite = TARGETS, None
@@ -461,6 +545,14 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_at_start": load_at_start, **run,
         "targets": targets, "targets_met": _targets_met(run, targets),
     }
+    if static is not None:
+        ratio = run["offers_server_cpu_ms"] / static["offers_server_cpu_ms"]
+        result.update({
+            "static_offers_rps": static["offers_rps"],
+            "static_offers_p99_ms": static["offers_p99_ms"],
+            "static_offers_server_cpu_ms": static["offers_server_cpu_ms"],
+            ADAPTIVE_RATIO: round(ratio, 3), "static": static})
+        result["targets_met"][ADAPTIVE_RATIO] = ratio <= targets[ADAPTIVE_RATIO]
     if sqlite is not None:
         ratio = run["offers_rps"] / sqlite["offers_rps"]
         result.update({

@@ -183,13 +183,8 @@ def generate(n_customers: int, n_months: int, seed: int, catalog: Catalog,
         joining = (joined_at == month) if month else (joined_at <= 0)
         held[joining, current] = True
         active = joined_at <= month
-        held_f = held.astype(np.float32)
-        prereq_met = (held_f @ prerequisites) >= n_prereq
-        logits = base + held_f @ lift
-        p_take = 1 / (1 + np.exp(-logits))
-        excluded = (held_f @ exclusions) > 0
-        take = (rng.random(held.shape, dtype=np.float32) < p_take) & eligible & prereq_met
-        take &= ~excluded
+        p_take = _take_up(held, base, lift, eligible, prerequisites, n_prereq, exclusions)
+        take = rng.random(held.shape, dtype=np.float32) < p_take
         close = (rng.random(held.shape, dtype=np.float32) < closure) & held
         close[:, current] = False
         held = (held | (take & active[:, None] & ~joining[:, None])) & ~close
@@ -201,6 +196,33 @@ def generate(n_customers: int, n_months: int, seed: int, catalog: Catalog,
     log.info("demo bank: %d customers, %d months, %d holding rows",
              n_customers, n_months, len(holdings))
     return DemoBank(customers=customers, holdings=holdings)
+
+
+def _take_up(held: np.ndarray, base: np.ndarray, lift: np.ndarray, eligible: np.ndarray,
+             prerequisites: np.ndarray, n_prereq: np.ndarray,
+             exclusions: np.ndarray) -> np.ndarray:
+    """(customer x product) probability of taking the product up this month: 0 where not
+    allowed (ineligible, prerequisites not held, excluded by a holding)."""
+    held_f = held.astype(np.float32)
+    allowed = eligible & ((held_f @ prerequisites) >= n_prereq) & ~((held_f @ exclusions) > 0)
+    p_take = 1 / (1 + np.exp(-(base + held_f @ lift)))
+    return np.where(allowed, p_take, np.float32(0.0))
+
+
+def take_up_probability(customers: pd.DataFrame, held: np.ndarray, catalog: Catalog,
+                        stages: LifeStageRules, seed: int | None = None,
+                        extra: int = 0) -> np.ndarray:
+    """The true monthly probability that each customer takes up each product not held, as
+    the generator draws it (``held``: customer x product bool, in ``catalog``'s order): what
+    a simulation of offers reads as the customer's acceptance. ``seed``/``extra``: those the
+    bank was generated with, when it has extra columns."""
+    base, lift = _propensity_logits(customers, catalog, stages)
+    if extra:
+        base = base + extra_columns(len(customers), extra, int(seed or 0), catalog)[1]
+    prerequisites = catalog.prerequisite_matrix().astype(np.float32)
+    p_take = _take_up(held, base, lift, eligibility_mask(customers, catalog), prerequisites,
+                      prerequisites.sum(axis=0), catalog.exclusion_matrix().astype(np.float32))
+    return np.where(held, np.float32(0.0), p_take)
 
 
 def _holdings_frame(frames, customers, catalog, snapshot_dates) -> pd.DataFrame:
