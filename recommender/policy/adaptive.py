@@ -290,9 +290,9 @@ class LearnedPropensity:
     ``as_of`` names the refresh (the end of the evidence read): every worker and replica
     that refreshed at the same moment applies the same factors and explores the same
     customers. ``new`` marks the products the model never saw taken up; ``new_priors``
-    (per channel) is the propensity they start from: the channel's accept rate of the offers
-    shown (an average offer) once it has ``min_shows`` of them, else the configured
-    ``new_product_propensity``, else the median take-up rate of the model's catalog.
+    (per channel) is the propensity they start from: ``new_product_propensity`` when
+    configured, else the channel's accept rate of the offers shown (an average offer) once
+    it has ``min_shows`` of them, else the median take-up rate of the model's catalog.
     """
 
     corrections: Corrections
