@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -207,13 +208,14 @@ class Corrections:
         beta = k + evidence.expected
         return cls(evidence, settings, alpha, beta)
 
-    @property
+    @cached_property
     def factors(self) -> np.ndarray:
-        """Posterior mean ratio per cell, within the settings' bounds."""
+        """Posterior mean ratio per cell, within the settings' bounds (computed once: every
+        decision of a refresh interval reads it)."""
         return np.clip(self.alpha / self.beta, self.settings.min_factor,
                        self.settings.max_factor)
 
-    @property
+    @cached_property
     def untested(self) -> np.ndarray:
         """[product, channel]: fewer than ``min_shows`` shows of the product in the channel
         within the window: exploring decisions draw its factor."""
@@ -321,11 +323,19 @@ class LearnedPropensity:
     def settings(self) -> AdaptiveSettings:
         return self.corrections.settings
 
+    @cached_property
+    def _by_stage(self) -> np.ndarray:
+        """[channel, stage, product] factors, contiguous per channel: a decision's row is
+        one fancy-indexed read."""
+        return np.ascontiguousarray(self.corrections.factors.transpose(1, 2, 0))
+
     def exploring(self, customer_ids: Sequence[str], channel: str) -> np.ndarray:
         """(n,) bool: the decisions that explore untested products, a stable hash of the
         customer within this refresh (the same answer from every worker)."""
-        return unit_hash(f"explore/{self.as_of}/{channel}", customer_ids) < (
-            self.settings.exploration_share)
+        share = self.settings.exploration_share
+        if share <= 0:
+            return np.zeros(len(customer_ids), dtype=bool)
+        return unit_hash(f"explore/{self.as_of}/{channel}", customer_ids) < share
 
     def adjustment(self, customer_ids: Sequence[str], stages: np.ndarray,
                    channel: str) -> Adjustment:
@@ -333,7 +343,7 @@ class LearnedPropensity:
         decisions, Thompson draws for untested products; new products withheld elsewhere."""
         c = self.corrections.evidence.channels.index(channel)
         stages = np.asarray(stages, dtype=np.int64)
-        factors = self.corrections.factors[:, c, :][:, stages].T.copy()  # (n, products)
+        factors = self._by_stage[c][stages]  # (n, products), a new array
         untested = self.corrections.untested[:, c]
         new = self.new & untested
         explore = self.exploring(customer_ids, channel)

@@ -36,8 +36,11 @@ _CELL = ["product_id", "channel", "life_stage", "day"]
 def interval_start(now: datetime, seconds: float) -> datetime:
     """The start of the refresh interval ``now`` falls in, counted from the Unix epoch (so
     the same on every machine whose clock is right)."""
-    stamp = math.floor(now.timestamp() / seconds) * seconds
-    return datetime.fromtimestamp(stamp, UTC)
+    return datetime.fromtimestamp(_interval(now, seconds), UTC)
+
+
+def _interval(now: datetime, seconds: float) -> float:
+    return math.floor(now.timestamp() / seconds) * seconds
 
 
 class AdaptiveState:
@@ -50,6 +53,7 @@ class AdaptiveState:
         self.products = [str(p) for p in model.catalog.ids.external_ids]
         self.stages = [s.id for s in model.stages.stages]
         self._current: LearnedPropensity | None = None
+        self._start: float | None = None  # the interval _current was read for
         self._lock = threading.Lock()
         self._failing = False
         self._counts: pd.DataFrame | None = None  # per cell and day, read up to _through
@@ -65,11 +69,12 @@ class AdaptiveState:
         """The corrections for a decision at ``now``: read again when ``now`` is in a new
         interval. With the database away, the last corrections read stay in use (logged
         once); before any were read, StoreUnavailableError."""
-        as_of = interval_start(now, self.settings.refresh_seconds)
-        stamp = as_of.isoformat()
+        start = _interval(now, self.settings.refresh_seconds)
         learned = self._current
-        if learned is not None and learned.as_of == stamp:
+        if learned is not None and start == self._start:  # most calls: no dates built
             return learned
+        as_of = datetime.fromtimestamp(start, UTC)
+        stamp = as_of.isoformat()
         with self._lock:
             if self._current is not None and self._current.as_of == stamp:
                 return self._current
@@ -86,7 +91,7 @@ class AdaptiveState:
             if self._failing:
                 log.info("adaptive evidence read again (%s)", stamp)
             self._failing = False
-            self._current = learned
+            self._current, self._start = learned, start
             return learned
 
     def _read(self, as_of: datetime) -> LearnedPropensity:
