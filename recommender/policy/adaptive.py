@@ -231,17 +231,12 @@ class Corrections:
     def thompson_factors(self, rng: np.random.Generator) -> np.ndarray:
         """One draw per cell from its posterior, within the bounds: a product's factor when
         it is explored."""
-        return np.clip(rng.gamma(self.alpha, 1 / self.beta), self.settings.min_factor,
-                       self.settings.max_factor)
+        return self.draw(self.alpha, self.beta, rng)
 
-    def lookup(self, products: np.ndarray, channel: str, stages: np.ndarray) -> np.ndarray:
-        """Factors for position arrays of products and life stages in one channel."""
-        try:
-            c = self.evidence.channels.index(channel)
-        except ValueError:
-            raise ValueError(f"unknown channel {channel!r}; known: "
-                             f"{list(self.evidence.channels)}") from None
-        return self.factors[products, c, stages]
+    def draw(self, alpha: np.ndarray, beta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Draws from Gamma(alpha, beta) posteriors (any cells), within the bounds."""
+        return np.clip(rng.gamma(alpha, 1 / beta), self.settings.min_factor,
+                       self.settings.max_factor)
 
 
 @dataclass(frozen=True)
@@ -358,6 +353,5 @@ class LearnedPropensity:
             rng = np.random.default_rng(seed)
             alpha = self.corrections.alpha[products, c][:, stages[rows]].T
             beta = self.corrections.beta[products, c][:, stages[rows]].T
-            factors[np.ix_(rows, products)] = np.clip(
-                rng.gamma(alpha, 1 / beta), self.settings.min_factor, self.settings.max_factor)
+            factors[np.ix_(rows, products)] = self.corrections.draw(alpha, beta, rng)
         return Adjustment(factors, np.where(self.new, self.new_priors[c], np.nan))

@@ -83,14 +83,6 @@ def test_the_credible_interval_covers_the_known_ratio_and_narrows_with_evidence(
     assert hi[0, 0, 0] - lo[0, 0, 0] < (hi_thin[0, 0, 0] - lo_thin[0, 0, 0]) / 4
 
 
-def test_lookup_reads_a_batch_of_products_and_stages_in_one_channel():
-    corrections = _corrections(_shows("loan", "mobile", "old", 20_000, 0.1, 3_000))
-    got = corrections.lookup(np.array([2, 2, 0]), "mobile", np.array([1, 0, 1]))
-    assert got[0] == pytest.approx(1.5, abs=0.02) and got[2] == 1.0
-    with pytest.raises(ValueError, match="unknown channel 'fax'"):
-        corrections.lookup(np.array([0]), "fax", np.array([0]))
-
-
 def test_rows_of_unknown_products_are_left_out_and_bad_propensities_refused():
     frame = pd.concat([_shows("gold_bar", "mobile", "old", 50, 0.1, 50),
                        _shows("card", "mobile", "old", 10, 0.1, 1)], ignore_index=True)
